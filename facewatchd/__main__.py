@@ -1,0 +1,3 @@
+from facewatchd.cli import main
+
+raise SystemExit(main())

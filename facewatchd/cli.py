@@ -1,0 +1,198 @@
+"""Command line: facewatchd run | check-config | faces list|label|enroll|forget | plugins list."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+from facewatchd.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config)
+
+
+def _plugins(config: Config) -> Any:
+    from facewatchd.plugins import PluginHost
+
+    host = PluginHost(config)
+    host.load()
+    return host
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _config(args)
+    host = _plugins(config)
+    print(f"{config.source}: ok ({len(config.cameras)} camera(s), link {config.link.type}, "
+          f"plugins: {', '.join(host.infos) or 'none'})")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from facewatchd.daemon import Daemon
+    from facewatchd.logs import configure_logging
+
+    config = _config(args)
+    configure_logging(config.logging.format, config.logging.level)
+    host = _plugins(config)
+    summary = asyncio.run(Daemon(config, host).run())
+    print(json.dumps(summary.as_dict(), sort_keys=True), flush=True)
+    return 0
+
+
+def cmd_plugins_list(args: argparse.Namespace) -> int:
+    host = _plugins(_config(args))
+    rows = [{"name": i.name, "origin": i.origin, "module": i.module, "hooks": i.hooks,
+             "version": i.manifest.get("version")} for i in host.infos.values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['name']:<16} {r['origin']:<12} {r['module']:<28} {', '.join(r['hooks'])}")
+        if not rows:
+            print("no plugins loaded")
+    return 0
+
+
+# -- faces: operator actions on the configured resolver -------------------------------------------
+def _embedded(config: Config) -> Any:
+    from facewatchd.resolver.embedded import EmbeddedResolver
+
+    if config.resolver.type != "local":
+        raise ConfigError(f"faces commands for resolver type {config.resolver.type!r} need its own backend")
+    return EmbeddedResolver(config.device.state_dir, config.resolver, config.detector, config.embedder)
+
+
+def _forget_from_device_cache(config: Config, person_id: str) -> int:
+    """On the embedded default the device cache is on this machine: forget there too, at once."""
+    path = config.device.state_dir / "cache.db"
+    if not path.exists():
+        return 0
+    from facewatchd.pipeline.cache import FaceCache
+
+    cache = FaceCache(path, config.cache)
+    try:
+        return cache.forget(person_id)
+    finally:
+        cache.close()
+
+
+async def _faces(args: argparse.Namespace, config: Config) -> int:
+    backend = _embedded(config)
+    resolver = backend.resolver
+    try:
+        if args.faces_cmd == "list":
+            persons = await resolver.persons()
+            if args.json:
+                print(json.dumps([{"person_id": p.person_id, "name": p.name, "faces": len(p.faces),
+                                   "things": p.things, "first_seen": p.first_seen, "last_seen": p.last_seen}
+                                  for p in persons], indent=2))
+            else:
+                for p in persons:
+                    print(f"{p.person_id}  {p.name or '-':<24} faces={len(p.faces)} things={','.join(p.things)}")
+                if not persons:
+                    print("no persons yet")
+        elif args.faces_cmd == "label":
+            try:
+                person = await resolver.label(args.person, args.name)
+            except KeyError:
+                print(f"error: no person {args.person!r} (see `facewatchd faces list`)", file=sys.stderr)
+                return 1
+            print(f"{person.person_id} is now {person.name!r} on {len(person.things)} device(s)")
+        elif args.faces_cmd == "forget":
+            try:
+                person = await resolver.forget(args.person)
+            except KeyError:
+                print(f"error: no person {args.person!r}", file=sys.stderr)
+                return 1
+            n = _forget_from_device_cache(config, args.person)
+            print(f"forgot {person.person_id} ({person.name or 'unnamed'}): {len(person.faces)} face(s), "
+                  f"{n} cached view(s)")
+        elif args.faces_cmd == "enroll":
+            queries = await asyncio.to_thread(_enroll_queries, backend, args.images)
+            if isinstance(queries, str):
+                print(f"error: {queries}", file=sys.stderr)
+                return 1
+            person = await resolver.enroll(args.name, queries)
+            print(f"enrolled {person.person_id} as {person.name!r} from {len(queries)} photo(s)")
+        return 0
+    finally:
+        backend.close()
+
+
+def _enroll_queries(backend: Any, images: list[str]) -> list[Any] | str:
+    import time
+
+    import cv2
+
+    from facewatchd.messages import FaceQuery
+    from facewatchd.pipeline.uplink import UplinkConfig, face_crop_jpeg
+
+    queries = []
+    for path in images:
+        image = cv2.imread(path, cv2.IMREAD_COLOR)
+        if image is None:
+            return f"{path}: not a readable image"
+        faces = backend.analyzer.faces(image)
+        if len(faces) != 1:
+            return f"{path}: expected exactly one face, found {len(faces)}"
+        f = faces[0]
+        queries.append(FaceQuery(str(uuid.uuid4()), "", "enroll", "enroll", face_crop_jpeg(image, f.face, UplinkConfig()),
+                                 f.embedding, time.time()))
+    return queries
+
+
+def cmd_faces(args: argparse.Namespace) -> int:
+    return asyncio.run(_faces(args, _config(args)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facewatchd", description="Edge face recognition daemon")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+        return p
+
+    with_config(sub.add_parser("run", help="run the daemon")).set_defaults(func=cmd_run)
+    with_config(sub.add_parser("check-config", help="validate a config file")).set_defaults(func=cmd_check_config)
+
+    plugins = sub.add_parser("plugins", help="plugins").add_subparsers(dest="plugins_cmd", required=True)
+    pl = with_config(plugins.add_parser("list", help="loaded plugins and their hooks"))
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=cmd_plugins_list)
+
+    faces = sub.add_parser("faces", help="persons known to the resolver").add_subparsers(dest="faces_cmd", required=True)
+    fl = with_config(faces.add_parser("list", help="list persons"))
+    fl.add_argument("--json", action="store_true")
+    lab = with_config(faces.add_parser("label", help="name a person on every device"))
+    lab.add_argument("person")
+    lab.add_argument("name")
+    fg = with_config(faces.add_parser("forget", help="remove a person, their faces and crops everywhere"))
+    fg.add_argument("person")
+    en = with_config(faces.add_parser("enroll", help="pre-register a person from photos"))
+    en.add_argument("name")
+    en.add_argument("images", nargs="+")
+    for p in (fl, lab, fg, en):
+        p.set_defaults(func=cmd_faces)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as e:
+        print(f"config error:\n{e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

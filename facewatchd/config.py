@@ -1,0 +1,156 @@
+"""TOML config → typed, validated config.
+
+Every section's schema lives beside the code that uses it (detector, embedder, cache, links, plugins);
+this module only assembles them. Unknown keys are errors, and every error names the file, the key path
+and what is wrong: `etc/facewatchd.toml: cameras[0].fps: must be > 0, got -1`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from facewatchd.link.local import LocalLinkConfig
+from facewatchd.pipeline.cache import CacheConfig
+from facewatchd.pipeline.camera import CameraConfig
+from facewatchd.pipeline.tracker import TrackerConfig
+from facewatchd.pipeline.uplink import UplinkConfig
+from facewatchd.resolver.local import LocalResolverConfig
+from facewatchd.vision.detector import DetectorConfig
+from facewatchd.vision.embedder import EmbedderConfig
+
+DEFAULT_CONFIG = Path("etc/facewatchd.toml")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; str() is the full, printable explanation."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeviceConfig(Strict):
+    thing: str = Field("facewatchd-demo", pattern=r"^[A-Za-z0-9_.:-]{1,128}$",
+                       description="the device's thing name (AWS IoT thing / shadow name)")
+    state_dir: Path = Field(Path(".state"), description="cache, outbox and local resolver data")
+    workers: int = Field(2, ge=1, le=64, description="threads for CV work")
+    drain_timeout_s: float = Field(10.0, ge=0, description="how long a finished run waits for pending answers")
+
+
+class LoggingConfig(Strict):
+    format: Literal["auto", "console", "json"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+def _link_types() -> Any:
+    """The link configs, chosen by their `type` key (Frigate-style); optional kinds only if installed."""
+    kinds: list[type[BaseModel]] = [LocalLinkConfig]
+    try:
+        from facewatchd.link.mqtt import MqttLinkConfig
+        kinds.append(MqttLinkConfig)
+    except ImportError:
+        pass
+    try:
+        from facewatchd.link.awsiot import AwsIotLinkConfig
+        kinds.append(AwsIotLinkConfig)
+    except ImportError:
+        pass
+    try:
+        from facewatchd.link.greengrass import GreengrassLinkConfig
+        kinds.append(GreengrassLinkConfig)
+    except ImportError:
+        pass
+    return Annotated[Union[tuple(kinds)], Field(discriminator="type")] if len(kinds) > 1 else kinds[0]
+
+
+LinkConfig = _link_types()
+
+
+class Config(Strict):
+    device: DeviceConfig = DeviceConfig()
+    logging: LoggingConfig = LoggingConfig()
+    cameras: list[CameraConfig] = Field(default_factory=list)
+    detector: DetectorConfig = DetectorConfig()
+    embedder: EmbedderConfig = EmbedderConfig()
+    tracker: TrackerConfig = TrackerConfig()
+    cache: CacheConfig = CacheConfig()
+    uplink: UplinkConfig = UplinkConfig()
+    resolver: LocalResolverConfig = LocalResolverConfig()
+    link: LinkConfig = LocalLinkConfig()  # type: ignore[valid-type]
+    plugins: dict[str, dict[str, Any]] = Field(default_factory=dict,
+                                               description="per-plugin sections, validated by each plugin")
+
+    # Where the file was read from; relative paths in it are resolved against the working directory.
+    source: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_camera_ids(self) -> "Config":
+        ids = [c.id for c in self.cameras]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"camera ids must be unique, repeated: {', '.join(dupes)}")
+        return self
+
+
+_MESSAGES = {
+    "greater_than": "must be > {gt}",
+    "greater_than_equal": "must be >= {ge}",
+    "less_than": "must be < {lt}",
+    "less_than_equal": "must be <= {le}",
+    "extra_forbidden": "unknown key",
+    "missing": "required key is missing",
+    "string_pattern_mismatch": "must match {pattern}",
+}
+
+
+def key_path(loc: tuple[int | str, ...]) -> str:
+    """('cameras', 0, 'fps') → 'cameras[0].fps'; union branch names (the `type` tags) are dropped."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif out and part in {"local", "mqtt", "awsiot", "greengrass"} and not out.endswith("type"):
+            continue  # pydantic names the union branch; the user wrote no such key
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def format_errors(err: ValidationError, prefix: str = "") -> list[str]:
+    lines = []
+    for e in err.errors():
+        template = _MESSAGES.get(e["type"])
+        ctx = {k: f"{v:g}" if isinstance(v, float) else v for k, v in e.get("ctx", {}).items()}
+        msg = template.format(**ctx) if template else e["msg"]
+        if e["type"] not in {"extra_forbidden", "missing"} and "input" in e and not isinstance(e["input"], dict):
+            msg += f", got {e['input']!r}"
+        path = key_path(tuple(e["loc"]))
+        lines.append(f"{prefix}{path}: {msg}" if path != "(top level)" or not prefix else f"{prefix[:-1]}: {msg}")
+    return lines
+
+
+def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
+    where = f"{source}: " if source else ""
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError("\n".join(where + line for line in format_errors(e))) from None
+    config.source = source
+    return config
+
+
+def load_config(path: Path | str | None = None) -> Config:
+    p = Path(path) if path else DEFAULT_CONFIG
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read config: {e.strerror or e}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    return parse_config(data, p)

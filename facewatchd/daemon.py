@@ -1,0 +1,282 @@
+"""The daemon: wires cameras → detector → tracker → recognizer (cache) → uplink, the link and the
+plugins, and owns their lifecycle (start, signals, graceful drain, summary).
+
+Per camera two stages run as tasks joined by a bounded queue: detection (in the thread pool) and
+tracking + recognition. Shared by all cameras: the embedder, the face cache, the uplink and the link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import structlog
+
+from facewatchd.config import Config
+from facewatchd.link.base import Link, LinkDown
+from facewatchd.outbox import Outbox
+from facewatchd.pipeline.cache import FaceCache
+from facewatchd.pipeline.camera import Camera, Frame
+from facewatchd.pipeline.recognizer import Recognizer
+from facewatchd.pipeline.tracker import SceneCutDetector, Tracker
+from facewatchd.pipeline.uplink import Uplink
+from facewatchd.plugins import PluginHost
+from facewatchd.vision.detector import Face, YuNetDetector
+from facewatchd.vision.embedder import SFaceEmbedder
+
+log = structlog.get_logger("facewatchd.daemon")
+
+STAGE_QUEUE_SIZE = 4  # detected frames waiting for the tracker, per camera
+EVICT_EVERY_S = 60.0
+
+
+@dataclass
+class Summary:
+    frames: int
+    frames_dropped: int
+    frames_unreadable: int
+    faces: int
+    tracks: int
+    embeds: int
+    resolver_calls: int
+    resolver_retries: int
+    cache_hits: int
+    pending: int
+    link_online: bool
+    persons: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+class Daemon:
+    def __init__(self, config: Config, plugins: PluginHost | None = None, link: Link | None = None) -> None:
+        self.config = config
+        self.plugins = plugins or PluginHost(config)
+        self._link = link
+        self.stop_event = asyncio.Event()
+        self.cameras = [Camera(c) for c in config.cameras]
+        self.recognizer: Recognizer | None = None
+        self.uplink: Uplink | None = None
+        self.link: Link | None = None
+        self._embedded: Any = None
+        cv2.setNumThreads(1)  # parallelism comes from the thread pool, not OpenCV's own threads
+
+    def _build_link(self) -> Link:
+        if self._link is not None:
+            return self._link
+        kind = self.config.link.type
+        if kind == "local":
+            from facewatchd.resolver.embedded import EmbeddedResolver
+
+            self._embedded = EmbeddedResolver(self.config.device.state_dir, self.config.resolver, self.config.detector,
+                                              self.config.embedder)
+            return self._embedded.link(self.config.device.thing)
+        from facewatchd.link import create_link
+
+        return create_link(self.config.device.thing, self.config.link, self.config.device.state_dir)
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+
+    async def run(self) -> Summary:
+        started = time.monotonic()
+        cfg = self.config
+        cfg.device.state_dir.mkdir(parents=True, exist_ok=True)
+        executor = ThreadPoolExecutor(max_workers=cfg.device.workers, thread_name_prefix="cv")
+        loop = asyncio.get_running_loop()
+        embedder, detectors = await loop.run_in_executor(
+            executor, lambda: (SFaceEmbedder(cfg.embedder), [YuNetDetector(cfg.detector) for _ in self.cameras]))
+        cache = FaceCache(cfg.device.state_dir / "cache.db", cfg.cache)
+        outbox = Outbox(cfg.device.state_dir / "outbox.db", cfg.uplink.outbox_max_rows)
+        self.link = link = self._build_link()
+        self.uplink = uplink = Uplink(link, outbox, cfg.uplink)
+        self.recognizer = recognizer = Recognizer(cfg.device.thing, embedder, cache, uplink, cfg.uplink, executor,
+                                                  self.plugins.fire)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.request_stop)
+        log.info("daemon_started", thing=cfg.device.thing, cameras=[c.config.id for c in self.cameras],
+                 link=cfg.link.type, cache_entries=len(cache), outbox=len(outbox))
+        await self.plugins.start()
+        self.plugins.fire("link_status", online=True, link=cfg.link.type) if cfg.link.type == "local" else None
+        try:
+            async with link:
+                background = [loop.create_task(uplink.run(self.stop_event), name="uplink"),
+                              loop.create_task(self._apply_deltas(link), name="deltas"),
+                              loop.create_task(self._housekeeping(cache), name="housekeeping")]
+                camera_tasks = [loop.create_task(self._camera(cam, det, executor), name=f"camera-{cam.config.id}")
+                                for cam, det in zip(self.cameras, detectors)]
+                await self._wait_for_end(camera_tasks)
+                await self._drain(uplink)
+                self.stop_event.set()
+                for task in background:
+                    task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
+                await asyncio.gather(*camera_tasks, return_exceptions=True)
+        finally:
+            await self.plugins.stop()
+            summary = self._summary(time.monotonic() - started)
+            cache.close()
+            outbox.close()
+            if self._embedded is not None:
+                self._embedded.close()
+            executor.shutdown(wait=True, cancel_futures=True)
+        log.info("daemon_stopped", **{k: v for k, v in summary.as_dict().items() if k != "persons"})
+        return summary
+
+    async def _wait_for_end(self, camera_tasks: list[asyncio.Task[None]]) -> None:
+        """Until a signal, or until every camera has ended when all of them are files."""
+        stopper = asyncio.ensure_future(self.stop_event.wait())
+        all_files = all(not c.live for c in self.cameras)
+        pending: set[asyncio.Future[Any]] = {stopper, *camera_tasks}
+        while True:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if stopper in done:
+                break
+            if all_files and pending == {stopper}:
+                break
+            if not self.cameras and pending == {stopper}:
+                continue
+        stopper.cancel()
+        self.stop_event.set()  # ends cameras still running (a signal)
+        await asyncio.gather(*camera_tasks, return_exceptions=True)
+        self.stop_event.clear()  # the uplink and deltas keep running while we drain
+
+    async def _drain(self, uplink: Uplink) -> None:
+        """Give the resolver time to answer what is still pending, so the summary is complete."""
+        deadline = time.monotonic() + self.config.device.drain_timeout_s
+        while uplink.pending and time.monotonic() < deadline and self.link is not None and self.link.online:
+            await asyncio.sleep(0.05)
+        await self.plugins.drain()
+
+    async def _camera(self, camera: Camera, detector: YuNetDetector, executor: ThreadPoolExecutor) -> None:
+        tracker = Tracker(camera.config.id, self.config.tracker)
+        cuts = SceneCutDetector(self.config.tracker.scene_cut_threshold)
+        queue: asyncio.Queue[tuple[Frame, list[Face], bool] | None] = asyncio.Queue(STAGE_QUEUE_SIZE)
+        loop = asyncio.get_running_loop()
+
+        def analyse(image: Any) -> tuple[list[Face], bool]:
+            return detector.detect(image), cuts.is_cut(image)
+
+        async def detect() -> None:
+            try:
+                async for frame in camera.frames(self.stop_event):
+                    try:
+                        faces, cut = await loop.run_in_executor(executor, analyse, frame.image)
+                    except (cv2.error, ValueError) as e:
+                        camera.stats.unreadable += 1
+                        log.warning("frame_skipped", camera=camera.config.id, frame=frame.index, error=str(e))
+                        continue
+                    await queue.put((frame, faces, cut))
+            finally:
+                await queue.put(None)
+
+        async def track() -> None:
+            assert self.recognizer is not None
+            while (item := await queue.get()) is not None:
+                frame, faces, cut = item
+                update = tracker.update(faces, frame.index, frame.ts, scene_cut=cut)
+                await self.recognizer.process(frame, update)
+            for t in tracker.end_all():
+                await self.recognizer.end(t)
+
+        await asyncio.gather(detect(), track())
+        log.info("camera_ended", camera=camera.config.id, frames=camera.stats.frames, dropped=camera.stats.dropped)
+
+    async def _apply_deltas(self, link: Link) -> None:
+        assert self.recognizer is not None
+        async for delta in link.deltas():
+            try:
+                clear, reported = self.apply_delta(delta)
+            except Exception as e:  # a bad delta must never stop labels from being applied
+                log.error("delta_failed", error=repr(e))
+                continue
+            if clear:
+                try:
+                    await link.update_shadow({"desired": clear, "reported": reported})
+                except LinkDown:
+                    log.warning("shadow_clear_deferred", keys=list(clear))
+
+    def apply_delta(self, delta: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Apply labels from a shadow delta; returns the desired keys to clear and what to report."""
+        assert self.recognizer is not None
+        rec = self.recognizer
+        clear: dict[str, Any] = {}
+        if not isinstance(delta, dict):
+            log.warning("delta_malformed", reason="not an object")
+            return clear, {}
+        faces = delta.get("faces")
+        if isinstance(faces, dict):
+            for face_id, label in faces.items():
+                clear.setdefault("faces", {})[face_id] = None
+                # A shadow cannot hold null (null deletes a key), so "no name" arrives as a missing name.
+                if not (isinstance(label, dict) and isinstance(label.get("person_id"), str)
+                        and isinstance(label.get("name"), (str, type(None)))):
+                    log.warning("delta_malformed", face_id=face_id, reason="label needs person_id and name")
+                    continue
+                sim = label.get("similarity", 0.0)
+                rec.apply_label(face_id, label["person_id"], label.get("name"),
+                                float(sim) if isinstance(sim, (int, float)) else 0.0)
+        elif faces is not None:
+            log.warning("delta_malformed", reason="faces is not an object")
+            clear["faces"] = None
+        persons = delta.get("persons")
+        if isinstance(persons, dict):
+            for person_id, change in persons.items():
+                clear.setdefault("persons", {})[person_id] = None
+                if not (isinstance(change, dict) and isinstance(change.get("name"), (str, type(None)))
+                        and isinstance(change.get("forget", False), bool)):
+                    log.warning("delta_malformed", person_id=person_id, reason="person change needs a name or forget")
+                    continue
+                rec.apply_person(person_id, change.get("name"), change.get("forget", False))
+        elif persons is not None:
+            log.warning("delta_malformed", reason="persons is not an object")
+            clear["persons"] = None
+        reported = {"labels_applied": rec.stats.labels_applied, "cache_entries": len(rec.cache)}
+        return clear, reported
+
+    async def _housekeeping(self, cache: FaceCache) -> None:
+        was_online: bool | None = None
+        last_evict = time.monotonic()
+        while True:
+            await asyncio.sleep(0.5)
+            online = bool(self.link and self.link.online)
+            if online != was_online and was_online is not None:
+                self.plugins.fire("link_status", online=online, link=self.config.link.type)
+                log.warning("link_online" if online else "link_offline", link=self.config.link.type)
+            was_online = online
+            if time.monotonic() - last_evict > EVICT_EVERY_S:
+                last_evict = time.monotonic()
+                if evicted := cache.evict():
+                    log.info("cache_evicted", entries=evicted)
+
+    def _summary(self, seconds: float) -> Summary:
+        rec = self.recognizer
+        persons: dict[str, dict[str, Any]] = {}
+        if rec is not None:
+            persons = {pid: {"name": rec.stats.names.get(pid), "tracks": n}
+                       for pid, n in sorted(rec.stats.person_tracks.items())}
+        up = self.uplink.stats if self.uplink else None
+        return Summary(
+            frames=sum(c.stats.frames for c in self.cameras),
+            frames_dropped=sum(c.stats.dropped for c in self.cameras),
+            frames_unreadable=sum(c.stats.unreadable for c in self.cameras),
+            faces=rec.stats.faces if rec else 0,
+            tracks=rec.stats.tracks if rec else 0,
+            embeds=rec.stats.embeds if rec else 0,
+            resolver_calls=rec.stats.resolver_calls if rec else 0,
+            resolver_retries=up.resent if up else 0,
+            cache_hits=rec.stats.cache_hits if rec else 0,
+            pending=self.uplink.pending if self.uplink else 0,
+            link_online=bool(self.link and self.link.online),
+            persons=persons,
+            seconds=round(seconds, 2),
+        )

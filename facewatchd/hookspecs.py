@@ -1,0 +1,78 @@
+"""Every hook facewatchd calls, in one place. Built-in integrations (plugins/) use exactly these.
+
+Implement any subset in a module or object and mark each function with `facewatchd.hookimpl`. A hook
+may be a plain function or `async def`; it runs outside the frame loop, with a timeout, and a hook that
+raises or hangs is logged with its plugin's name and never stops the pipeline.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from facewatchd.events import FaceEvent, TrackEnded
+    from facewatchd.plugins import PluginContext
+
+hookspec = pluggy.HookspecMarker("facewatchd")
+hookimpl = pluggy.HookimplMarker("facewatchd")
+
+
+@hookspec
+def facewatchd_config_schema() -> Any:
+    """Return `(section_name, PydanticModel)` for the plugin's `[plugins.<section_name>]` config section.
+
+    The section is validated like the rest of the config (unknown keys and bad values are errors naming
+    the plugin and the key); the validated model is what `PluginContext.plugin_config(name)` returns.
+    """
+
+
+@hookspec
+def facewatchd_start(context: "PluginContext") -> Any:
+    """The daemon has started: set up connections and timers. `context` gives the config, this
+    plugin's validated config section and the event loop. May be async."""
+
+
+@hookspec
+def facewatchd_stop(context: "PluginContext") -> Any:
+    """The daemon is stopping: release everything set up in `facewatchd_start`. May be async."""
+
+
+@hookspec
+def face_detected(event: "FaceEvent") -> Any:
+    """A new face track started on a camera; nobody is named yet."""
+
+
+@hookspec
+def face_recognised(event: "FaceEvent") -> Any:
+    """A track was named: `event.person_id` is set, `event.name` may be None for a person nobody has
+    labelled yet. `event.similarity` and `event.agreed_frames` say how sure we are; `event.source`
+    says whether the local cache or the resolver named it. Fired once per track and again when more
+    frames agree (agreed_frames grows), so access control can wait for N frames."""
+
+
+@hookspec
+def unknown_face(event: "FaceEvent") -> Any:
+    """The resolver answered for a track and the person has no name (a stranger, or not yet labelled)."""
+
+
+@hookspec
+def person_labelled(person_id: str, name: str | None, previous: str | None) -> Any:
+    """A person was named or renamed (e.g. an operator labelled `person-17` "Alice"); name None
+    means the person was forgotten."""
+
+
+@hookspec
+def track_ended(event: "TrackEnded") -> Any:
+    """A track ended (the face left); `event.dwell_s` is how long it was seen."""
+
+
+@hookspec
+def link_status(online: bool, link: str) -> Any:
+    """The link to the resolver went online or offline."""
+
+
+@hookspec
+def camera_status(camera: str, online: bool, reason: str) -> Any:
+    """A camera became unavailable (reason says why) or came back."""

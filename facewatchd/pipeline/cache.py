@@ -1,0 +1,216 @@
+"""The face cache: embeddings of recently identified faces, so a known face costs no resolver call.
+
+Each entry is one view of one face: an L2-normalised SFace embedding with its person id and name, or,
+while the resolver has not answered yet, the pending face id it was sent under (so a second track of
+the same new person joins the pending query instead of sending another). Matching a new track is one
+matrix product over all entries. Several views per person are kept so a new angle still matches.
+Entries are evicted least-recently-seen first, bounded by count and by age; the cache persists in
+SQLite so a restart costs no resolver calls.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Collection
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from facewatchd.vision.embedder import EMBEDDING_DIM, SFACE_COSINE_THRESHOLD
+
+
+class CacheConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    match_threshold: float = Field(SFACE_COSINE_THRESHOLD, gt=0, lt=1,
+                                   description="cosine similarity at or above which a face is the cached person")
+    max_entries: int = Field(10_000, ge=1, le=10_000_000)
+    max_age_days: float = Field(30.0, gt=0, description="entries not seen for this long are evicted")
+    views_per_person: int = Field(5, ge=1, le=100)
+    new_view_below: float = Field(0.7, gt=0, le=1,
+                                  description="a view less similar than this to every cached view is kept too")
+
+
+@dataclass(slots=True)
+class Entry:
+    id: str
+    person_id: str | None
+    name: str | None
+    face_id: str | None  # the query this view was sent under; None for views added later
+    created: float
+    last_seen: float
+
+    @property
+    def pending(self) -> bool:
+        return self.person_id is None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheHit:
+    entry: Entry
+    similarity: float
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    id TEXT PRIMARY KEY, person_id TEXT, name TEXT, face_id TEXT,
+    embedding BLOB NOT NULL, created REAL NOT NULL, last_seen REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_face ON entries(face_id);
+"""
+
+
+class FaceCache:
+    def __init__(self, path: Path | str, config: CacheConfig | None = None) -> None:
+        self.config = config or CacheConfig()
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), isolation_level=None)
+        self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;" + _SCHEMA)
+        # Rows [0, n) of the matrix are live; entries[i] describes row i. Deletion swaps in the last row.
+        self._matrix = np.zeros((64, EMBEDDING_DIM), np.float32)
+        self._entries: list[Entry] = []
+        self._row: dict[str, int] = {}
+        for row in self._db.execute("SELECT id, person_id, name, face_id, created, last_seen, embedding FROM entries"):
+            emb = np.frombuffer(row[6], np.float32)
+            if emb.shape != (EMBEDDING_DIM,):
+                continue  # written by another model: useless here, dropped at the next eviction
+            self._append(Entry(*row[:6]), emb)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- matching -------------------------------------------------------------------------------
+    def match(self, embedding: np.ndarray, not_persons: Collection[str] = (),
+              not_faces: Collection[str] = ()) -> CacheHit | None:
+        """The most similar entry at or above the threshold, or None. Entries of `not_persons`, or sent
+        under a face id in `not_faces`, are skipped: they are people seen in the same frame."""
+        n = len(self._entries)
+        if n == 0:
+            return None
+        sims = self._matrix[:n] @ embedding
+        if not not_persons and not not_faces:
+            i = int(np.argmax(sims))
+            return CacheHit(self._entries[i], float(sims[i])) if sims[i] >= self.config.match_threshold else None
+        candidates = np.flatnonzero(sims >= self.config.match_threshold)
+        for i in candidates[np.argsort(-sims[candidates])]:
+            e = self._entries[i]
+            if e.person_id not in not_persons and e.face_id not in not_faces:
+                return CacheHit(e, float(sims[i]))
+        return None
+
+    def best_similarity(self, person_id: str, embedding: np.ndarray) -> float:
+        rows = [i for i, e in enumerate(self._entries) if e.person_id == person_id]
+        return float(np.max(self._matrix[rows] @ embedding)) if rows else -1.0
+
+    # -- changes --------------------------------------------------------------------------------
+    def add_pending(self, face_id: str, embedding: np.ndarray, now: float | None = None) -> Entry:
+        now = now or time.time()
+        return self._insert(Entry(uuid.uuid4().hex, None, None, face_id, now, now), embedding)
+
+    def add_view(self, person_id: str, name: str | None, embedding: np.ndarray, now: float | None = None) -> bool:
+        """Keep a new angle of a known person if it differs enough from the views we have."""
+        if self.best_similarity(person_id, embedding) >= self.config.new_view_below:
+            return False
+        now = now or time.time()
+        self._insert(Entry(uuid.uuid4().hex, person_id, name, None, now, now), embedding)
+        self._trim_views(person_id)
+        return True
+
+    def resolve(self, face_id: str, person_id: str, name: str | None) -> list[Entry]:
+        """The resolver named a pending face: its views now belong to the person."""
+        entries = [e for e in self._entries if e.face_id == face_id]
+        for e in entries:
+            e.person_id, e.name = person_id, name
+        if entries:
+            self._db.execute("UPDATE entries SET person_id=?, name=? WHERE face_id=?", (person_id, name, face_id))
+            self.rename(person_id, name)  # the resolver's answer carries the person's current name
+            self._trim_views(person_id)
+        return entries
+
+    def rename(self, person_id: str, name: str | None) -> int:
+        changed = [e for e in self._entries if e.person_id == person_id]
+        for e in changed:
+            e.name = name
+        self._db.execute("UPDATE entries SET name=? WHERE person_id=?", (name, person_id))
+        return len(changed)
+
+    def forget(self, person_id: str) -> int:
+        ids = [e.id for e in self._entries if e.person_id == person_id]
+        self._delete(ids)
+        return len(ids)
+
+    def touch(self, entry: Entry, now: float | None = None) -> None:
+        """Mark a person (or a pending face) as seen now: all its views stay warm together."""
+        now = now or time.time()
+        key, value = ("person_id", entry.person_id) if entry.person_id else ("face_id", entry.face_id)
+        for e in self._entries:
+            if getattr(e, key) == value:
+                e.last_seen = now
+        self._db.execute(f"UPDATE entries SET last_seen=? WHERE {key}=?", (now, value))
+
+    def evict(self, now: float | None = None) -> int:
+        """Drop entries older than max_age, then the least recently seen beyond max_entries."""
+        now = now or time.time()
+        cutoff = now - self.config.max_age_days * 86400
+        doomed = [e.id for e in self._entries if e.last_seen < cutoff]
+        excess = len(self._entries) - len(doomed) - self.config.max_entries
+        if excess > 0:
+            keep = sorted((e for e in self._entries if e.last_seen >= cutoff), key=lambda e: e.last_seen)
+            doomed += [e.id for e in keep[:excess]]
+        self._delete(doomed)
+        return len(doomed)
+
+    def persons(self) -> dict[str, str | None]:
+        return {e.person_id: e.name for e in self._entries if e.person_id}
+
+    def entries(self) -> list[Entry]:
+        return list(self._entries)
+
+    # -- storage --------------------------------------------------------------------------------
+    def _trim_views(self, person_id: str) -> None:
+        views = sorted((e for e in self._entries if e.person_id == person_id), key=lambda e: e.created)
+        excess = len(views) - self.config.views_per_person
+        if excess > 0:
+            self._delete([e.id for e in views[:excess]])
+
+    def _insert(self, entry: Entry, embedding: np.ndarray) -> Entry:
+        emb = np.asarray(embedding, np.float32).reshape(EMBEDDING_DIM)
+        self._db.execute("INSERT INTO entries VALUES (?,?,?,?,?,?,?)",
+                         (entry.id, entry.person_id, entry.name, entry.face_id, emb.tobytes(), entry.created,
+                          entry.last_seen))
+        self._append(entry, emb)
+        if len(self._entries) > self.config.max_entries:
+            self.evict(entry.last_seen)
+        return entry
+
+    def _append(self, entry: Entry, emb: np.ndarray) -> None:
+        n = len(self._entries)
+        if n == len(self._matrix):
+            self._matrix = np.concatenate([self._matrix, np.zeros_like(self._matrix)])
+        self._matrix[n] = emb
+        self._entries.append(entry)
+        self._row[entry.id] = n
+
+    def _delete(self, ids: list[str]) -> None:
+        if not ids:
+            return
+        self._db.execute("BEGIN")
+        self._db.executemany("DELETE FROM entries WHERE id=?", [(i,) for i in ids])
+        self._db.execute("COMMIT")
+        for entry_id in ids:
+            i = self._row.pop(entry_id)
+            last = len(self._entries) - 1
+            if i != last:
+                moved = self._entries[last]
+                self._entries[i] = moved
+                self._matrix[i] = self._matrix[last]
+                self._row[moved.id] = i
+            self._entries.pop()

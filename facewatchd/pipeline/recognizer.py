@@ -1,0 +1,297 @@
+"""The recognizer: turns tracks into named faces using the cache first and the resolver only when needed.
+
+Per track: embed the first view and look it up in the cache (a known face is named at once, no
+resolver call). An unknown track collects its first frames, keeps the best view (size, detector
+score, sharpness), embeds that one if it is not the first, tries the cache again, and only then sends
+one request. A second unknown track whose embedding matches a pending request joins it instead of
+sending another. Known tracks are re-embedded only for a clearly better view, never per frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter, OrderedDict
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import structlog
+
+from facewatchd.events import FaceEvent, TrackEnded
+from facewatchd.messages import FaceQuery, new_face_id
+from facewatchd.pipeline.cache import CacheHit, FaceCache
+from facewatchd.pipeline.camera import Frame
+from facewatchd.pipeline.tracker import Track, TrackUpdate
+from facewatchd.pipeline.uplink import Uplink, UplinkConfig, crop_with_margin, encode_jpeg
+from facewatchd.vision.detector import Face
+from facewatchd.vision.embedder import SFaceEmbedder
+
+log = structlog.get_logger("facewatchd.recognizer")
+
+MAX_EMBEDS_PER_TRACK = 3
+BETTER_VIEW_RATIO = 1.5  # re-embed a known track only for a view this much better than the last one
+ENDED_TRACKS_KEPT = 4096  # ended tracks remembered for co-visibility (who was in frame with whom)
+
+
+@dataclass(slots=True)
+class View:
+    """One candidate view of a track: what we would embed and send if it turns out to be the best."""
+
+    quality: float
+    aligned: np.ndarray  # 112x112 SFace input
+    crop: np.ndarray  # face with margin, for the uplink JPEG
+    face: Face
+    ts: float
+    embedding: np.ndarray | None = None
+    jpeg: bytes | None = None  # encoded once, on first use
+
+
+@dataclass
+class RecognizerStats:
+    faces: int = 0
+    tracks: int = 0
+    embeds: int = 0
+    cache_hits: int = 0
+    joined_pending: int = 0
+    resolver_calls: int = 0
+    labels_applied: int = 0
+    unknown_labels: int = 0
+    person_tracks: Counter[str] = field(default_factory=Counter)  # person id → tracks named as them
+    names: dict[str, str | None] = field(default_factory=dict)  # person id → name
+
+
+def size_score(face: Face) -> float:
+    return min(1.0, (face.box[2] * face.box[3]) / (112.0 * 112.0))
+
+
+def sharpness(aligned: np.ndarray) -> float:
+    gray = cv2.cvtColor(aligned, cv2.COLOR_BGR2GRAY)
+    return min(1.0, float(cv2.Laplacian(gray, cv2.CV_64F).var()) / 300.0)
+
+
+class Recognizer:
+    def __init__(self, thing: str, embedder: SFaceEmbedder, cache: FaceCache, uplink: Uplink,
+                 config: UplinkConfig, executor: Executor, fire: "HookFirer") -> None:
+        self.thing = thing
+        self.embedder = embedder
+        self.cache = cache
+        self.uplink = uplink
+        self.config = config
+        self.executor = executor
+        self.fire = fire
+        self.stats = RecognizerStats()
+        self._embed_lock = threading.Lock()  # FaceRecognizerSF is not thread-safe
+        self._live: dict[str, Track] = {}
+        self._pending_tracks: Counter[str] = Counter()  # face id → ended tracks still waiting for its answer
+        self._ended: OrderedDict[str, Track] = OrderedDict()
+
+    # -- CV in the thread pool ------------------------------------------------------------------
+    def _view_sync(self, image: np.ndarray, face: Face, ts: float) -> View:
+        with self._embed_lock:
+            aligned = self.embedder.align(image, face)
+        crop = crop_with_margin(image, face, self.config.crop_margin)
+        quality = face.score * size_score(face) * (0.25 + 0.75 * sharpness(aligned))
+        return View(quality, aligned, crop, face, ts)
+
+    def _embed_sync(self, view: View) -> np.ndarray:
+        with self._embed_lock:
+            return self.embedder.embed_aligned(view.aligned)
+
+    async def _view(self, frame: Frame, face: Face) -> View:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self._view_sync, frame.image, face,
+                                                                frame.ts)
+
+    async def _embed(self, track: Track, view: View) -> np.ndarray:
+        if view.embedding is None:
+            view.embedding = await asyncio.get_running_loop().run_in_executor(self.executor, self._embed_sync, view)
+            track.embeds += 1
+            self.stats.embeds += 1
+        return view.embedding
+
+    # -- the frame loop -------------------------------------------------------------------------
+    async def process(self, frame: Frame, update: TrackUpdate) -> None:
+        present = update.started + update.continued
+        self.stats.faces += len(present)
+        if len(present) > 1:
+            ids = {t.id for t in present}
+            for t in present:
+                t.seen_with |= ids - {t.id}
+        for track in update.started:
+            self.stats.tracks += 1
+            self._live[track.id] = track
+            self.fire("face_detected", event=self._event(track))
+            await self._first_look(frame, track)
+        for track in update.continued:
+            await self._follow(frame, track)
+        for track in update.ended:
+            await self.end(track)
+
+    async def _first_look(self, frame: Frame, track: Track) -> None:
+        view = await self._view(frame, track.face)
+        track.best, track.best_quality = view, view.quality
+        emb = await self._embed(track, view)
+        track.embedded_quality = view.quality
+        if not self._use_cache(track, self._match(track, emb), view):
+            track.state = "collecting"
+            if track.hits >= self.config.best_of_frames:
+                await self._send(track)
+
+    async def _follow(self, frame: Frame, track: Track) -> None:
+        if track.state == "collecting":
+            view = await self._view(frame, track.face)
+            if view.quality > track.best_quality:
+                track.best, track.best_quality = view, view.quality
+            if track.hits >= self.config.best_of_frames:
+                await self._send(track)
+        elif track.state == "known":
+            track.agreed_frames += 1
+            if track.agreed_frames & (track.agreed_frames - 1) == 0:  # 1, 2, 4, 8…: more frames agree
+                self.fire("face_recognised", event=self._event(track))
+            proxy = track.face.score * size_score(track.face)
+            if track.embeds < MAX_EMBEDS_PER_TRACK and proxy > BETTER_VIEW_RATIO * track.embedded_quality:
+                await self._better_view(frame, track)
+        elif track.state == "pending":
+            track.agreed_frames += 1
+
+    async def _better_view(self, frame: Frame, track: Track) -> None:
+        view = await self._view(frame, track.face)
+        track.embedded_quality = max(track.embedded_quality, view.quality)
+        emb = await self._embed(track, view)
+        if track.person_id:
+            if self.cache.add_view(track.person_id, track.name, emb):
+                log.debug("cache_view_added", camera=track.camera, track_id=track.id, person_id=track.person_id)
+
+    def _use_cache(self, track: Track, hit: CacheHit | None, view: View) -> bool:
+        """Name the track from the cache, or attach it to a pending request. False on a miss."""
+        if hit is None:
+            return False
+        self.cache.touch(hit.entry)
+        if hit.entry.pending:
+            track.state, track.face_id, track.similarity = "pending", hit.entry.face_id, hit.similarity
+            self.stats.joined_pending += 1
+            log.info("face_pending_joined", camera=track.camera, track_id=track.id, face_id=track.face_id)
+            return True
+        self.stats.cache_hits += 1
+        self._name(track, hit.entry.person_id, hit.entry.name, hit.similarity, "cache")
+        if view.embedding is not None and hit.similarity < self.cache.config.new_view_below:
+            self.cache.add_view(hit.entry.person_id, hit.entry.name, view.embedding)  # type: ignore[arg-type]
+        return True
+
+    def _others(self, track: Track) -> tuple[set[str], set[str]]:
+        """Face ids and person ids of the tracks seen in the same frame as this one."""
+        faces: set[str] = set()
+        persons: set[str] = set()
+        for tid in track.seen_with:
+            other = self._live.get(tid) or self._ended.get(tid)
+            if other is not None:
+                if other.face_id:
+                    faces.add(other.face_id)
+                if other.person_id:
+                    persons.add(other.person_id)
+        return faces, persons
+
+    def _match(self, track: Track, embedding: np.ndarray) -> CacheHit | None:
+        if not track.seen_with:
+            return self.cache.match(embedding)
+        faces, persons = self._others(track)
+        return self.cache.match(embedding, not_persons=persons, not_faces=faces)
+
+    async def _send(self, track: Track) -> None:
+        view = track.best
+        assert isinstance(view, View)
+        if view.embedding is None:  # the best view is not the first: embed it and try the cache again
+            emb = await self._embed(track, view)
+            track.embedded_quality = view.quality
+            if self._use_cache(track, self._match(track, emb), view):
+                return
+        assert view.embedding is not None
+        face_id = new_face_id()
+        self.cache.add_pending(face_id, view.embedding)
+        other_faces, other_persons = self._others(track)
+        query = FaceQuery(face_id, self.thing, track.camera, track.id, self._jpeg(view), view.embedding, view.ts,
+                          tuple(sorted(other_faces)), tuple(sorted(other_persons)))
+        self.uplink.submit(query)
+        track.state, track.face_id = "pending", face_id
+        self.stats.resolver_calls += 1
+        log.info("face_query_sent", camera=track.camera, track_id=track.id, face_id=face_id, person_id=None,
+                 quality=round(view.quality, 3))
+
+    async def end(self, track: Track) -> None:
+        if track.state == "collecting":
+            await self._send(track)  # a short visit is still an unknown face worth resolving
+        self._live.pop(track.id, None)
+        if track.state == "pending" and track.face_id:
+            self._pending_tracks[track.face_id] += 1
+        track.best = None  # keep only the ids of an ended track, not its images
+        self._ended[track.id] = track
+        while len(self._ended) > ENDED_TRACKS_KEPT:
+            self._ended.popitem(last=False)
+        event = self._event(track)
+        self.fire("track_ended", event=TrackEnded(event, track.last_ts - track.first_ts, track.hits))
+        log.info("track_ended", camera=track.camera, track_id=track.id, person_id=track.person_id, name=track.name,
+                 frames=track.hits, dwell_s=round(track.last_ts - track.first_ts, 2))
+
+    # -- answers from the resolver --------------------------------------------------------------
+    def _name(self, track: Track, person_id: str | None, name: str | None, similarity: float, source: str) -> None:
+        track.state, track.person_id, track.name, track.similarity = "known", person_id, name, similarity
+        track.agreed_frames = max(track.agreed_frames, 1)
+        if person_id:
+            self.stats.person_tracks[person_id] += 1
+            self.stats.names[person_id] = name
+        log.info("face_recognised", camera=track.camera, track_id=track.id, person_id=person_id, name=name,
+                 similarity=round(similarity, 3), source=source)
+        event = self._event(track, source)
+        self.fire("face_recognised" if name else "unknown_face", event=event)
+
+    def apply_label(self, face_id: str, person_id: str, name: str | None, similarity: float) -> bool:
+        """The resolver's answer for a face id; returns False for a face id this device never sent."""
+        entries = self.cache.resolve(face_id, person_id, name)
+        acked = self.uplink.acknowledge(face_id)
+        tracks = [t for t in self._live.values() if t.face_id == face_id]
+        if not entries and not acked and not tracks:
+            self.stats.unknown_labels += 1
+            log.warning("label_for_unknown_face", face_id=face_id, person_id=person_id)
+            return False
+        self.stats.labels_applied += 1
+        self.stats.names[person_id] = name
+        for t in tracks:
+            self._name(t, person_id, name, similarity, "resolver")
+        # tracks that already ended while the request was pending
+        self.stats.person_tracks[person_id] += self._pending_tracks.pop(face_id, 0)
+        for t in self._ended.values():
+            if t.face_id == face_id:
+                t.person_id, t.name = person_id, name
+        return True
+
+    def apply_person(self, person_id: str, name: str | None, forget: bool) -> None:
+        previous = self.stats.names.get(person_id)
+        if forget:
+            self.cache.forget(person_id)
+            self.stats.names.pop(person_id, None)
+        else:
+            self.cache.rename(person_id, name)
+            if person_id in self.stats.names or any(t.person_id == person_id for t in self._live.values()):
+                self.stats.names[person_id] = name
+        for t in self._live.values():
+            if t.person_id == person_id:
+                t.name = None if forget else name
+        self.fire("person_labelled", person_id=person_id, name=None if forget else name, previous=previous)
+        log.info("person_labelled", person_id=person_id, name=name, forget=forget, previous=previous)
+
+    def _event(self, track: Track, source: str = "") -> FaceEvent:
+        view = track.best if isinstance(track.best, View) else None
+        return FaceEvent(camera=track.camera, track_id=track.id, ts=track.last_ts, person_id=track.person_id,
+                         name=track.name, similarity=track.similarity, agreed_frames=track.agreed_frames,
+                         face_id=track.face_id, box=track.face.box, score=track.face.score,
+                         crop_jpeg=None if view is None else self._jpeg(view), source=source)
+
+    def _jpeg(self, view: View) -> bytes:
+        if view.jpeg is None:
+            view.jpeg = encode_jpeg(view.crop, self.config)
+        return view.jpeg
+
+
+class HookFirer:
+    def __call__(self, hook: str, **kwargs: object) -> None: ...

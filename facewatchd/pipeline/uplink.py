@@ -1,0 +1,131 @@
+"""Uplink: sends unknown faces to the resolver through the link, at least once, never twice on purpose.
+
+Requests go into the durable outbox first; a sender task sends what is due. A request stays in the
+outbox until the resolver's answer arrives (`acknowledge`); one that gets no answer in time is sent
+again with exponential backoff (the resolver is idempotent by face id, so a resend is safe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import structlog
+from pydantic import BaseModel, ConfigDict, Field
+
+from facewatchd.link.base import Link, LinkDown
+from facewatchd.messages import MAX_CROP_BYTES, FaceQuery
+from facewatchd.outbox import Outbox
+from facewatchd.vision.detector import Face
+
+log = structlog.get_logger("facewatchd.uplink")
+
+
+class UplinkConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    best_of_frames: int = Field(5, ge=1, le=100, description="frames of a new track to pick the best crop from")
+    crop_margin: float = Field(0.3, ge=0, le=2, description="margin around the face box, as a fraction of it")
+    crop_max_side: int = Field(320, ge=64, le=1024)
+    jpeg_quality: int = Field(90, ge=30, le=100)
+    answer_timeout_s: float = Field(10.0, gt=0, description="resend a request unanswered for this long")
+    retry_max_s: float = Field(300.0, gt=0)
+    outbox_max_rows: int = Field(10_000, ge=1)
+
+
+def crop_with_margin(image: np.ndarray, face: Face, margin: float) -> np.ndarray:
+    """The face box grown by `margin` on each side, clipped to the frame (a copy, never the frame)."""
+    x, y, w, h = face.box
+    x0, y0 = max(0, int(x - margin * w)), max(0, int(y - margin * h))
+    x1, y1 = min(image.shape[1], int(x + w * (1 + margin))), min(image.shape[0], int(y + h * (1 + margin)))
+    return image[y0:y1, x0:x1].copy()
+
+
+def encode_jpeg(crop: np.ndarray, config: UplinkConfig) -> bytes:
+    """JPEG small enough for one IoT message: downscaled to crop_max_side, quality lowered if needed."""
+    side = max(crop.shape[:2])
+    if side > config.crop_max_side:
+        s = config.crop_max_side / side
+        crop = cv2.resize(crop, (max(1, int(crop.shape[1] * s)), max(1, int(crop.shape[0] * s))),
+                          interpolation=cv2.INTER_AREA)
+    quality = config.jpeg_quality
+    while True:
+        ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:
+            raise ValueError("JPEG encoding failed")
+        if len(buf) <= MAX_CROP_BYTES or quality <= 30:
+            return buf.tobytes()
+        quality -= 15
+
+
+def face_crop_jpeg(image: np.ndarray, face: Face, config: UplinkConfig) -> bytes:
+    return encode_jpeg(crop_with_margin(image, face, config.crop_margin), config)
+
+
+@dataclass
+class UplinkStats:
+    sent: int = 0  # first sends: one per unknown face
+    resent: int = 0
+    answered: int = 0
+
+
+class Uplink:
+    def __init__(self, link: Link, outbox: Outbox, config: UplinkConfig) -> None:
+        self.link = link
+        self.outbox = outbox
+        self.config = config
+        self.stats = UplinkStats()
+        self._wake = asyncio.Event()
+
+    def submit(self, query: FaceQuery) -> None:
+        dropped = self.outbox.put(query.face_id, query.to_json())
+        if dropped:
+            log.warning("outbox_full_dropped_oldest", dropped=dropped, total_dropped=self.outbox.dropped)
+        self._wake.set()
+
+    def acknowledge(self, face_id: str) -> bool:
+        found = self.outbox.remove(face_id)
+        if found:
+            self.stats.answered += 1
+        return found
+
+    @property
+    def pending(self) -> int:
+        return len(self.outbox)
+
+    def _backoff(self, attempts: int) -> float:
+        base = min(self.config.answer_timeout_s * 2**attempts, self.config.retry_max_s)
+        return base * random.uniform(0.8, 1.2)  # jitter, so devices that come back together spread out
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            now = time.time()
+            for item in self.outbox.due(now):
+                try:
+                    await self.link.send_query(_query_payload(item.payload))
+                except LinkDown as e:
+                    # Not an attempt: the request never left. Try again soon, when the link is back.
+                    self.outbox.postpone(item.face_id, now + 1.0)
+                    log.debug("uplink_offline", face_id=item.face_id, error=str(e))
+                    break
+                if item.attempts == 0:
+                    self.stats.sent += 1
+                else:
+                    self.stats.resent += 1
+                    log.info("face_query_resent", face_id=item.face_id, attempt=item.attempts + 1)
+                self.outbox.attempted(item.face_id, now + self._backoff(item.attempts))
+            next_due = self.outbox.next_due()
+            delay = 1.0 if next_due is None else min(1.0, max(0.0, next_due - time.time()))
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=delay if delay > 0 else 0.01)
+            except TimeoutError:
+                pass
+
+
+def _query_payload(payload: bytes) -> FaceQuery:
+    return FaceQuery.from_json(payload)

@@ -1,0 +1,1 @@
+"""The resolver: names unknown faces. One core (core.py) over ports (ports.py), with local and AWS adapters."""

@@ -1,0 +1,51 @@
+"""The embedded default: the resolver core over the local adapters, answering through an in-process
+shadow. Used by the daemon (no broker, no cloud) and by the `facewatchd faces` commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from facewatchd.link.local import HubShadowPort, LocalLink, ShadowHub
+from facewatchd.resolver.core import Resolver
+from facewatchd.resolver.local import LocalResolverConfig, LocalResolverStores
+from facewatchd.shadow.store import ShadowStore
+from facewatchd.vision.analyzer import FaceAnalyzer, ImageError, decode_image
+from facewatchd.vision.detector import DetectorConfig
+from facewatchd.vision.embedder import EmbedderConfig
+
+
+class EmbeddedResolver:
+    def __init__(self, state_dir: Path, config: LocalResolverConfig, detector: DetectorConfig | None = None,
+                 embedder: EmbedderConfig | None = None) -> None:
+        self._detector_config = detector
+        self._embedder_config = embedder
+        self._analyzer: FaceAnalyzer | None = None  # loaded only when a request carries no embedding
+        self.stores = LocalResolverStores(config.data_dir or state_dir / "resolver", self.embed_crop)
+        self.shadow_store = ShadowStore(state_dir / "shadow.db")
+        self.hub = ShadowHub(self.shadow_store)
+        self.resolver = Resolver(self.stores.crops, self.stores.collection, self.stores.names, HubShadowPort(self.hub),
+                                 config.match_threshold)
+
+    @property
+    def analyzer(self) -> FaceAnalyzer:
+        if self._analyzer is None:
+            self._analyzer = FaceAnalyzer(self._detector_config, self._embedder_config)
+        return self._analyzer
+
+    def embed_crop(self, jpeg: bytes) -> np.ndarray | None:
+        try:
+            face = self.analyzer.largest(decode_image(jpeg))
+        except ImageError:
+            return None
+        return face.embedding if face else None
+
+    def link(self, thing: str) -> LocalLink:
+        return LocalLink(thing, self.hub, self.resolver.resolve)
+
+    def close(self) -> None:
+        self.stores.close()
+        close = getattr(self.shadow_store, "close", None)
+        if close:
+            close()

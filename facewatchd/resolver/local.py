@@ -1,0 +1,245 @@
+"""Local adapters for the resolver ports: crops in a directory, the face collection as SFace
+embeddings in SQLite (searched with one matrix product), names in SQLite. No cloud needed.
+
+SQLite calls run in a worker thread (asyncio.to_thread) so the event loop never waits on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from facewatchd.messages import FaceQuery, Resolution
+from facewatchd.resolver.ports import Match, NoFaceError, Person
+from facewatchd.vision.embedder import EMBEDDING_DIM, SFACE_COSINE_THRESHOLD
+
+
+class LocalResolverConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["local"] = "local"
+    data_dir: Path | None = Field(None, description="default: <device.state_dir>/resolver")
+    match_threshold: float = Field(SFACE_COSINE_THRESHOLD, gt=0, lt=1)
+
+
+class _Db:
+    """One SQLite connection shared by the adapters, serialised by a lock, used from worker threads."""
+
+    def __init__(self, path: Path | str) -> None:
+        self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
+        self._conn.executescript("""
+            PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
+            CREATE TABLE IF NOT EXISTS collection (
+                face_ref TEXT PRIMARY KEY, person_id TEXT NOT NULL, embedding BLOB NOT NULL, created REAL NOT NULL);
+            CREATE INDEX IF NOT EXISTS collection_person ON collection(person_id);
+            CREATE TABLE IF NOT EXISTS persons (
+                person_id TEXT PRIMARY KEY, name TEXT, first_seen REAL NOT NULL, last_seen REAL NOT NULL);
+            CREATE TABLE IF NOT EXISTS faces (
+                face_id TEXT PRIMARY KEY, person_id TEXT NOT NULL, thing TEXT NOT NULL, crop_key TEXT NOT NULL,
+                face_ref TEXT, similarity REAL NOT NULL, new_person INTEGER NOT NULL, ts REAL NOT NULL);
+            CREATE INDEX IF NOT EXISTS faces_person ON faces(person_id);
+        """)
+
+    def run(self, fn: Callable[[sqlite3.Connection], object]) -> object:
+        with self._lock:
+            return fn(self._conn)
+
+    async def __call__(self, fn: Callable[[sqlite3.Connection], object]) -> object:
+        return await asyncio.to_thread(self.run, fn)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class DirectoryCropStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _key(self, q: FaceQuery) -> str:
+        day = time.strftime("%Y/%m/%d", time.gmtime(q.ts or time.time()))
+        return f"faces/{q.thing}/{day}/{q.face_id}.jpg"
+
+    async def put(self, query: FaceQuery) -> str:
+        key = self._key(query)
+        path = self.root / key
+
+        def write() -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(query.crop_jpeg)
+            os.replace(tmp, path)  # atomic: a crash never leaves half a JPEG under the real name
+
+        await asyncio.to_thread(write)
+        return key
+
+    async def delete(self, keys: list[str]) -> None:
+        def remove() -> None:
+            for key in keys:
+                (self.root / key).unlink(missing_ok=True)
+
+        await asyncio.to_thread(remove)
+
+
+class SqliteFaceCollection:
+    """The shared face collection. Uses the device's embedding when the request carries one (same SFace
+    model), otherwise finds and embeds the face in the crop with `embed_crop`."""
+
+    def __init__(self, db: _Db, embed_crop: Callable[[bytes], np.ndarray | None]) -> None:
+        self._db = db
+        self._embed_crop = embed_crop
+        self._matrix: np.ndarray | None = None  # all embeddings, rebuilt lazily after a change
+        self._persons: list[str] = []
+        self._refs: list[str] = []
+        self.searches = 0
+        self.indexed = 0
+
+    async def _embedding(self, query: FaceQuery) -> np.ndarray:
+        if query.embedding is not None:
+            return query.embedding
+        emb = await asyncio.to_thread(self._embed_crop, query.crop_jpeg)
+        if emb is None:
+            raise NoFaceError(f"no face found in the crop of {query.face_id}")
+        return emb
+
+    def _load(self, conn: sqlite3.Connection) -> None:
+        rows = conn.execute("SELECT face_ref, person_id, embedding FROM collection").fetchall()
+        self._refs = [r[0] for r in rows]
+        self._persons = [r[1] for r in rows]
+        self._matrix = (np.stack([np.frombuffer(r[2], np.float32) for r in rows]) if rows
+                        else np.zeros((0, EMBEDDING_DIM), np.float32))
+
+    async def search(self, query: FaceQuery, threshold: float, exclude: frozenset[str] = frozenset()) -> Match | None:
+        emb = await self._embedding(query)
+        self.searches += 1
+        other_faces = set(query.other_faces)
+
+        def best(conn: sqlite3.Connection) -> Match | None:
+            if self._matrix is None:
+                self._load(conn)
+            assert self._matrix is not None
+            sims = self._matrix @ emb
+            for i in np.argsort(-sims):  # best first; stops at the first allowed match or the threshold
+                if sims[i] < threshold:
+                    return None
+                if self._persons[i] not in exclude and self._refs[i] not in other_faces:
+                    return Match(self._persons[i], float(sims[i]), self._refs[i])
+            return None
+
+        return await self._db(best)  # type: ignore[return-value]
+
+    async def index(self, query: FaceQuery, person_id: str) -> str:
+        emb = await self._embedding(query)
+        self.indexed += 1
+
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR IGNORE INTO collection VALUES (?,?,?,?)",
+                         (query.face_id, person_id, np.asarray(emb, np.float32).tobytes(), time.time()))
+            self._matrix = None
+
+        await self._db(insert)
+        return query.face_id
+
+    async def delete_person(self, person_id: str) -> int:
+        def delete(conn: sqlite3.Connection) -> int:
+            n = conn.execute("DELETE FROM collection WHERE person_id=?", (person_id,)).rowcount
+            self._matrix = None
+            return n
+
+        return await self._db(delete)  # type: ignore[return-value]
+
+    async def count(self) -> int:
+        return await self._db(lambda c: c.execute("SELECT COUNT(*) FROM collection").fetchone()[0])  # type: ignore
+
+
+class SqliteNameDirectory:
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def handled(self, face_id: str) -> Resolution | None:
+        def get(conn: sqlite3.Connection) -> Resolution | None:
+            row = conn.execute("SELECT f.person_id, p.name, f.similarity, f.new_person FROM faces f "
+                               "LEFT JOIN persons p USING (person_id) WHERE f.face_id=?", (face_id,)).fetchone()
+            return Resolution(face_id, row[0], row[1], row[2], bool(row[3])) if row else None
+
+        return await self._db(get)  # type: ignore[return-value]
+
+    async def record(self, resolution: Resolution, thing: str, crop_key: str, face_ref: str | None) -> None:
+        now = time.time()
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")  # one transaction: never a face without its person
+            try:
+                conn.execute("INSERT INTO persons VALUES (?,?,?,?) ON CONFLICT(person_id) DO UPDATE SET last_seen=?",
+                             (resolution.person_id, resolution.name, now, now, now))
+                conn.execute("INSERT OR IGNORE INTO faces VALUES (?,?,?,?,?,?,?,?)",
+                             (resolution.face_id, resolution.person_id, thing, crop_key, face_ref,
+                              resolution.similarity, int(resolution.new_person), now))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._db(write)
+
+    def _person(self, conn: sqlite3.Connection, person_id: str) -> Person | None:
+        row = conn.execute("SELECT name, first_seen, last_seen FROM persons WHERE person_id=?",
+                           (person_id,)).fetchone()
+        if row is None:
+            return None
+        faces = conn.execute("SELECT face_id, thing FROM faces WHERE person_id=? ORDER BY ts", (person_id,)).fetchall()
+        things = sorted({t for _, t in faces if t})
+        return Person(person_id, row[0], [f for f, _ in faces], things, row[1], row[2])
+
+    async def get(self, person_id: str) -> Person | None:
+        return await self._db(lambda c: self._person(c, person_id))  # type: ignore[return-value]
+
+    async def list(self) -> list[Person]:
+        def all_persons(conn: sqlite3.Connection) -> list[Person]:
+            ids = [r[0] for r in conn.execute("SELECT person_id FROM persons ORDER BY first_seen")]
+            return [p for p in (self._person(conn, i) for i in ids) if p]
+
+        return await self._db(all_persons)  # type: ignore[return-value]
+
+    async def set_name(self, person_id: str, name: str | None) -> Person:
+        def rename(conn: sqlite3.Connection) -> Person:
+            if conn.execute("UPDATE persons SET name=? WHERE person_id=?", (name, person_id)).rowcount == 0:
+                raise KeyError(person_id)
+            person = self._person(conn, person_id)
+            assert person is not None
+            return person
+
+        return await self._db(rename)  # type: ignore[return-value]
+
+    async def forget(self, person_id: str) -> list[str]:
+        def delete(conn: sqlite3.Connection) -> list[str]:
+            keys = [r[0] for r in conn.execute("SELECT crop_key FROM faces WHERE person_id=?", (person_id,))]
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("DELETE FROM faces WHERE person_id=?", (person_id,))
+            conn.execute("DELETE FROM persons WHERE person_id=?", (person_id,))
+            conn.execute("COMMIT")
+            return keys
+
+        return await self._db(delete)  # type: ignore[return-value]
+
+
+class LocalResolverStores:
+    """The three local adapters over one data directory."""
+
+    def __init__(self, data_dir: Path, embed_crop: Callable[[bytes], np.ndarray | None]) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = _Db(data_dir / "resolver.db")
+        self.crops = DirectoryCropStore(data_dir / "crops")
+        self.collection = SqliteFaceCollection(self.db, embed_crop)
+        self.names = SqliteNameDirectory(self.db)
+
+    def close(self) -> None:
+        self.db.close()

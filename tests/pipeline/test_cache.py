@@ -1,0 +1,82 @@
+import time
+
+import numpy as np
+
+from facewatchd.pipeline.cache import CacheConfig, FaceCache
+
+
+def unit(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=128).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def near(v: np.ndarray, noise: float, seed: int = 0) -> np.ndarray:
+    w = v + noise * unit(1000 + seed)
+    return (w / np.linalg.norm(w)).astype(np.float32)
+
+
+def test_pending_then_resolved_then_matched(tmp_path):
+    cache = FaceCache(tmp_path / "c.db")
+    a = unit(1)
+    assert cache.match(a) is None
+    cache.add_pending("f1", a)
+    hit = cache.match(near(a, 0.3))
+    assert hit and hit.entry.pending and hit.entry.face_id == "f1"
+    cache.resolve("f1", "person-1", None)
+    hit = cache.match(near(a, 0.3))
+    assert hit and hit.entry.person_id == "person-1" and not hit.entry.pending
+    cache.rename("person-1", "Alice")
+    assert cache.match(a).entry.name == "Alice"
+    assert cache.match(unit(2)) is None
+
+
+def test_persists_across_restart(tmp_path):
+    cache = FaceCache(tmp_path / "c.db")
+    cache.add_pending("f1", unit(1))
+    cache.resolve("f1", "person-1", "Alice")
+    cache.close()
+    again = FaceCache(tmp_path / "c.db")
+    hit = again.match(unit(1))
+    assert hit and hit.entry.name == "Alice"
+
+
+def test_evicts_least_recently_seen_and_old(tmp_path):
+    cache = FaceCache(tmp_path / "c.db", CacheConfig(max_entries=3, max_age_days=1))
+    now = time.time()
+    for i in range(3):
+        e = cache.add_pending(f"f{i}", unit(i), now=now + i)
+        cache.resolve(f"f{i}", f"p{i}", None)
+    cache.touch(cache.match(unit(0)).entry, now=now + 10)  # p0 is the most recent now
+    cache.add_pending("f3", unit(3), now=now + 11)  # over the bound: p1 goes
+    assert {e.person_id for e in cache.entries()} == {"p0", "p2", None}
+    assert cache.evict(now=now + 2 * 86400) == 3  # all three are older than a day by then
+    assert len(cache) == 0
+
+
+def test_several_views_per_person_bounded(tmp_path):
+    cache = FaceCache(tmp_path / "c.db", CacheConfig(views_per_person=3, new_view_below=0.9))
+    cache.add_pending("f", unit(1))
+    cache.resolve("f", "p", "Bob")
+    assert not cache.add_view("p", "Bob", unit(1))  # the same view: not kept
+    for i in range(5):
+        cache.add_view("p", "Bob", unit(50 + i))
+    assert len([e for e in cache.entries() if e.person_id == "p"]) == 3
+
+
+def test_forget(tmp_path):
+    cache = FaceCache(tmp_path / "c.db")
+    cache.add_pending("f", unit(1))
+    cache.resolve("f", "p", "Bob")
+    assert cache.forget("p") == 1
+    assert cache.match(unit(1)) is None
+
+
+def test_match_is_vectorised_over_10000_entries(tmp_path):
+    cache = FaceCache(":memory:", CacheConfig(max_entries=10_000))
+    rng = np.random.default_rng(0)
+    m = rng.normal(size=(10_000, 128)).astype(np.float32)
+    m /= np.linalg.norm(m, axis=1, keepdims=True)
+    for i, v in enumerate(m):
+        cache.add_pending(f"f{i}", v, now=1.0 + i)
+    hit = cache.match(near(m[1234], 0.2))
+    assert hit and hit.entry.face_id == "f1234"

@@ -1,0 +1,46 @@
+"""Run the real daemon (cameras, detector, tracker, cache, embedded resolver) from a test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from facewatchd.config import Config, parse_config
+from facewatchd.daemon import Daemon, Summary
+from facewatchd.plugins import PluginHost
+
+ROOT = Path(__file__).parents[2]
+FIXTURES = ROOT / "tests" / "fixtures"
+SAMPLE_CLIP = ROOT / "samples" / "short_hamilton_clip.mp4"
+
+
+def make_config(state_dir: Path, *sources: str | Path, **sections: Any) -> Config:
+    data: dict[str, Any] = {
+        "device": {"state_dir": str(state_dir), "drain_timeout_s": 15},
+        "logging": {"format": "json", "level": "warning"},
+        "cameras": [{"id": f"cam{i}", "source": str(s)} for i, s in enumerate(sources)],
+    }
+    for key, value in sections.items():
+        data.setdefault(key, {}).update(value) if isinstance(value, dict) else data.__setitem__(key, value)
+    return parse_config(data)
+
+
+def run_daemon(config: Config, plugins: PluginHost | None = None) -> Summary:
+    host = plugins or PluginHost(config)
+    if plugins is None:
+        host.load()
+    return asyncio.run(Daemon(config, host).run())
+
+
+def cli(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """The installed command line, as a user runs it."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", "facewatchd", *args], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"facewatchd {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc

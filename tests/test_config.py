@@ -1,0 +1,67 @@
+from pathlib import Path
+
+import pytest
+
+from facewatchd.config import ConfigError, load_config, parse_config
+from tests.support.daemon import ROOT, cli
+
+
+def test_default_config_is_valid():
+    config = load_config(ROOT / "etc" / "facewatchd.toml")
+    assert config.cameras[0].source == "samples/short_hamilton_clip.mp4"
+    assert config.link.type == "local" and config.resolver.type == "local"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    return p
+
+
+def test_error_names_file_key_and_problem(tmp_path):
+    p = write(tmp_path, '[[cameras]]\nid = "a"\nsource = "x.mp4"\nfps = -1\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(e.value) == f"{p}: cameras[0].fps: must be > 0, got -1"
+
+
+def test_unknown_keys_are_errors(tmp_path):
+    p = write(tmp_path, "[cache]\nmatch_treshold = 0.5\n")
+    with pytest.raises(ConfigError, match=r"cache.match_treshold: unknown key"):
+        load_config(p)
+
+
+def test_wrong_types_and_ranges(tmp_path):
+    p = write(tmp_path, '[detector]\nscore_threshold = "high"\n[tracker]\nmax_missed = -3\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    text = str(e.value)
+    assert "detector.score_threshold" in text and "tracker.max_missed: must be >= 0, got -3" in text
+
+
+def test_bad_toml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[cache\n"))
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_link_type_selects_its_schema():
+    with pytest.raises(ConfigError, match="link"):
+        parse_config({"link": {"type": "carrier-pigeon"}})
+    with pytest.raises(ConfigError, match=r"link.hots: unknown key"):
+        parse_config({"link": {"type": "mqtt", "host": "x", "hots": "y"}})
+
+
+def test_duplicate_camera_ids():
+    with pytest.raises(ConfigError, match="repeated: a"):
+        parse_config({"cameras": [{"id": "a", "source": 0}, {"id": "a", "source": 1}]})
+
+
+def test_check_config_command(tmp_path):
+    ok = cli("check-config", "--config", str(ROOT / "etc" / "facewatchd.toml"))
+    assert "ok" in ok.stdout
+    bad = cli("check-config", "--config", str(write(tmp_path, '[[cameras]]\nid="a"\nsource="x"\nfps=-1\n')),
+              check=False)
+    assert bad.returncode != 0
+    assert "cameras[0].fps: must be > 0, got -1" in bad.stderr
