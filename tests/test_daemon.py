@@ -189,3 +189,21 @@ def test_kill_9_mid_run_keeps_state_intact(tmp_path):
     s = run_daemon(make_config(state, SAMPLE_CLIP))
     assert s.pending == 0
     assert s.resolver_calls <= s.tracks - s.cache_hits
+
+
+def test_sigterm_stops_gracefully_with_a_summary(tmp_path):
+    config_path = tmp_path / "c.toml"
+    config_path.write_text(f'[device]\nstate_dir = "{tmp_path / "state"}"\n[logging]\nformat = "json"\n'
+                           f'[[cameras]]\nid = "loop"\nsource = "{FIXTURES / "obama.jpg"}"\nloop = true\n')
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "facewatchd", "run", "--config", str(config_path)], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and '"face_resolved"' not in proc.stderr.readline():
+        pass
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["tracks"] == 1 and summary["pending"] == 0 and summary["frames"] > 1
+    assert {"frames", "frames_dropped", "faces", "tracks", "resolver_calls", "cache_hits", "persons"} <= set(summary)

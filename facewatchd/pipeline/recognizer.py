@@ -171,7 +171,8 @@ class Recognizer:
         if hit.entry.pending:
             track.state, track.face_id, track.similarity = "pending", hit.entry.face_id, hit.similarity
             self.stats.joined_pending += 1
-            log.info("face_pending_joined", camera=track.camera, track_id=track.id, face_id=track.face_id)
+            log.info("face_pending_joined", camera=track.camera, track_id=track.id, face_id=track.face_id,
+                     person_id=None)
             return True
         self.stats.cache_hits += 1
         self._name(track, hit.entry.person_id, hit.entry.name, hit.similarity, "cache")
