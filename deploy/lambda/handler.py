@@ -1,0 +1,267 @@
+"""AWS Lambda entry points: the resolver over the AWS adapters.
+
+`handler`: SQS batches fed by the IoT rule `SELECT *, topic() AS topic FROM 'facewatchd/+/faces/unknown'`.
+The thing name comes from the topic (which AWS IoT authorised), never from the payload. Poison
+messages (not JSON, wrong schema, not a JPEG, too large, no face, an image Rekognition cannot read)
+go to the DLQ with their reason and are not retried; transient errors are reported as batch item
+failures so SQS redelivers only those.
+
+`operator_handler`: {"action": "list"} | {"action": "label", "person_id", "name"} |
+{"action": "forget", "person_id"}.
+
+aioboto3 clients are bound to the event loop that opened them, so a warm container keeps one loop
+(an asyncio.Runner) and its clients in one `Container`, created on the first invocation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import json
+import os
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Annotated, Any, Coroutine, Literal, Mapping, TypeVar, Union
+
+import aioboto3
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from facewatchd.logs import configure_logging
+from facewatchd.messages import FaceQuery, MessageError, thing_from_uplink_topic
+from facewatchd.resolver.aws import (AwsAdapters, AwsResolverConfig, UnreadableImageError, client_config,
+                                     open_aws_adapters)
+from facewatchd.resolver.core import Resolver
+from facewatchd.resolver.ports import NoFaceError
+
+log = structlog.get_logger("facewatchd.lambda")
+T = TypeVar("T")
+MAX_BODY_CHARS = 192 * 1024  # AWS IoT caps payloads at 128 KB; anything bigger did not come from a device
+MAX_DLQ_BODY_CHARS = 200 * 1024  # keeps the DLQ message under SQS's 256 KB
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    resolver: AwsResolverConfig
+    dlq_url: str | None = None
+    # 1 by default: two messages resolved at once that show the same new person would both miss the
+    # search and index two persons. Higher values trade that risk (across things only) for latency.
+    concurrency: int = Field(1, ge=1, le=64, description="messages of different things resolved at once")
+    ensure_collection: bool = True
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "Settings":
+        names = {"region": "AWS_REGION", "bucket": "BUCKET", "table": "TABLE", "collection_id": "COLLECTION_ID",
+                 "face_match_threshold": "FACE_MATCH_THRESHOLD", "quality_filter": "QUALITY_FILTER",
+                 "max_faces": "MAX_FACES", "retention_days": "RETENTION_DAYS", "crop_prefix": "CROP_PREFIX",
+                 "max_attempts": "MAX_ATTEMPTS"}
+        resolver = {field: env[var] for field, var in names.items() if env.get(var)}
+        return cls(resolver=AwsResolverConfig.model_validate(resolver), dlq_url=env.get("DLQ_URL") or None,
+                   concurrency=int(env.get("BATCH_CONCURRENCY", "1")),
+                   ensure_collection=env.get("ENSURE_COLLECTION", "true").lower() == "true")
+
+
+class Poison(Exception):
+    """A message that can never succeed: dead-lettered with its reason, never retried."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind, self.reason = kind, reason
+
+
+def _kind(e: MessageError) -> str:
+    text = str(e)
+    if text.startswith("crop: not a JPEG"):
+        return "not_jpeg"
+    if text.startswith("crop:") and "more than" in text:
+        return "too_large"
+    return "schema"
+
+
+def parse_record(record: Mapping[str, Any]) -> FaceQuery:
+    body = record.get("body")
+    if not isinstance(body, str):
+        raise Poison("schema", "SQS record has no body")
+    if len(body) > MAX_BODY_CHARS:
+        raise Poison("too_large", f"body: {len(body)} characters, more than {MAX_BODY_CHARS}")
+    try:
+        doc = json.loads(body)
+    except ValueError as e:
+        raise Poison("not_json", f"not JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise Poison("schema", "expected a JSON object")
+    topic = doc.get("topic")
+    if not isinstance(topic, str):
+        raise Poison("schema", "topic: missing (the IoT rule adds topic())")
+    try:
+        return FaceQuery.from_json(body, thing=thing_from_uplink_topic(topic))
+    except MessageError as e:
+        raise Poison(_kind(e), str(e)) from None
+
+
+class ListAction(BaseModel):
+    action: Literal["list"]
+
+
+class LabelAction(BaseModel):
+    action: Literal["label"]
+    person_id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
+    name: str = Field(min_length=1, max_length=128)
+
+
+class ForgetAction(BaseModel):
+    action: Literal["forget"]
+    person_id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+OPERATOR_REQUEST: TypeAdapter[ListAction | LabelAction | ForgetAction] = TypeAdapter(
+    Annotated[Union[ListAction, LabelAction, ForgetAction], Field(discriminator="action")])
+
+
+@dataclass(frozen=True, slots=True)
+class _Open:
+    adapters: AwsAdapters
+    resolver: Resolver
+    sqs: Any
+
+
+class Container:
+    """What a warm Lambda container reuses: one event loop, the AWS clients bound to it, the Resolver."""
+
+    def __init__(self, settings: Settings, session: aioboto3.Session | None = None) -> None:
+        self.settings = settings
+        self._session = session or aioboto3.Session(region_name=settings.resolver.region)
+        self._runner = asyncio.Runner()
+        self._stack = AsyncExitStack()
+        self._open_state: _Open | None = None
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._runner.run(coro)
+
+    def close(self) -> None:
+        self._runner.run(self._stack.aclose())
+        self._runner.close()
+
+    @property
+    def resolver(self) -> Resolver | None:
+        return self._open_state.resolver if self._open_state else None
+
+    async def _open(self) -> _Open:
+        if self._open_state is None:
+            cfg = self.settings.resolver
+            async with AsyncExitStack() as stack:  # on failure everything opened so far is closed again
+                pool = max(10, 2 * self.settings.concurrency)
+                adapters = await stack.enter_async_context(open_aws_adapters(cfg, self._session, pool))
+                sqs = await stack.enter_async_context(self._session.client("sqs", config=client_config(cfg)))
+                if self.settings.ensure_collection:
+                    await adapters.collection.ensure_collection()
+                self._open_state = _Open(adapters, adapters.resolver(cfg), sqs)
+                self._stack = stack.pop_all()
+        return self._open_state
+
+    # -- SQS batches ------------------------------------------------------------------------------
+    async def handle_sqs(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        state = await self._open()
+        records: list[Mapping[str, Any]] = list(event.get("Records", []))
+        by_thing: dict[str, list[tuple[Mapping[str, Any], FaceQuery]]] = {}
+        jobs: list[Coroutine[Any, Any, list[str]]] = []
+        for record in records:
+            try:
+                query = parse_record(record)
+            except Poison as p:
+                jobs.append(self._dead_letter(state, record, p))
+                continue
+            by_thing.setdefault(query.thing, []).append((record, query))
+        limit = asyncio.Semaphore(self.settings.concurrency)
+        # One thing's faces always in order (a person seen twice by one camera is indexed once).
+        jobs += [self._resolve_in_order(state, items, limit) for items in by_thing.values()]
+        failed = {mid for ids in await asyncio.gather(*jobs) for mid in ids}
+        return {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in records if r["messageId"] in failed]}
+
+    async def _resolve_in_order(self, state: _Open, items: list[tuple[Mapping[str, Any], FaceQuery]],
+                                limit: asyncio.Semaphore) -> list[str]:
+        failed: list[str] = []
+        for record, query in items:
+            async with limit:
+                failed += await self._resolve_one(state, record, query)
+        return failed
+
+    async def _resolve_one(self, state: _Open, record: Mapping[str, Any], query: FaceQuery) -> list[str]:
+        try:
+            await state.resolver.resolve(query)
+            return []
+        except NoFaceError as e:
+            await self._drop_crop(state, query)
+            kind = "bad_image" if isinstance(e, UnreadableImageError) else "no_face"
+            return await self._dead_letter(state, record, Poison(kind, str(e)))
+        except Exception as e:  # an outage or throttling beyond botocore's retries: SQS redelivers it
+            log.warning("face_failed", message_id=record["messageId"], face_id=query.face_id, thing=query.thing,
+                        error=f"{type(e).__name__}: {e}")
+            return [record["messageId"]]
+
+    @staticmethod
+    async def _drop_crop(state: _Open, query: FaceQuery) -> None:
+        # The crop was stored before the search found no face; no record points at it, so delete it now.
+        try:
+            await state.adapters.crops.delete([state.adapters.crops.key(query)])
+        except Exception as e:  # the bucket's lifecycle expiry removes it anyway
+            log.warning("crop_not_deleted", face_id=query.face_id, error=str(e))
+
+    async def _dead_letter(self, state: _Open, record: Mapping[str, Any], poison: Poison) -> list[str]:
+        message_id = str(record.get("messageId"))
+        if not self.settings.dlq_url:
+            log.error("poison_without_dlq", message_id=message_id, reason=poison.reason)
+            return [message_id]  # the queue's redrive policy moves it to the DLQ after a few receives
+        body = record.get("body") if isinstance(record.get("body"), str) else None
+        letter = {"kind": poison.kind, "reason": poison.reason, "message_id": message_id,
+                  "event_source_arn": record.get("eventSourceARN"),
+                  "body": body if body is None or len(body) <= MAX_DLQ_BODY_CHARS else None,
+                  "body_truncated": body is not None and len(body) > MAX_DLQ_BODY_CHARS}
+        try:
+            await state.sqs.send_message(
+                QueueUrl=self.settings.dlq_url, MessageBody=json.dumps(letter),
+                MessageAttributes={"kind": {"DataType": "String", "StringValue": poison.kind},
+                                   "reason": {"DataType": "String", "StringValue": poison.reason[:256]}})
+        except Exception as e:  # cannot park it: let SQS keep it rather than lose it
+            log.warning("dead_letter_failed", message_id=message_id, error=str(e))
+            return [message_id]
+        log.info("dead_lettered", message_id=message_id, kind=poison.kind, reason=poison.reason)
+        return []
+
+    # -- operator ---------------------------------------------------------------------------------
+    async def handle_operator(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            request = OPERATOR_REQUEST.validate_python(dict(event))
+        except ValidationError as e:
+            return {"ok": False, "error": f"bad request: {e.errors(include_url=False)}"}
+        resolver = (await self._open()).resolver
+        try:
+            if isinstance(request, ListAction):
+                return {"ok": True, "persons": [dataclasses.asdict(p) for p in await resolver.persons()]}
+            if isinstance(request, LabelAction):
+                person = await resolver.label(request.person_id, request.name)
+            else:
+                person = await resolver.forget(request.person_id)
+        except KeyError:
+            return {"ok": False, "error": f"unknown person {request.person_id}"}
+        return {"ok": True, "person": dataclasses.asdict(person)}
+
+
+@functools.cache
+def container() -> Container:
+    """The container's one Container, created on the first invocation (not at import, so tests and
+    tools can import this module without AWS settings)."""
+    configure_logging("json")
+    return Container(Settings.from_env(os.environ))
+
+
+def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    c = container()
+    return c.run(c.handle_sqs(event))
+
+
+def operator_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    c = container()
+    return c.run(c.handle_operator(event))

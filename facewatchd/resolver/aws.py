@@ -1,0 +1,407 @@
+"""AWS adapters for the resolver ports: crops in S3, the face collection in Rekognition, names in
+DynamoDB, answers through the IoT device shadow. aioboto3 end to end, so nothing blocks the loop.
+
+Retries: botocore's standard mode (exponential backoff with full jitter) covers throttling and
+transient errors on every call; on top of that we retry what botocore cannot know is safe to retry:
+shadow version conflicts and DynamoDB transaction conflicts.
+
+The DynamoDB table (one table, pk/sk strings, TTL on `expires_at`) holds three item types:
+
+    pk=PERSON#<person_id>  sk=PROFILE        name, labelled, things, first_seen, last_seen
+    pk=PERSON#<person_id>  sk=FACE#<face_id> thing, crop_key, face_ref, similarity, ts
+    pk=FACE#<face_id>      sk=FACE           person_id, similarity, new_person (the idempotency record)
+
+A person's face ids are the FACE# items of its partition (not a list on the profile), so a person
+seen a million times never hits DynamoDB's 400 KB item limit. `record` writes the three items in one
+TransactWriteItems, guarded by attribute_not_exists on the idempotency record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import urllib.parse
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, AsyncIterator, Literal
+
+import aioboto3
+from aiobotocore.config import AioConfig
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, ConfigDict, Field
+
+from facewatchd.messages import FaceQuery, Resolution
+from facewatchd.resolver.core import Resolver
+from facewatchd.resolver.ports import Match, NoFaceError, Person
+
+DAY_S = 86_400
+PROFILE = "PROFILE"
+# Key schema shared by the adapter, the tests and (by hand) deploy/lambda/template.yaml.
+TABLE_KEY_SCHEMA = [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]
+TABLE_ATTRIBUTES = [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}]
+TTL_ATTRIBUTE = "expires_at"
+# Rekognition errors that mean "this crop can never be searched": a poison message, not an outage.
+_IMAGE_ERRORS = {"InvalidImageFormatException", "ImageTooLargeException"}
+
+
+class AwsResolverConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["aws"] = "aws"
+    region: str = "us-east-1"
+    bucket: str = Field(min_length=3, max_length=63)
+    table: str = Field(min_length=3, max_length=255)
+    collection_id: str = Field(pattern=r"^[a-zA-Z0-9_.\-]{1,255}$")
+    face_match_threshold: float = Field(80.0, ge=0, le=100, description="Rekognition similarity, 0-100")
+    quality_filter: Literal["NONE", "AUTO", "LOW", "MEDIUM", "HIGH"] = "AUTO"
+    max_faces: int = Field(1, ge=1, le=4096, description="matches asked of SearchFacesByImage")
+    retention_days: int = Field(30, ge=1, le=3650)
+    crop_prefix: str = Field("faces", pattern=r"^[A-Za-z0-9_.\-/]{1,64}$")
+    max_attempts: int = Field(5, ge=1, le=20, description="attempts per call, the first included (botocore)")
+
+
+def _code(e: ClientError) -> str:
+    return str(e.response.get("Error", {}).get("Code", ""))
+
+
+async def _backoff(attempt: int, base_s: float = 0.05, cap_s: float = 2.0) -> None:
+    # Full jitter: writers that collided once should not collide again in lockstep.
+    await asyncio.sleep(random.uniform(0, min(cap_s, base_s * 2 ** attempt)))
+
+
+class UnreadableImageError(NoFaceError):
+    """Rekognition cannot read the crop at all (corrupt or oversized image): poison, like no face."""
+
+
+class S3CropStore:
+    def __init__(self, s3: Any, config: AwsResolverConfig) -> None:
+        self._s3 = s3
+        self._bucket = config.bucket
+        self._prefix = config.crop_prefix.strip("/")
+        self._tagging = urllib.parse.urlencode({"purpose": "face-crop", "retention-days": config.retention_days})
+
+    def key(self, query: FaceQuery) -> str:
+        day = time.strftime("%Y/%m/%d", time.gmtime(query.ts or time.time()))
+        return f"{self._prefix}/{query.thing}/{day}/{query.face_id}.jpg"
+
+    async def put(self, query: FaceQuery) -> str:
+        key = self.key(query)
+        # Same key, same bytes: a redelivery overwrites the object with itself.
+        await self._s3.put_object(Bucket=self._bucket, Key=key, Body=query.crop_jpeg, ContentType="image/jpeg",
+                                  ServerSideEncryption="AES256", Tagging=self._tagging,
+                                  Metadata={"thing": query.thing, "camera": query.camera, "face-id": query.face_id})
+        return key
+
+    async def delete(self, keys: list[str]) -> None:
+        for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
+            chunk = keys[i:i + 1000]
+            resp = await self._s3.delete_objects(
+                Bucket=self._bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True})
+            if resp.get("Errors"):
+                raise RuntimeError(f"S3 refused to delete {len(resp['Errors'])} crops: {resp['Errors'][:3]}")
+
+
+class RekognitionCollection:
+    """The face collection. ExternalImageId carries the person id, so a match names the person."""
+
+    def __init__(self, rekognition: Any, config: AwsResolverConfig) -> None:
+        self._rek = rekognition
+        self._id = config.collection_id
+        self._quality = config.quality_filter
+        self._max_faces = config.max_faces
+
+    async def ensure_collection(self) -> None:
+        try:
+            await self._rek.create_collection(CollectionId=self._id)
+        except ClientError as e:
+            if _code(e) != "ResourceAlreadyExistsException":  # another cold start won the race: fine
+                raise
+
+    @staticmethod
+    def _poison(e: ClientError, query: FaceQuery) -> None:
+        code, message = _code(e), str(e.response.get("Error", {}).get("Message", ""))
+        if code in _IMAGE_ERRORS:
+            raise UnreadableImageError(f"{code}: {message} (face {query.face_id})") from None
+        if code == "InvalidParameterException" and "no faces" in message.lower():
+            raise NoFaceError(f"{code}: {message} (face {query.face_id})") from None
+
+    async def search(self, query: FaceQuery, threshold: float) -> Match | None:
+        try:
+            resp = await self._rek.search_faces_by_image(
+                CollectionId=self._id, Image={"Bytes": query.crop_jpeg}, MaxFaces=self._max_faces,
+                FaceMatchThreshold=min(100.0, max(0.0, threshold * 100)), QualityFilter=self._quality)
+        except ClientError as e:
+            self._poison(e, query)
+            raise
+        # Faces indexed by something other than us carry no person id: skip them.
+        matches = [m for m in resp.get("FaceMatches", []) if m.get("Face", {}).get("ExternalImageId")]
+        if not matches:
+            return None
+        best = max(matches, key=lambda m: m["Similarity"])
+        return Match(best["Face"]["ExternalImageId"], float(best["Similarity"]) / 100, best["Face"]["FaceId"])
+
+    async def index(self, query: FaceQuery, person_id: str) -> str:
+        try:
+            resp = await self._rek.index_faces(
+                CollectionId=self._id, Image={"Bytes": query.crop_jpeg}, ExternalImageId=person_id, MaxFaces=1,
+                QualityFilter=self._quality, DetectionAttributes=["DEFAULT"])
+        except ClientError as e:
+            self._poison(e, query)
+            raise
+        records = resp.get("FaceRecords", [])
+        if not records:
+            reasons = [r for u in resp.get("UnindexedFaces", []) for r in u.get("Reasons", [])]
+            raise NoFaceError(f"IndexFaces indexed no face of {query.face_id} ({', '.join(reasons) or 'no face'})")
+        return str(records[0]["Face"]["FaceId"])
+
+    async def delete_person(self, person_id: str) -> int:
+        # ListFaces over the collection, not the face refs we recorded: it also finds faces indexed
+        # by an attempt whose DynamoDB write then failed.
+        face_ids: list[str] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"CollectionId": self._id, "MaxResults": 4096}
+            if token:
+                kwargs["NextToken"] = token
+            resp = await self._rek.list_faces(**kwargs)
+            face_ids += [f["FaceId"] for f in resp.get("Faces", []) if f.get("ExternalImageId") == person_id]
+            token = resp.get("NextToken")
+            if not token:
+                break
+        deleted = 0
+        for i in range(0, len(face_ids), 4096):
+            resp = await self._rek.delete_faces(CollectionId=self._id, FaceIds=face_ids[i:i + 4096])
+            deleted += len(resp.get("DeletedFaces", []))
+        return deleted
+
+
+def _person_pk(person_id: str) -> str:
+    return f"PERSON#{person_id}"
+
+
+def _face_pk(face_id: str) -> str:
+    return f"FACE#{face_id}"
+
+
+class DynamoNameDirectory:
+    def __init__(self, dynamodb: Any, config: AwsResolverConfig, max_conflicts: int = 5) -> None:
+        self._ddb = dynamodb
+        self._table = config.table
+        self._retention_s = config.retention_days * DAY_S
+        self._max_conflicts = max_conflicts
+        self._ser = TypeSerializer()
+        self._de = TypeDeserializer()
+
+    def _item(self, values: dict[str, Any]) -> dict[str, Any]:
+        return {k: self._ser.serialize(_ddb_value(v)) for k, v in values.items() if v is not None}
+
+    def _plain(self, item: dict[str, Any]) -> dict[str, Any]:
+        return {k: self._de.deserialize(v) for k, v in item.items()}
+
+    async def handled(self, face_id: str) -> Resolution | None:
+        resp = await self._ddb.get_item(TableName=self._table, Key=self._item({"pk": _face_pk(face_id), "sk": "FACE"}),
+                                        ConsistentRead=True)
+        if "Item" not in resp:
+            return None
+        rec = self._plain(resp["Item"])
+        profile = await self._ddb.get_item(
+            TableName=self._table, Key=self._item({"pk": _person_pk(rec["person_id"]), "sk": PROFILE}),
+            ProjectionExpression="#n", ExpressionAttributeNames={"#n": "name"}, ConsistentRead=True)
+        name = self._plain(profile.get("Item", {})).get("name")  # the current name, not the one first answered
+        return Resolution(face_id, rec["person_id"], name, float(rec["similarity"]), bool(rec["new_person"]))
+
+    async def record(self, resolution: Resolution, thing: str, crop_key: str, face_ref: str | None) -> None:
+        now = time.time()
+        expires = int(now + self._retention_s)
+        r = resolution
+        marker = {"pk": _face_pk(r.face_id), "sk": "FACE", "face_id": r.face_id, "person_id": r.person_id,
+                  "similarity": r.similarity, "new_person": r.new_person, "expires_at": expires}
+        face = {"pk": _person_pk(r.person_id), "sk": f"FACE#{r.face_id}", "face_id": r.face_id, "thing": thing,
+                "crop_key": crop_key, "face_ref": face_ref, "similarity": r.similarity, "ts": now,
+                "expires_at": expires}
+        items = [
+            {"Put": {"TableName": self._table, "Item": self._item(marker),
+                     "ConditionExpression": "attribute_not_exists(pk)"}},
+            {"Put": {"TableName": self._table, "Item": self._item(face)}},
+            {"Update": {
+                "TableName": self._table, "Key": self._item({"pk": _person_pk(r.person_id), "sk": PROFILE}),
+                "UpdateExpression": "SET person_id = :p, first_seen = if_not_exists(first_seen, :now), "
+                                    "last_seen = :now, labelled = if_not_exists(labelled, :f), expires_at = :exp"
+                                    + (" ADD things :things" if thing else ""),
+                "ExpressionAttributeValues": self._item({":p": r.person_id, ":now": now, ":f": False, ":exp": expires,
+                                                         ":things": {thing} if thing else None}),
+            }},
+        ]
+        for attempt in range(self._max_conflicts):
+            try:
+                await self._ddb.transact_write_items(TransactItems=items)
+                return
+            except ClientError as e:
+                if _code(e) != "TransactionCanceledException":
+                    raise
+                reasons = [c.get("Code") for c in e.response.get("CancellationReasons", [])]
+                if reasons and reasons[0] == "ConditionalCheckFailed":
+                    return  # already recorded (redelivery, or a retried call that had in fact succeeded)
+                if "TransactionConflict" not in reasons:
+                    raise
+            await _backoff(attempt)
+        raise RuntimeError(f"face {r.face_id}: DynamoDB transaction conflicting {self._max_conflicts} times")
+
+    async def _partition(self, person_id: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"TableName": self._table, "KeyConditionExpression": "pk = :pk",
+                                  "ExpressionAttributeValues": self._item({":pk": _person_pk(person_id)}),
+                                  "ConsistentRead": True}
+        while True:
+            resp = await self._ddb.query(**kwargs)
+            items += [self._plain(i) for i in resp.get("Items", [])]
+            if "LastEvaluatedKey" not in resp:
+                return items
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    @staticmethod
+    def _person(items: list[dict[str, Any]]) -> Person | None:
+        profile = next((i for i in items if i["sk"] == PROFILE), None)
+        if profile is None:
+            return None
+        faces = sorted((i for i in items if i["sk"].startswith("FACE#")), key=lambda i: float(i.get("ts", 0)))
+        things = sorted(profile.get("things", set()))
+        return Person(profile["person_id"], profile.get("name"), [f["face_id"] for f in faces], things,
+                      float(profile.get("first_seen", 0)), float(profile.get("last_seen", 0)))
+
+    async def get(self, person_id: str) -> Person | None:
+        return self._person(await self._partition(person_id))
+
+    async def list(self) -> list[Person]:
+        # One scan, grouped by partition: an operator action, not a hot path.
+        partitions: dict[str, list[dict[str, Any]]] = {}
+        kwargs: dict[str, Any] = {"TableName": self._table}
+        while True:
+            resp = await self._ddb.scan(**kwargs)
+            for raw in resp.get("Items", []):
+                item = self._plain(raw)
+                if item["pk"].startswith("PERSON#"):
+                    partitions.setdefault(item["pk"], []).append(item)
+            if "LastEvaluatedKey" not in resp:
+                break
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        persons = [p for p in map(self._person, partitions.values()) if p]
+        return sorted(persons, key=lambda p: p.first_seen)
+
+    async def set_name(self, person_id: str, name: str | None) -> Person:
+        update = "SET #n = :n, labelled = :t" if name is not None else "REMOVE #n SET labelled = :f"
+        values = {":n": name, ":t": True} if name is not None else {":f": False}
+        try:
+            await self._ddb.update_item(
+                TableName=self._table, Key=self._item({"pk": _person_pk(person_id), "sk": PROFILE}),
+                UpdateExpression=update, ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={"#n": "name"}, ExpressionAttributeValues=self._item(values))
+        except ClientError as e:
+            if _code(e) == "ConditionalCheckFailedException":
+                raise KeyError(person_id) from None
+            raise
+        person = await self.get(person_id)
+        if person is None:  # forgotten between the two calls
+            raise KeyError(person_id)
+        return person
+
+    async def forget(self, person_id: str) -> list[str]:
+        items = await self._partition(person_id)
+        faces = [i for i in items if i["sk"].startswith("FACE#")]
+        keys = [{"pk": _face_pk(f["face_id"]), "sk": "FACE"} for f in faces]
+        keys += [{"pk": f["pk"], "sk": f["sk"]} for f in faces]
+        await self._delete(keys)
+        # The profile goes last: if anything above fails, get() still finds the person and forget can be rerun.
+        await self._delete([{"pk": _person_pk(person_id), "sk": PROFILE}])
+        return [f["crop_key"] for f in faces if f.get("crop_key")]
+
+    async def _delete(self, keys: list[dict[str, str]]) -> None:
+        for i in range(0, len(keys), 25):  # BatchWriteItem takes at most 25 requests
+            pending = {self._table: [{"DeleteRequest": {"Key": self._item(k)}} for k in keys[i:i + 25]]}
+            for attempt in range(self._max_conflicts + 3):
+                resp = await self._ddb.batch_write_item(RequestItems=pending)
+                pending = resp.get("UnprocessedItems") or {}
+                if not pending:
+                    break
+                await _backoff(attempt)
+            if pending:
+                raise RuntimeError(f"DynamoDB left {len(pending[self._table])} deletes unprocessed")
+
+
+def _ddb_value(v: Any) -> Any:
+    # DynamoDB has no float type: numbers go as Decimal, via str so 0.1 stays 0.1.
+    if isinstance(v, float):
+        return Decimal(repr(v))
+    return v
+
+
+class ShadowConflictError(RuntimeError):
+    """The shadow kept changing under us; the message is retried later."""
+
+
+class IotShadow:
+    """ShadowPort over the IoT data plane, with optimistic versioning."""
+
+    def __init__(self, iot_data: Any, max_conflicts: int = 8) -> None:
+        self._iot = iot_data
+        self._max_conflicts = max_conflicts
+
+    async def _version(self, thing: str) -> int | None:
+        try:
+            resp = await self._iot.get_thing_shadow(thingName=thing)
+        except ClientError as e:
+            if _code(e) == "ResourceNotFoundException":
+                return None  # no shadow yet: the first update creates it
+            raise
+        async with resp["payload"] as stream:
+            return int(json.loads(await stream.read())["version"])
+
+    async def update_desired(self, thing: str, desired: dict[str, Any]) -> None:
+        for attempt in range(self._max_conflicts):
+            body: dict[str, Any] = {"state": {"desired": desired}}
+            version = await self._version(thing)
+            if version is not None:
+                body["version"] = version
+            try:
+                await self._iot.update_thing_shadow(thingName=thing, payload=json.dumps(body).encode())
+                return
+            except ClientError as e:
+                if _code(e) != "ConflictException":
+                    raise
+            await _backoff(attempt)
+        raise ShadowConflictError(f"shadow of {thing}: version conflict {self._max_conflicts} times")
+
+
+@dataclass(frozen=True, slots=True)
+class AwsAdapters:
+    crops: S3CropStore
+    collection: RekognitionCollection
+    names: DynamoNameDirectory
+    shadow: IotShadow
+
+    def resolver(self, config: AwsResolverConfig) -> Resolver:
+        # Match similarities are Rekognition's 0-100 / 100, so the threshold is too.
+        return Resolver(self.crops, self.collection, self.names, self.shadow, config.face_match_threshold / 100)
+
+
+def client_config(config: AwsResolverConfig, pool: int = 10) -> AioConfig:
+    return AioConfig(retries={"mode": "standard", "total_max_attempts": config.max_attempts}, max_pool_connections=pool,
+                     connect_timeout=5, read_timeout=30)
+
+
+@asynccontextmanager
+async def open_aws_adapters(config: AwsResolverConfig, session: aioboto3.Session | None = None,
+                            pool: int = 10) -> AsyncIterator[AwsAdapters]:
+    """The four adapters over clients that live as long as the context (and its event loop).
+    Endpoints come from the standard AWS_ENDPOINT_URL_<SERVICE> variables when set."""
+    session = session or aioboto3.Session(region_name=config.region)
+    cfg = client_config(config, pool)
+    async with AsyncExitStack() as stack:
+        s3, rek, ddb, iot = [await stack.enter_async_context(session.client(name, config=cfg))
+                             for name in ("s3", "rekognition", "dynamodb", "iot-data")]
+        yield AwsAdapters(S3CropStore(s3, config), RekognitionCollection(rek, config),
+                          DynamoNameDirectory(ddb, config), IotShadow(iot))
