@@ -1,4 +1,4 @@
-"""Command line: facewatchd run | check-config | faces list|label|enroll|forget | plugins list."""
+"""Command line: facewatchd run | check-config | resolver | shadow | faces list|label|enroll|forget | plugins list."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from facewatchd.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 
@@ -42,6 +42,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     host = _plugins(config)
     summary = asyncio.run(Daemon(config, host).run())
     print(json.dumps(summary.as_dict(), sort_keys=True), flush=True)
+    return 0
+
+
+def cmd_resolver(args: argparse.Namespace) -> int:
+    from facewatchd.logs import configure_logging
+    from facewatchd.resolver.service import run_resolver
+
+    config = _config(args)
+    configure_logging(config.logging.format, config.logging.level)
+    stats = asyncio.run(run_resolver(config))
+    print(json.dumps({"received": stats.received, "resolved": stats.resolved, "failed": stats.failed,
+                      "skipped": dict(stats.skipped)}, sort_keys=True), flush=True)
+    return 0
+
+
+def cmd_shadow(args: argparse.Namespace) -> int:
+    from facewatchd.logs import configure_logging
+    from facewatchd.resolver.service import run_shadow
+
+    config = _config(args)
+    configure_logging(config.logging.format, config.logging.level)
+    asyncio.run(run_shadow(config))
     return 0
 
 
@@ -83,49 +105,78 @@ def _forget_from_device_cache(config: Config, person_id: str) -> int:
 
 
 async def _faces(args: argparse.Namespace, config: Config) -> int:
+    if config.resolver.type == "aws":
+        return await _faces_on_aws(args, config)
     backend = _embedded(config)
-    resolver = backend.resolver
     try:
-        if args.faces_cmd == "list":
-            persons = await resolver.persons()
-            if args.json:
-                print(json.dumps([{"person_id": p.person_id, "name": p.name, "faces": len(p.faces),
-                                   "things": p.things, "first_seen": p.first_seen, "last_seen": p.last_seen}
-                                  for p in persons], indent=2))
-            else:
-                for p in persons:
-                    print(f"{p.person_id}  {p.name or '-':<24} faces={len(p.faces)} things={','.join(p.things)}")
-                if not persons:
-                    print("no persons yet")
-        elif args.faces_cmd == "label":
-            try:
-                person = await resolver.label(args.person, args.name)
-            except KeyError:
-                print(f"error: no person {args.person!r} (see `facewatchd faces list`)", file=sys.stderr)
-                return 1
-            print(f"{person.person_id} is now {person.name!r} on {len(person.things)} device(s)")
-        elif args.faces_cmd == "forget":
-            try:
-                person = await resolver.forget(args.person)
-            except KeyError:
-                print(f"error: no person {args.person!r}", file=sys.stderr)
-                return 1
-            n = _forget_from_device_cache(config, args.person)
-            print(f"forgot {person.person_id} ({person.name or 'unnamed'}): {len(person.faces)} face(s), "
-                  f"{n} cached view(s)")
-        elif args.faces_cmd == "enroll":
-            queries = await asyncio.to_thread(_enroll_queries, backend, args.images)
-            if isinstance(queries, str):
-                print(f"error: {queries}", file=sys.stderr)
-                return 1
-            person = await resolver.enroll(args.name, queries)
-            print(f"enrolled {person.person_id} as {person.name!r} from {len(queries)} photo(s)")
-        return 0
+        return await _faces_command(args, backend.resolver, lambda: backend.analyzer,
+                                    lambda person_id: _forget_from_device_cache(config, person_id))
     finally:
         backend.close()
 
 
-def _enroll_queries(backend: Any, images: list[str]) -> list[Any] | str:
+async def _faces_on_aws(args: argparse.Namespace, config: Config) -> int:
+    """The same commands on the AWS resolver (S3, Rekognition, DynamoDB, IoT shadows), with this
+    machine's AWS credentials; the devices hear of a label or a forget through their shadows."""
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        raise ConfigError('resolver.type = "aws" needs the aws extra: pip install "facewatchd[aws]"') from None
+    from facewatchd.resolver.aws import AwsResolverConfig, open_aws_adapters
+    from facewatchd.vision.analyzer import FaceAnalyzer
+
+    aws = config.resolver
+    assert isinstance(aws, AwsResolverConfig)
+    try:
+        async with open_aws_adapters(aws) as adapters:
+            return await _faces_command(args, adapters.resolver(aws),
+                                        lambda: FaceAnalyzer(config.detector, config.embedder))
+    except (BotoCoreError, ClientError) as e:
+        print(f"error: AWS ({aws.region}, bucket {aws.bucket}, table {aws.table}, collection {aws.collection_id}): "
+              f"{e}", file=sys.stderr)
+        return 1
+
+
+async def _faces_command(args: argparse.Namespace, resolver: Any, analyzer: Callable[[], Any],
+                         forget_cached: Callable[[str], int] | None = None) -> int:
+    if args.faces_cmd == "list":
+        persons = await resolver.persons()
+        if args.json:
+            print(json.dumps([{"person_id": p.person_id, "name": p.name, "faces": len(p.faces),
+                               "things": p.things, "first_seen": p.first_seen, "last_seen": p.last_seen}
+                              for p in persons], indent=2))
+        else:
+            for p in persons:
+                print(f"{p.person_id}  {p.name or '-':<24} faces={len(p.faces)} things={','.join(p.things)}")
+            if not persons:
+                print("no persons yet")
+    elif args.faces_cmd == "label":
+        try:
+            person = await resolver.label(args.person, args.name)
+        except KeyError:
+            print(f"error: no person {args.person!r} (see `facewatchd faces list`)", file=sys.stderr)
+            return 1
+        print(f"{person.person_id} is now {person.name!r} on {len(person.things)} device(s)")
+    elif args.faces_cmd == "forget":
+        try:
+            person = await resolver.forget(args.person)
+        except KeyError:
+            print(f"error: no person {args.person!r}", file=sys.stderr)
+            return 1
+        cached = f", {forget_cached(args.person)} cached view(s)" if forget_cached else ""
+        print(f"forgot {person.person_id} ({person.name or 'unnamed'}): {len(person.faces)} face(s){cached}, "
+              f"on {len(person.things)} device(s)")
+    elif args.faces_cmd == "enroll":
+        queries = await asyncio.to_thread(_enroll_queries, analyzer, args.images)
+        if isinstance(queries, str):
+            print(f"error: {queries}", file=sys.stderr)
+            return 1
+        person = await resolver.enroll(args.name, queries)
+        print(f"enrolled {person.person_id} as {person.name!r} from {len(queries)} photo(s)")
+    return 0
+
+
+def _enroll_queries(analyzer: Callable[[], Any], images: list[str]) -> list[Any] | str:
     import time
 
     import cv2
@@ -133,12 +184,13 @@ def _enroll_queries(backend: Any, images: list[str]) -> list[Any] | str:
     from facewatchd.messages import FaceQuery
     from facewatchd.pipeline.uplink import UplinkConfig, face_crop_jpeg
 
+    face_analyzer = analyzer()  # loads the models: in this worker thread, never on the event loop
     queries = []
     for path in images:
         image = cv2.imread(path, cv2.IMREAD_COLOR)
         if image is None:
             return f"{path}: not a readable image"
-        faces = backend.analyzer.faces(image)
+        faces = face_analyzer.faces(image)
         if len(faces) != 1:
             return f"{path}: expected exactly one face, found {len(faces)}"
         f = faces[0]
@@ -161,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     with_config(sub.add_parser("run", help="run the daemon")).set_defaults(func=cmd_run)
     with_config(sub.add_parser("check-config", help="validate a config file")).set_defaults(func=cmd_check_config)
+    with_config(sub.add_parser("resolver", help="run the on-prem resolver service over MQTT ([server] table; "
+                               "with the shadow service unless run_shadow_service = false)")
+                ).set_defaults(func=cmd_resolver)
+    with_config(sub.add_parser("shadow", help="run only the shadow service over MQTT ([server] table)")
+                ).set_defaults(func=cmd_shadow)
 
     plugins = sub.add_parser("plugins", help="plugins").add_subparsers(dest="plugins_cmd", required=True)
     pl = with_config(plugins.add_parser("list", help="loaded plugins and their hooks"))

@@ -11,13 +11,16 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
+from pydantic_core import PydanticCustomError
 
 from facewatchd.link.local import LocalLinkConfig
 from facewatchd.pipeline.cache import CacheConfig
 from facewatchd.pipeline.camera import CameraConfig
 from facewatchd.pipeline.tracker import TrackerConfig
 from facewatchd.pipeline.uplink import UplinkConfig
+from facewatchd.resolver.aws import AwsResolverConfig  # imports without the aws extra installed
 from facewatchd.resolver.local import LocalResolverConfig
 from facewatchd.vision.detector import DetectorConfig
 from facewatchd.vision.embedder import EmbedderConfig
@@ -70,6 +73,29 @@ def _link_types() -> Any:
 LinkConfig = _link_types()
 
 
+def _resolver_kind(value: Any) -> str:
+    # A [resolver] table without `type` is the embedded default, as it was before there were kinds.
+    return str(value.get("type", "local")) if isinstance(value, dict) else str(getattr(value, "type", "local"))
+
+
+ResolverConfig = Annotated[
+    Union[Annotated[LocalResolverConfig, Tag("local")], Annotated[AwsResolverConfig, Tag("aws")]],
+    Discriminator(_resolver_kind),
+]
+
+
+def _server_type() -> Any:
+    """The on-prem resolver service's `[server]` table; it needs the mqtt extra (without it, no such table)."""
+    try:
+        from facewatchd.resolver.service import ResolverServiceConfig
+    except ImportError:
+        return None
+    return ResolverServiceConfig
+
+
+ServerConfig = _server_type()
+
+
 class Config(Strict):
     device: DeviceConfig = DeviceConfig()
     logging: LoggingConfig = LoggingConfig()
@@ -79,13 +105,27 @@ class Config(Strict):
     tracker: TrackerConfig = TrackerConfig()
     cache: CacheConfig = CacheConfig()
     uplink: UplinkConfig = UplinkConfig()
-    resolver: LocalResolverConfig = LocalResolverConfig()
-    link: LinkConfig = LocalLinkConfig()  # type: ignore[valid-type]
+    resolver: ResolverConfig = LocalResolverConfig()
+    link: LinkConfig = Field(LocalLinkConfig(), validate_default=True)  # type: ignore[valid-type]
+    server: Union[ServerConfig, None] = None  # type: ignore[valid-type]  # `facewatchd resolver` / `shadow`
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict,
                                                description="per-plugin sections, validated by each plugin")
 
     # Where the file was read from; relative paths in it are resolved against the working directory.
     source: Path | None = Field(None, exclude=True)
+
+    @field_validator("link")
+    @classmethod
+    def _embedded_resolver_is_local(cls, link: Any, info: ValidationInfo) -> Any:
+        # link "local" runs the resolver inside the daemon, so its cameras need the local resolver. An
+        # operator's config (no cameras) may name the AWS resolver for `facewatchd faces`.
+        resolver = info.data.get("resolver")
+        if link.type == "local" and info.data.get("cameras") and resolver is not None and resolver.type != "local":
+            raise PydanticCustomError(
+                "embedded_resolver_not_local",
+                'type "local" runs the resolver in the daemon, which needs resolver.type = "local", not "{kind}"; '
+                'cameras of the AWS resolver reach it with link type "awsiot"', {"kind": resolver.type})
+        return link
 
     @model_validator(mode="after")
     def _unique_camera_ids(self) -> "Config":
@@ -104,7 +144,11 @@ _MESSAGES = {
     "extra_forbidden": "unknown key",
     "missing": "required key is missing",
     "string_pattern_mismatch": "must match {pattern}",
+    "union_tag_invalid": "must be one of {expected_tags}, got {tag!r}",
+    "union_tag_not_found": "required key is missing",
 }
+# Every union of config kinds (link, resolver) is chosen by its `type` key: errors about the choice name it.
+_TAG_ERRORS = {"union_tag_invalid", "union_tag_not_found"}
 
 
 def key_path(loc: tuple[int | str, ...]) -> str:
@@ -113,7 +157,7 @@ def key_path(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif out and part in {"local", "mqtt", "awsiot", "greengrass"} and not out.endswith("type"):
+        elif out and part in {"local", "mqtt", "awsiot", "greengrass", "aws"} and not out.endswith("type"):
             continue  # pydantic names the union branch; the user wrote no such key
         else:
             out += f".{part}" if out else str(part)
@@ -126,9 +170,10 @@ def format_errors(err: ValidationError, prefix: str = "") -> list[str]:
         template = _MESSAGES.get(e["type"])
         ctx = {k: f"{v:g}" if isinstance(v, float) else v for k, v in e.get("ctx", {}).items()}
         msg = template.format(**ctx) if template else e["msg"]
-        if e["type"] not in {"extra_forbidden", "missing"} and "input" in e and not isinstance(e["input"], dict):
+        shown = "input" in e and not isinstance(e["input"], (dict, BaseModel))  # a table is no use in one line
+        if e["type"] not in {"extra_forbidden", "missing"} and shown:
             msg += f", got {e['input']!r}"
-        path = key_path(tuple(e["loc"]))
+        path = key_path(tuple(e["loc"]) + (("type",) if e["type"] in _TAG_ERRORS else ()))
         lines.append(f"{prefix}{path}: {msg}" if path != "(top level)" or not prefix else f"{prefix[:-1]}: {msg}")
     return lines
 

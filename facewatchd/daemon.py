@@ -27,8 +27,9 @@ from facewatchd.pipeline.recognizer import Recognizer
 from facewatchd.pipeline.tracker import SceneCutDetector, Tracker
 from facewatchd.pipeline.uplink import Uplink
 from facewatchd.plugins import PluginHost
+from facewatchd.systemd import notify_systemd
 from facewatchd.vision.detector import Face, YuNetDetector
-from facewatchd.vision.embedder import SFaceEmbedder
+from facewatchd.vision.embedder import create_embedder
 
 log = structlog.get_logger("facewatchd.daemon")
 
@@ -67,6 +68,7 @@ class Daemon:
         self.uplink: Uplink | None = None
         self.link: Link | None = None
         self._embedded: Any = None
+        self._online_at_end = False
         cv2.setNumThreads(1)  # parallelism comes from the thread pool, not OpenCV's own threads
 
     def _build_link(self) -> Link:
@@ -93,7 +95,7 @@ class Daemon:
         executor = ThreadPoolExecutor(max_workers=cfg.device.workers, thread_name_prefix="cv")
         loop = asyncio.get_running_loop()
         embedder, detectors = await loop.run_in_executor(
-            executor, lambda: (SFaceEmbedder(cfg.embedder), [YuNetDetector(cfg.detector) for _ in self.cameras]))
+            executor, lambda: (create_embedder(cfg.embedder), [YuNetDetector(cfg.detector) for _ in self.cameras]))
         cache = FaceCache(cfg.device.state_dir / "cache.db", cfg.cache)
         outbox = Outbox(cfg.device.state_dir / "outbox.db", cfg.uplink.outbox_max_rows)
         self.link = link = self._build_link()
@@ -111,11 +113,13 @@ class Daemon:
             async with link:
                 background = [loop.create_task(uplink.run(self.stop_event), name="uplink"),
                               loop.create_task(self._apply_deltas(link), name="deltas"),
-                              loop.create_task(self._housekeeping(cache), name="housekeeping")]
+                              loop.create_task(self._housekeeping(cache), name="housekeeping"),
+                              loop.create_task(notify_systemd(self), name="systemd")]  # READY, watchdog, STOPPING
                 camera_tasks = [loop.create_task(self._camera(cam, det, executor), name=f"camera-{cam.config.id}")
                                 for cam, det in zip(self.cameras, detectors)]
                 await self._wait_for_end(camera_tasks)
                 await self._drain(uplink)
+                self._online_at_end = link.online
                 self.stop_event.set()
                 for task in background:
                     task.cancel()
@@ -246,8 +250,10 @@ class Daemon:
     async def _housekeeping(self, cache: FaceCache) -> None:
         was_online: bool | None = None
         last_evict = time.monotonic()
+        cameras_seen: dict[str, tuple[int, int, bool]] = {}  # camera id → (reopens, frames, online)
         while True:
             await asyncio.sleep(0.5)
+            self._camera_status(cameras_seen)
             online = bool(self.link and self.link.online)
             if online != was_online and was_online is not None:
                 self.plugins.fire("link_status", online=online, link=self.config.link.type)
@@ -257,6 +263,21 @@ class Daemon:
                 last_evict = time.monotonic()
                 if evicted := cache.evict():
                     log.info("cache_evicted", entries=evicted)
+
+    def _camera_status(self, seen: dict[str, tuple[int, int, bool]]) -> None:
+        """Fire camera_status when a live camera starts reopening without frames, or delivers again."""
+        for cam in self.cameras:
+            if not cam.live:
+                continue
+            reopens, frames = cam.stats.reopens, cam.stats.frames
+            last_reopens, last_frames, online = seen.get(cam.config.id, (0, 0, True))
+            if online and reopens > last_reopens and frames == last_frames:
+                online = False
+                self.plugins.fire("camera_status", camera=cam.config.id, online=False, reason="source lost, reopening")
+            elif not online and frames > last_frames:
+                online = True
+                self.plugins.fire("camera_status", camera=cam.config.id, online=True, reason="frames again")
+            seen[cam.config.id] = (reopens, frames, online)
 
     def _summary(self, seconds: float) -> Summary:
         rec = self.recognizer
@@ -276,7 +297,7 @@ class Daemon:
             resolver_retries=up.resent if up else 0,
             cache_hits=rec.stats.cache_hits if rec else 0,
             pending=self.uplink.pending if self.uplink else 0,
-            link_online=bool(self.link and self.link.online),
+            link_online=self._online_at_end,
             persons=persons,
             seconds=round(seconds, 2),
         )

@@ -1,8 +1,11 @@
 """Every hook facewatchd calls, in one place. Built-in integrations (plugins/) use exactly these.
 
-Implement any subset in a module or object and mark each function with `facewatchd.hookimpl`. A hook
-may be a plain function or `async def`; it runs outside the frame loop, with a timeout, and a hook that
-raises or hangs is logged with its plugin's name and never stops the pipeline.
+Implement any subset in a module or object and mark each function with `facewatchd.hookspecs.hookimpl`.
+A hook may be a plain function or `async def`; it runs outside the frame loop, with a timeout, and a
+hook that raises or hangs is logged with its plugin's name and never stops the pipeline. An `async def`
+hook runs on the event loop (so it must not block: use asyncio.to_thread for blocking work); a plain
+function runs on its plugin's own worker thread, one call after the other. Long work (a relock timer,
+a retry) belongs in a task the plugin starts and ends itself, not in the hook.
 """
 
 from __future__ import annotations
@@ -46,15 +49,17 @@ def face_detected(event: "FaceEvent") -> Any:
 
 @hookspec
 def face_recognised(event: "FaceEvent") -> Any:
-    """A track was named: `event.person_id` is set, `event.name` may be None for a person nobody has
-    labelled yet. `event.similarity` and `event.agreed_frames` say how sure we are; `event.source`
-    says whether the local cache or the resolver named it. Fired once per track and again when more
-    frames agree (agreed_frames grows), so access control can wait for N frames."""
+    """A track was named: `event.person_id` and `event.name` are set. `event.similarity` and
+    `event.agreed_frames` say how sure we are; `event.source` says whether the local cache or the
+    resolver named it. Fired when the track is named and again when 2, 4, 8… frames agree, so access
+    control can wait for N frames. A repeat may carry `name` None (an unlabelled person, or one
+    forgotten meanwhile): treat that as not recognised."""
 
 
 @hookspec
 def unknown_face(event: "FaceEvent") -> Any:
-    """The resolver answered for a track and the person has no name (a stranger, or not yet labelled)."""
+    """A track was matched (by the cache or the resolver) to a person with no name: a stranger, or
+    someone not labelled yet. `event.person_id` is set when the resolver gave the face an id."""
 
 
 @hookspec
@@ -75,4 +80,5 @@ def link_status(online: bool, link: str) -> Any:
 
 @hookspec
 def camera_status(camera: str, online: bool, reason: str) -> Any:
-    """A camera became unavailable (reason says why) or came back."""
+    """A live camera became unavailable (it is being reopened; `reason` says why) or delivers frames
+    again. File sources that end are not offline."""

@@ -153,4 +153,6 @@ def face_label_patch(r: Resolution) -> dict[str, Any]:
 
 def person_label_patch(person_id: str, name: str | None, forget: bool = False) -> dict[str, Any]:
     """Desired-state patch that renames (or, with forget, removes) a person on every device holding them."""
-    return {"persons": {person_id: {"forget": True} if forget else {"name": name}}}
+    # Each patch also deletes (null) the other key, so a label after a forget (or the reverse) that
+    # lands before the device cleared the first one is not misread.
+    return {"persons": {person_id: {"forget": True, "name": None} if forget else {"name": name, "forget": None}}}

@@ -4,6 +4,10 @@ without ever making the frame loop wait.
 
 A plugin is a module with hook implementations; if it defines a class `Plugin`, an instance of it is
 registered instead, so a plugin keeps its state on itself rather than in module globals.
+
+Hooks run in the background: an `async def` hook as a task on the loop, a plain function on its
+plugin's own worker thread (one per plugin, so a plugin's hooks run in order and a plugin that hangs
+holds up only itself). Every call has a timeout; failures are logged and counted, never raised.
 """
 
 from __future__ import annotations
@@ -13,24 +17,26 @@ import importlib
 import importlib.metadata
 import inspect
 import pkgutil
+import queue
+import threading
 import tomllib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Callable
 
 import pluggy
 import structlog
 from pydantic import BaseModel, ValidationError
 
 from facewatchd import hookspecs
-from facewatchd.config import Config, ConfigError, format_errors
+from facewatchd.config import Config, ConfigError, format_errors, key_path
 
 log = structlog.get_logger("facewatchd.plugins")
 
 ENTRY_POINT_GROUP = "facewatchd.plugins"
 HOOK_TIMEOUT_S = 5.0
+LIFECYCLE_TIMEOUT_S = 15.0  # facewatchd_start/stop may connect, flush or relock a door: more than an event hook
 
 
 @dataclass
@@ -58,12 +64,74 @@ class PluginContext:
 def builtin_plugin_names() -> list[str]:
     import plugins as builtin
 
-    return sorted(m.name for m in pkgutil.iter_modules(builtin.__path__) if m.ispkg)
+    return sorted(m.name for m in pkgutil.iter_modules(builtin.__path__) if m.ispkg and not m.name.startswith("_"))
 
 
 def read_manifest(module: ModuleType) -> dict[str, Any]:
     path = Path(module.__file__ or "").parent / "manifest.toml"
     return tomllib.loads(path.read_text()) if path.is_file() else {}
+
+
+def plugin_key_path(values: Any, loc: tuple[int | str, ...]) -> str:
+    """Like config.key_path, but drops the tag pydantic adds for a `type`-tagged union member
+    (`backend.http.url` → `backend.url`), found by walking the values the user wrote."""
+    kept: list[int | str] = []
+    node = values
+    for part in loc:
+        if isinstance(node, dict) and part not in node and node.get("type") == part:
+            continue  # the union branch chosen by `type`: not a key the user wrote
+        kept.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return key_path(tuple(kept))
+
+
+class HookWorker:
+    """One daemon thread that runs a plugin's plain (non-async) hooks in order.
+
+    A daemon thread, unlike a ThreadPoolExecutor's, never keeps the process alive: a hook that hangs
+    for good is abandoned at exit instead of blocking it.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.Future[Any]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name=f"plugin-{name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], Any]) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._jobs.put((fn, future))
+        return future
+
+    def close(self) -> None:
+        self._jobs.put(None)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, future = job
+            if future.cancelled():  # timed out while waiting for an earlier, slow call
+                continue
+            try:
+                result, error = fn(), None
+            except BaseException as e:  # handed to the loop, which logs it
+                result, error = None, e
+            try:
+                future.get_loop().call_soon_threadsafe(_settle, future, result, error)
+            except RuntimeError:  # the loop is gone (the daemon ended while this hook ran)
+                pass
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 class PluginHost:
@@ -76,7 +144,7 @@ class PluginHost:
         self.plugin_configs: dict[str, BaseModel] = {}
         self.failures: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="plugin-hook")
+        self._workers: dict[str, HookWorker] = {}
         self.context: PluginContext | None = None
 
     # -- loading --------------------------------------------------------------------------------
@@ -84,7 +152,7 @@ class PluginHost:
         section = self.config.plugins.get(name)
         if section is None:
             return default
-        enabled = section.get("enabled", True)
+        enabled = section.get("enabled", True) if isinstance(section, dict) else True
         if not isinstance(enabled, bool):
             raise ConfigError(f"{self._where()}plugins.{name}.enabled: must be true or false, got {enabled!r}")
         return enabled
@@ -100,11 +168,20 @@ class PluginHost:
         manifest = read_manifest(module) if isinstance(module, ModuleType) else {}
         self.infos[name] = PluginInfo(name, origin, mod_name, hooks, manifest)
 
+    def _import_builtin(self, name: str) -> ModuleType:
+        try:
+            return importlib.import_module(f"plugins.{name}")
+        except ModuleNotFoundError as e:
+            if e.name and not e.name.startswith("plugins"):
+                raise ConfigError(f"{self._where()}plugins.{name}: needs the Python package {e.name!r}, which is "
+                                  f"not installed (see plugins/{name}/manifest.toml for its requirements)") from None
+            raise
+
     def load(self) -> None:
         """Register enabled built-ins (on when their section exists) and installed third-party plugins."""
         for name in builtin_plugin_names():
             if self._enabled(name, default=False):
-                self.register(name, importlib.import_module(f"plugins.{name}"), "builtin")
+                self.register(name, self._import_builtin(name), "builtin")
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             if ep.name in self.infos or not self._enabled(ep.name, default=True):
                 continue
@@ -116,18 +193,30 @@ class PluginHost:
             self.register(ep.name, module, ep.dist.name if ep.dist else "entry point")
         self._validate_sections()
 
-    def _validate_sections(self) -> None:
+    def _schemas(self) -> dict[str, type[BaseModel]]:
         schemas: dict[str, type[BaseModel]] = {}
         for impl in self.pm.hook.facewatchd_config_schema.get_hookimpls():
-            result = impl.function()
-            if result:
-                section, model = result
-                schemas[section] = model
+            try:
+                result = impl.function()
+                if result:
+                    section, model = result
+                    if not (isinstance(section, str) and isinstance(model, type) and issubclass(model, BaseModel)):
+                        raise TypeError("must return (section name, pydantic model class)")
+                    schemas[section] = model
+            except Exception as e:
+                raise ConfigError(f"{self._where()}plugins.{impl.plugin_name}: its facewatchd_config_schema hook "
+                                  f"failed: {e}") from None
+        return schemas
+
+    def _validate_sections(self) -> None:
+        schemas = self._schemas()
         errors: list[str] = []
         for section, values in self.config.plugins.items():
             if not isinstance(values, dict):
                 errors.append(f"plugins.{section}: must be a table")
                 continue
+            if values.get("enabled") is False:
+                continue  # switched off: its plugin is not loaded, so nothing can check (or use) the rest
             values = {k: v for k, v in values.items() if k != "enabled"}
             if section not in schemas:
                 if section not in self.infos and section not in builtin_plugin_names():
@@ -137,57 +226,84 @@ class PluginHost:
             try:
                 self.plugin_configs[section] = schemas[section].model_validate(values)
             except ValidationError as e:
-                errors += format_errors(e, prefix=f"plugins.{section}.")
+                errors += self._format(e, section, values)
         for section, model in schemas.items():
-            if section not in self.plugin_configs and section in self.infos:
+            if section not in self.config.plugins and section in self.infos:  # no section: defaults
                 try:
                     self.plugin_configs[section] = model.model_validate({})
                 except ValidationError as e:
-                    errors += format_errors(e, prefix=f"plugins.{section}.")
+                    errors += self._format(e, section, {})
         if errors:
             raise ConfigError("\n".join(self._where() + line for line in errors))
+
+    @staticmethod
+    def _format(err: ValidationError, section: str, values: dict[str, Any]) -> list[str]:
+        lines = format_errors(err, prefix=f"plugins.{section}.")
+        out = []
+        for line, e in zip(lines, err.errors(), strict=True):
+            loc = tuple(e["loc"])
+            written, plain = plugin_key_path(values, loc), key_path(loc)
+            out.append(line.replace(f".{plain}:", f".{written}:", 1) if written != plain else line)
+        return out
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         self.context = PluginContext(self.config, asyncio.get_running_loop(), self.plugin_configs, self)
-        await self._call_all("facewatchd_start", {"context": self.context})
+        await self._call_all("facewatchd_start", {"context": self.context}, self._lifecycle_timeout)
 
     async def stop(self) -> None:
         await self.drain()
         if self.context is not None:
-            await self._call_all("facewatchd_stop", {"context": self.context})
-        self._executor.shutdown(wait=False, cancel_futures=True)
+            await self._call_all("facewatchd_stop", {"context": self.context}, self._lifecycle_timeout)
+        for worker in self._workers.values():
+            worker.close()
+        self._workers.clear()
+
+    @property
+    def _lifecycle_timeout(self) -> float:
+        return max(LIFECYCLE_TIMEOUT_S, self.hook_timeout_s)
 
     async def drain(self, timeout: float | None = None) -> None:
         """Wait (bounded) for hooks still running, e.g. at the end of a run."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout or self.hook_timeout_s)
 
-    async def _call_all(self, hook: str, kwargs: dict[str, Any]) -> None:
-        await asyncio.gather(*(self._run(impl, hook, kwargs) for impl in getattr(self.pm.hook, hook).get_hookimpls()))
+    async def _call_all(self, hook: str, kwargs: dict[str, Any], timeout: float) -> None:
+        await asyncio.gather(*(self._run(impl, hook, kwargs, timeout)
+                               for impl in getattr(self.pm.hook, hook).get_hookimpls()))
 
     # -- firing ---------------------------------------------------------------------------------
     def fire(self, hook: str, **kwargs: Any) -> None:
         """Call every implementation of `hook` in the background; never blocks, never raises."""
-        for impl in getattr(self.pm.hook, hook).get_hookimpls():
-            task = asyncio.get_running_loop().create_task(self._run(impl, hook, kwargs))
+        impls = getattr(self.pm.hook, hook).get_hookimpls()
+        if not impls:
+            return
+        loop = asyncio.get_running_loop()
+        for impl in impls:
+            task = loop.create_task(self._run(impl, hook, kwargs))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, impl: pluggy.HookImpl, hook: str, kwargs: dict[str, Any]) -> None:
+    def _worker(self, plugin: str) -> HookWorker:
+        if plugin not in self._workers:
+            self._workers[plugin] = HookWorker(plugin)
+        return self._workers[plugin]
+
+    async def _run(self, impl: pluggy.HookImpl, hook: str, kwargs: dict[str, Any],
+                   timeout: float | None = None) -> None:
         args = {k: kwargs[k] for k in impl.argnames if k in kwargs}
+        timeout = timeout or self.hook_timeout_s
         try:
-            if inspect.iscoroutinefunction(impl.function):
-                await asyncio.wait_for(impl.function(**args), self.hook_timeout_s)
-            else:
-                loop = asyncio.get_running_loop()
-                result = await asyncio.wait_for(loop.run_in_executor(self._executor, lambda: impl.function(**args)),
-                                                self.hook_timeout_s)
-                if inspect.isawaitable(result):
-                    await asyncio.wait_for(result, self.hook_timeout_s)
+            async with asyncio.timeout(timeout):  # runs the hook in this task: no extra task per call
+                if inspect.iscoroutinefunction(impl.function):
+                    await impl.function(**args)
+                else:
+                    result = await self._worker(impl.plugin_name).submit(lambda: impl.function(**args))
+                    if inspect.isawaitable(result):
+                        await result
         except TimeoutError:
             self.failures[impl.plugin_name] = self.failures.get(impl.plugin_name, 0) + 1
-            log.error("plugin_hook_timeout", plugin=impl.plugin_name, hook=hook, timeout_s=self.hook_timeout_s)
+            log.error("plugin_hook_timeout", plugin=impl.plugin_name, hook=hook, timeout_s=timeout)
         except Exception as e:
             self.failures[impl.plugin_name] = self.failures.get(impl.plugin_name, 0) + 1
             log.error("plugin_hook_failed", plugin=impl.plugin_name, hook=hook, error=repr(e))

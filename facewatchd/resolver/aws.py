@@ -26,17 +26,27 @@ import urllib.parse
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, AsyncIterator, Literal
+from typing import TYPE_CHECKING, Any, AsyncIterator, Literal
 
-import aioboto3
-from aiobotocore.config import AioConfig
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
 from facewatchd.messages import FaceQuery, Resolution
 from facewatchd.resolver.core import Resolver
 from facewatchd.resolver.ports import Match, NoFaceError, Person
+
+# The SDK (0.6 s to import) is imported when the adapters open, so config.py can import this module
+# for AwsResolverConfig quickly, and without the aws extra installed at all.
+try:
+    from botocore.exceptions import ClientError
+except ImportError:
+    class ClientError(Exception):  # type: ignore[no-redef]
+        """Stand-in: without botocore no client exists, so this is never raised."""
+
+        response: dict[str, Any] = {}
+
+if TYPE_CHECKING:
+    import aioboto3
+    from aiobotocore.config import AioConfig
 
 DAY_S = 86_400
 PROFILE = "PROFILE"
@@ -44,6 +54,9 @@ PROFILE = "PROFILE"
 TABLE_KEY_SCHEMA = [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]
 TABLE_ATTRIBUTES = [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}]
 TTL_ATTRIBUTE = "expires_at"
+# SearchFacesByImage's MaxFaces when some persons are excluded, and the service's ceiling.
+EXCLUDING_MAX_FACES = 10
+REKOGNITION_MAX_FACES = 4096
 # Rekognition errors that mean "this crop can never be searched": a poison message, not an outage.
 _IMAGE_ERRORS = {"InvalidImageFormatException", "ImageTooLargeException"}
 
@@ -129,19 +142,39 @@ class RekognitionCollection:
         if code == "InvalidParameterException" and "no faces" in message.lower():
             raise NoFaceError(f"{code}: {message} (face {query.face_id})") from None
 
-    async def search(self, query: FaceQuery, threshold: float) -> Match | None:
+    async def search(self, query: FaceQuery, threshold: float, exclude: frozenset[str] = frozenset()) -> Match | None:
+        """The best match whose person is not in `exclude`: the persons seen in the same frame. The
+        core maps query.other_faces to their persons; the collection's FaceIds are Rekognition's, never
+        our face ids, so excluding by person is what keeps two people in one frame apart."""
+        if not exclude:
+            return self._best(await self._matches(query, threshold, self._max_faces), exclude)
+        # Excluded persons may fill the first matches: ask for more, and once for all if they did.
+        max_faces = max(self._max_faces, EXCLUDING_MAX_FACES)
+        matches = await self._matches(query, threshold, max_faces)
+        best = self._best(matches, exclude)
+        page_was_full = len(matches) >= max_faces
+        if best is None and page_was_full and max_faces < REKOGNITION_MAX_FACES:
+            best = self._best(await self._matches(query, threshold, REKOGNITION_MAX_FACES), exclude)
+        return best
+
+    async def _matches(self, query: FaceQuery, threshold: float, max_faces: int) -> list[dict[str, Any]]:
         try:
             resp = await self._rek.search_faces_by_image(
-                CollectionId=self._id, Image={"Bytes": query.crop_jpeg}, MaxFaces=self._max_faces,
+                CollectionId=self._id, Image={"Bytes": query.crop_jpeg}, MaxFaces=max_faces,
                 FaceMatchThreshold=min(100.0, max(0.0, threshold * 100)), QualityFilter=self._quality)
         except ClientError as e:
             self._poison(e, query)
             raise
+        return list(resp.get("FaceMatches", []))
+
+    @staticmethod
+    def _best(matches: list[dict[str, Any]], exclude: frozenset[str]) -> Match | None:
         # Faces indexed by something other than us carry no person id: skip them.
-        matches = [m for m in resp.get("FaceMatches", []) if m.get("Face", {}).get("ExternalImageId")]
-        if not matches:
+        allowed = [m for m in matches
+                   if m.get("Face", {}).get("ExternalImageId") and m["Face"]["ExternalImageId"] not in exclude]
+        if not allowed:
             return None
-        best = max(matches, key=lambda m: m["Similarity"])
+        best = max(allowed, key=lambda m: m["Similarity"])
         return Match(best["Face"]["ExternalImageId"], float(best["Similarity"]) / 100, best["Face"]["FaceId"])
 
     async def index(self, query: FaceQuery, person_id: str) -> str:
@@ -193,6 +226,8 @@ class DynamoNameDirectory:
         self._table = config.table
         self._retention_s = config.retention_days * DAY_S
         self._max_conflicts = max_conflicts
+        from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
         self._ser = TypeSerializer()
         self._de = TypeDeserializer()
 
@@ -388,7 +423,18 @@ class AwsAdapters:
         return Resolver(self.crops, self.collection, self.names, self.shadow, config.face_match_threshold / 100)
 
 
+def _aioboto3() -> Any:
+    """The SDK, imported only now (see the imports above), or a clear error without the aws extra."""
+    try:
+        import aioboto3
+    except ImportError as e:
+        raise RuntimeError(f'resolver.type = "aws" needs the aws extra (pip install "facewatchd[aws]"): {e}') from None
+    return aioboto3
+
+
 def client_config(config: AwsResolverConfig, pool: int = 10) -> AioConfig:
+    from aiobotocore.config import AioConfig
+
     return AioConfig(retries={"mode": "standard", "total_max_attempts": config.max_attempts}, max_pool_connections=pool,
                      connect_timeout=5, read_timeout=30)
 
@@ -398,7 +444,7 @@ async def open_aws_adapters(config: AwsResolverConfig, session: aioboto3.Session
                             pool: int = 10) -> AsyncIterator[AwsAdapters]:
     """The four adapters over clients that live as long as the context (and its event loop).
     Endpoints come from the standard AWS_ENDPOINT_URL_<SERVICE> variables when set."""
-    session = session or aioboto3.Session(region_name=config.region)
+    session = session or _aioboto3().Session(region_name=config.region)
     cfg = client_config(config, pool)
     async with AsyncExitStack() as stack:
         s3, rek, ddb, iot = [await stack.enter_async_context(session.client(name, config=cfg))

@@ -1,0 +1,370 @@
+"""The on-prem resolver service: the resolver core over the local adapters, fed by MQTT.
+
+Devices publish unknown faces (FaceQuery JSON) on `facewatchd/<thing>/faces/unknown`. The service
+subscribes to `facewatchd/+/faces/unknown` (QoS 1, persistent session, so what arrives while it
+restarts waits in the broker), takes the thing name from the topic (the part a broker ACL can bind to
+the client's identity), never from the payload, resolves the face against one collection shared by
+every device, and answers through the device shadow: by default an in-process ShadowService, so the
+label reaches the device as a real `/update/delta` and `facewatchd resolver` is the whole on-prem
+server; with `run_shadow_service = false`, as shadow `/update` requests to a shadow service elsewhere.
+
+Messages are resolved one at a time, in arrival order: two messages showing the same new person must
+not both miss the search and index two persons. A message that can never succeed (not JSON, wrong
+schema, not a JPEG, too large, no face) is logged with its reason and skipped. Anything else that fails
+is logged too; the device's outbox resends what goes unanswered and the core is idempotent by face id,
+so a redelivery changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import aiomqtt
+import numpy as np
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from facewatchd.link.mqtt import MAX_PAYLOAD_BYTES, Backoff, PahoLog, connect_client, describe_failure, tls_params
+from facewatchd.messages import FaceQuery, MessageError, Resolution, thing_from_uplink_topic
+from facewatchd.resolver.core import Resolver
+from facewatchd.resolver.local import LocalResolverStores
+from facewatchd.resolver.ports import NoFaceError
+from facewatchd.shadow.service import ShadowService, shadow_prefix
+from facewatchd.shadow.store import ShadowStore
+from facewatchd.systemd import SystemdNotifier
+from facewatchd.vision.analyzer import FaceAnalyzer, ImageError, decode_image
+from facewatchd.vision.detector import DetectorConfig
+from facewatchd.vision.embedder import SFACE_COSINE_THRESHOLD, EmbedderConfig
+
+if TYPE_CHECKING:
+    from facewatchd.config import Config
+
+log = structlog.get_logger("facewatchd.resolver.service")
+
+UPLINK_SUBSCRIPTION = "facewatchd/+/faces/unknown"
+_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+
+
+class ResolverServiceConfig(BaseModel):
+    """The `[server]` table: the broker the service listens on, its data and its threshold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    tls: bool | None = None  # None: TLS when any of ca_file/cert_file is set
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    keepalive: int = Field(30, ge=5, le=65535)
+    client_id: str = Field("facewatchd-resolver", pattern=_ID_PATTERN,
+                           description="MQTT client id; the in-process shadow service uses <client_id>-shadow")
+    reconnect_min_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+    data_dir: Path | None = Field(None, description="default: the [resolver] data dir, so `facewatchd faces` "
+                                  "commands with the same config see the same persons")
+    match_threshold: float = Field(SFACE_COSINE_THRESHOLD, gt=0, lt=1)
+    run_shadow_service: bool = Field(True, description="serve the device shadows in the same process")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ResolverServiceConfig":
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file is set but cert_file is not")
+        if self.tls is False and (self.ca_file or self.cert_file):
+            raise ValueError("tls is false but ca_file/cert_file are set")
+        if self.tls and not (self.ca_file or self.cert_file) and self.run_shadow_service:
+            raise ValueError("tls is true: set ca_file (the in-process shadow service needs it to use TLS)")
+        if self.password is not None and self.username is None:
+            raise ValueError("password is set but username is not")
+        return self
+
+    @property
+    def use_tls(self) -> bool:
+        return self.tls if self.tls is not None else bool(self.ca_file or self.cert_file)
+
+
+def service_data_dir(config: "Config") -> Path:
+    server = config.server or ResolverServiceConfig()
+    return server.data_dir or config.resolver.data_dir or config.device.state_dir / "resolver"
+
+
+class Skipped(Exception):
+    """A message that can never be resolved: logged with its reason, never retried by us."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def _reason(e: MessageError) -> str:
+    text = str(e)
+    if text.startswith("not JSON"):
+        return "not_json"
+    if text.startswith("crop: not a JPEG"):
+        return "not_jpeg"
+    if text.startswith("crop:") and "more than" in text:
+        return "too_large"
+    return "schema"
+
+
+def parse_uplink(topic: str, payload: object) -> FaceQuery:
+    """The FaceQuery in an uplink message, its thing taken from the topic; raises Skipped."""
+    if isinstance(payload, str):
+        payload = payload.encode()
+    if not isinstance(payload, (bytes, bytearray)):
+        raise Skipped("schema", f"unexpected payload type {type(payload).__name__}")
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise Skipped("too_large", f"payload: {len(payload)} bytes, more than {MAX_PAYLOAD_BYTES}")
+    try:
+        thing = thing_from_uplink_topic(topic)
+    except MessageError as e:
+        raise Skipped("topic", str(e)) from None
+    try:
+        return FaceQuery.from_json(bytes(payload), thing=thing)
+    except MessageError as e:
+        raise Skipped(_reason(e), str(e)) from None
+
+
+class CropEmbedder:
+    """Embeds the largest face in a crop, for requests that carry no embedding. The models load on first
+    use, so a fleet of devices that send embeddings never pays for them. Called from worker threads."""
+
+    def __init__(self, detector: DetectorConfig | None = None, embedder: EmbedderConfig | None = None) -> None:
+        self._configs = (detector, embedder)
+        self._analyzer: FaceAnalyzer | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, jpeg: bytes) -> np.ndarray | None:
+        with self._lock:
+            if self._analyzer is None:
+                self._analyzer = FaceAnalyzer(*self._configs)
+        try:
+            face = self._analyzer.largest(decode_image(jpeg))
+        except ImageError:
+            return None
+        return face.embedding if face else None
+
+
+class InProcessShadowPort:
+    """Answers through the ShadowService in this process: stored, then published as /delta."""
+
+    def __init__(self, shadow: ShadowService) -> None:
+        self._shadow = shadow
+
+    async def update_desired(self, thing: str, desired: dict[str, Any]) -> None:
+        await self._shadow.update(thing, {"state": {"desired": desired}})
+
+
+class MqttShadowPort:
+    """Answers with shadow /update requests over the service's own connection (a shadow service elsewhere,
+    or any broker that implements AWS shadows). Raises ConnectionError while disconnected."""
+
+    def __init__(self, client: Callable[[], aiomqtt.Client | None]) -> None:
+        self._client = client
+
+    async def update_desired(self, thing: str, desired: dict[str, Any]) -> None:
+        client = self._client()
+        if client is None:
+            raise ConnectionError("not connected to the broker")
+        body = json.dumps({"state": {"desired": desired}}, separators=(",", ":")).encode()
+        await client.publish(f"{shadow_prefix(thing)}/update", body, qos=1)
+
+
+@dataclass
+class ServiceStats:
+    received: int = 0
+    resolved: int = 0
+    failed: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)  # reason → messages
+
+
+class ResolverService:
+    """`async with ResolverService(config, data_dir) as svc: await svc.ready()`."""
+
+    def __init__(self, config: ResolverServiceConfig, data_dir: Path, detector: DetectorConfig | None = None,
+                 embedder: EmbedderConfig | None = None) -> None:
+        self.config = config
+        self.data_dir = data_dir
+        self.stats = ServiceStats()
+        self.last_error: str | None = None
+        self._log = log.bind(broker=f"{config.host}:{config.port}")
+        self._client: aiomqtt.Client | None = None
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.stores = LocalResolverStores(data_dir, CropEmbedder(detector, embedder))
+        self._shadow_store: ShadowStore | None = None
+        self.shadow: ShadowService | None = None
+        port: InProcessShadowPort | MqttShadowPort
+        if config.run_shadow_service:
+            self._shadow_store = ShadowStore(data_dir / "shadows.db")
+            self.shadow = shadow_service(config, self._shadow_store)
+            port = InProcessShadowPort(self.shadow)
+        else:
+            port = MqttShadowPort(lambda: self._client)
+        self.resolver = Resolver(self.stores.crops, self.stores.collection, self.stores.names, port,
+                                 config.match_threshold)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> "ResolverService":
+        if self.shadow is not None:
+            await self.shadow.__aenter__()
+        self._task = asyncio.create_task(self._run(), name="resolver-service")
+        self._log.info("resolver_service_started", data_dir=str(self.data_dir),
+                       shadow="in-process" if self.shadow else "over mqtt")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.shadow is not None:
+            await self.shadow.__aexit__(None, None, None)
+        self.stores.close()
+        if self._shadow_store is not None:
+            self._shadow_store.close()
+        self._log.info("resolver_service_stopped", received=self.stats.received, resolved=self.stats.resolved,
+                       failed=self.stats.failed, skipped=dict(self.stats.skipped))
+
+    @property
+    def connected(self) -> bool:
+        return self._ready.is_set() and (self.shadow is None or self.shadow.connected)
+
+    async def ready(self, timeout: float | None = None) -> None:
+        """Wait until subscribed (and the in-process shadow service too); TimeoutError names the cause."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
+                if self.shadow is not None:
+                    await self.shadow.ready()
+        except TimeoutError:
+            raise TimeoutError(f"resolver service not connected to {self.config.host}:{self.config.port}: "
+                               f"{self.last_error or (self.shadow and self.shadow.last_error) or 'no answer'}"
+                               ) from None
+
+    def status(self) -> str:
+        """One line for systemd's STATUS=."""
+        s = self.stats
+        return (f"{'connected' if self.connected else 'disconnected'}, {s.resolved} resolved, "
+                f"{sum(s.skipped.values())} skipped, {s.failed} failed")
+
+    # -- messages --------------------------------------------------------------------------------
+
+    async def handle(self, topic: str, payload: object) -> Resolution | None:
+        """Resolve one uplink message; never raises (but for cancellation)."""
+        self.stats.received += 1
+        try:
+            query = parse_uplink(topic, payload)
+            try:
+                await asyncio.to_thread(decode_image, query.crop_jpeg)
+            except ImageError:
+                raise Skipped("not_jpeg", "crop: not a decodable JPEG") from None
+            resolution = await self.resolver.resolve(query)
+        except (Skipped, NoFaceError) as e:
+            reason, detail = (e.reason, e.detail) if isinstance(e, Skipped) else ("no_face", str(e))
+            self.stats.skipped[reason] += 1
+            self._log.warning("uplink_skipped", topic=topic[:200], reason=reason, error=detail)
+            return None
+        except Exception as e:  # a store or the shadow failed: the device resends, the core is idempotent
+            self.stats.failed += 1
+            self._log.error("resolve_failed", topic=topic[:200], error=f"{type(e).__name__}: {e}")
+            return None
+        self.stats.resolved += 1
+        return resolution
+
+    async def _run(self) -> None:
+        c = self.config
+        backoff = Backoff(c.reconnect_min_s, c.reconnect_max_s)
+        while True:
+            paho = PahoLog(self._log)
+            try:
+                async with contextlib.AsyncExitStack() as stack:
+                    client = aiomqtt.Client(
+                        c.host, c.port, identifier=c.client_id, username=c.username,
+                        password=c.password.get_secret_value() if c.password else None, keepalive=c.keepalive,
+                        clean_session=False, logger=paho.logger,
+                        tls_params=tls_params(c.ca_file, c.cert_file, c.key_file) if c.use_tls else None)
+                    await connect_client(client, stack, paho)
+                    await client.subscribe(UPLINK_SUBSCRIPTION, qos=1)
+                    self._client, self.last_error = client, None
+                    self._ready.set()
+                    backoff.reset()
+                    self._log.info("resolver_service_connected", subscription=UPLINK_SUBSCRIPTION)
+                    async for message in client.messages:
+                        await self.handle(str(message.topic), message.payload)
+                    raise aiomqtt.MqttError("message stream ended")
+            except aiomqtt.MqttError as e:
+                detail = f"{e}: {paho.error}" if paho.error and paho.error not in str(e) else str(e)
+                self.last_error, refused = describe_failure(detail)
+                (self._log.error if refused else self._log.warning)("resolver_service_disconnected",
+                                                                    error=self.last_error)
+            except Exception as e:  # a bug must not end the service: log it and reconnect
+                self.last_error = f"{type(e).__name__}: {e}"
+                self._log.exception("resolver_service_failed")
+            finally:
+                self._client = None
+                self._ready.clear()
+            await asyncio.sleep(backoff.next())
+
+
+def shadow_service(config: ResolverServiceConfig, store: ShadowStore) -> ShadowService:
+    """The shadow service on the broker of `config`, as client <client_id>-shadow."""
+    return ShadowService(store, config.host, config.port, ca_file=config.ca_file, cert_file=config.cert_file,
+                         key_file=config.key_file, username=config.username,
+                         password=config.password.get_secret_value() if config.password else None,
+                         client_id=f"{config.client_id}-shadow", keepalive=config.keepalive,
+                         reconnect_min_s=config.reconnect_min_s, reconnect_max_s=config.reconnect_max_s)
+
+
+# -- entry points for `facewatchd resolver` and `facewatchd shadow` ---------------------------------
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _serve(status: Callable[[], str]) -> None:
+    """Until SIGINT/SIGTERM, telling systemd (if it started us) that we run and are alive."""
+    stop = _stop_on_signals()
+    watchdog = asyncio.create_task(SystemdNotifier().run(status), name="systemd")
+    try:
+        await stop.wait()
+    finally:
+        watchdog.cancel()
+        await asyncio.gather(watchdog, return_exceptions=True)
+
+
+async def run_resolver(config: "Config") -> ServiceStats:
+    """`facewatchd resolver`: the resolver service (and, by default, the shadow service) until a signal."""
+    server = config.server or ResolverServiceConfig()
+    async with ResolverService(server, service_data_dir(config), config.detector, config.embedder) as svc:
+        await _serve(svc.status)
+    return svc.stats
+
+
+async def run_shadow(config: "Config") -> None:
+    """`facewatchd shadow`: only the shadow service, for a resolver running with run_shadow_service = false."""
+    server = config.server or ResolverServiceConfig()
+    data_dir = service_data_dir(config)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with ShadowStore(data_dir / "shadows.db") as store:
+        async with shadow_service(server, store) as svc:
+            log.info("shadow_service_started", data_dir=str(data_dir), broker=f"{server.host}:{server.port}")
+            await _serve(lambda: "connected" if svc.connected else "disconnected")

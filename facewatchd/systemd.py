@@ -1,0 +1,108 @@
+"""systemd integration, sd_notify(3): READY=1 once running, WATCHDOG=1 from the event loop at half of
+WATCHDOG_USEC (a stuck loop stops pinging and systemd restarts the unit), STATUS= with a short health
+line, STOPPING=1 at shutdown.
+
+The protocol is one datagram of `KEY=value` lines to the AF_UNIX socket named by $NOTIFY_SOCKET, so it
+is spoken directly here (no dependency). Everything is a no-op when NOTIFY_SOCKET is unset, that is
+when systemd did not start us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from typing import TYPE_CHECKING, Callable, Mapping
+
+import structlog
+
+if TYPE_CHECKING:
+    from facewatchd.daemon import Daemon
+
+log = structlog.get_logger("facewatchd.systemd")
+
+STATUS_EVERY_S = 10.0  # STATUS= refresh when systemd asked for no watchdog
+
+
+def _address(value: str) -> str | None:
+    if not value:
+        return None
+    return "\0" + value[1:] if value.startswith("@") else value  # "@name": the abstract namespace
+
+
+def _watchdog_interval(env: Mapping[str, str]) -> float | None:
+    """Half of WATCHDOG_USEC in seconds, if the watchdog is on and meant for this process."""
+    try:
+        usec = int(env.get("WATCHDOG_USEC", "0"))
+        pid = int(env.get("WATCHDOG_PID", "0"))
+    except ValueError:
+        return None
+    if usec <= 0 or (pid and pid != os.getpid()):
+        return None
+    return usec / 2 / 1_000_000
+
+
+class SystemdNotifier:
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        env = os.environ if env is None else env
+        self._address = _address(env.get("NOTIFY_SOCKET", ""))
+        self.watchdog_s = _watchdog_interval(env) if self._address else None
+        self._socket: socket.socket | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self._address is not None
+
+    def notify(self, *assignments: str) -> bool:
+        """Send one notification (e.g. "READY=1", "STATUS=ok"); False if not sent. Never blocks."""
+        if self._address is None:
+            return False
+        try:
+            if self._socket is None:
+                self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                self._socket.setblocking(False)
+            self._socket.sendto("\n".join(assignments).encode(), self._address)
+            return True
+        except OSError as e:  # systemd gone or its queue full: the next ping tries again
+            log.warning("systemd_notify_failed", error=str(e), notify_socket=self._address)
+            return False
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    async def run(self, status: Callable[[], str]) -> None:
+        """READY=1, then WATCHDOG=1 and STATUS= until cancelled, then STOPPING=1. Run it as a task of the
+        loop it vouches for: if that loop stops turning, the pings stop."""
+        if not self.enabled:
+            return
+        self.notify("READY=1", f"STATUS={_status(status)}")
+        log.info("systemd_ready", watchdog_s=self.watchdog_s)
+        try:
+            while True:
+                await asyncio.sleep(self.watchdog_s or STATUS_EVERY_S)
+                lines = [f"STATUS={_status(status)}"]
+                self.notify(*(["WATCHDOG=1"] + lines if self.watchdog_s else lines))
+        finally:
+            self.notify("STOPPING=1", "STATUS=stopping")
+            self.close()
+
+
+def _status(status: Callable[[], str]) -> str:
+    try:
+        return status().replace("\n", " ")
+    except Exception as e:  # a health line must never stop the watchdog
+        return f"status unavailable: {type(e).__name__}"
+
+
+def daemon_status(daemon: "Daemon") -> str:
+    rec, uplink, link = daemon.recognizer, daemon.uplink, daemon.link
+    frames = sum(c.stats.frames for c in daemon.cameras)
+    return (f"cache {len(rec.cache) if rec else 0} faces, {uplink.pending if uplink else 0} pending, "
+            f"link {'online' if link is not None and link.online else 'offline'}, {frames} frames")
+
+
+async def notify_systemd(daemon: "Daemon") -> None:
+    """What Daemon.run starts beside its other background tasks."""
+    await SystemdNotifier().run(lambda: daemon_status(daemon))

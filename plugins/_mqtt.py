@@ -1,0 +1,172 @@
+"""An MQTT connection for plugins (Home Assistant, alerts, the door's MQTT backend), over aiomqtt.
+
+aiomqtt has no reconnect of its own, so `PluginMqtt` runs one loop: connect (with a last will when
+given), subscribe, run the plugin's `on_connect` (announce, re-publish state), read messages until the
+connection drops, and reconnect after a backoff with jitter. `publish` never waits for a connection:
+offline it raises `MqttUnavailable`, or, for a client made with `keep_offline > 0`, keeps the message
+(up to that many, oldest dropped first) and sends it on reconnect.
+
+Not a module of its own plugin: the leading underscore keeps it out of `builtin_plugin_names()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import aiomqtt
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from facewatchd.link.mqtt import Backoff, PahoLog, connect_client, tls_params
+
+
+class MqttUnavailable(RuntimeError):
+    """Not connected to the broker (or the publish failed); the message was not sent."""
+
+
+class BrokerConfig(BaseModel):
+    """Where a plugin's MQTT client connects; plugin config classes extend it with their own keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(1883, ge=1, le=65535)
+    tls: bool | None = Field(None, description="None: TLS when ca_file or cert_file is set")
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    client_id: str | None = Field(None, description="default: facewatchd-<thing>-<plugin>")
+    keepalive: int = Field(30, ge=5, le=65535)
+    reconnect_min_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "BrokerConfig":
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file is set but cert_file is not")
+        if self.tls is False and (self.ca_file or self.cert_file):
+            raise ValueError("tls is false but ca_file/cert_file are set")
+        if self.password is not None and self.username is None:
+            raise ValueError("password is set but username is not")
+        return self
+
+    @property
+    def use_tls(self) -> bool:
+        return self.tls if self.tls is not None else bool(self.ca_file or self.cert_file)
+
+
+class PluginMqtt:
+    def __init__(self, config: BrokerConfig, client_id: str, *, will: tuple[str, bytes] | None = None,
+                 subscriptions: tuple[str, ...] = (),
+                 on_connect: Callable[[], Awaitable[None]] | None = None,
+                 on_message: Callable[[str, bytes], Awaitable[None]] | None = None,
+                 keep_offline: int = 0) -> None:
+        self.config = config
+        self.client_id = config.client_id or client_id
+        self._will = will
+        self._subscriptions = subscriptions
+        self._on_connect = on_connect
+        self._on_message = on_message
+        self._kept: deque[tuple[str, bytes, bool, int]] = deque(maxlen=keep_offline or 1)
+        self._keep = keep_offline > 0
+        self._client: aiomqtt.Client | None = None
+        self._connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._log = structlog.get_logger("facewatchd.plugins.mqtt").bind(client_id=self.client_id,
+                                                                         broker=f"{config.host}:{config.port}")
+        self.last_error: str | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"mqtt-{self.client_id}")
+
+    async def wait_connected(self, timeout: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        return self.connected
+
+    async def stop(self, last: tuple[str, bytes] | None = None) -> None:
+        """Publish `last` (retained; e.g. availability `offline`, as a clean disconnect sends no will), then close."""
+        if last is not None and self._client is not None:
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                await asyncio.wait_for(self._client.publish(last[0], last[1], qos=1, retain=True), 3)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def publish(self, topic: str, payload: bytes | str, *, retain: bool = False, qos: int = 1,
+                      timeout: float = 5.0) -> None:
+        data = payload.encode() if isinstance(payload, str) else payload
+        client = self._client
+        if client is None:
+            if self._keep:
+                self._kept.append((topic, data, retain, qos))
+                return
+            raise MqttUnavailable(f"not connected to {self.config.host}:{self.config.port}: "
+                                  f"{self.last_error or 'connecting'}")
+        try:
+            await asyncio.wait_for(client.publish(topic, data, qos=qos, retain=retain), timeout)
+        except (aiomqtt.MqttError, TimeoutError) as e:
+            if self._keep:
+                self._kept.append((topic, data, retain, qos))
+                return
+            raise MqttUnavailable(f"publish to {topic} failed: {e or 'timed out'}") from e
+
+    def _new_client(self, paho: PahoLog) -> aiomqtt.Client:
+        c = self.config
+        return aiomqtt.Client(
+            c.host, c.port, identifier=self.client_id, username=c.username,
+            password=c.password.get_secret_value() if c.password else None, keepalive=c.keepalive,
+            will=aiomqtt.Will(self._will[0], self._will[1], qos=1, retain=True) if self._will else None,
+            tls_params=tls_params(c.ca_file, c.cert_file, c.key_file) if c.use_tls else None,
+            logger=paho.logger)
+
+    async def _run(self) -> None:
+        backoff = Backoff(self.config.reconnect_min_s, self.config.reconnect_max_s)
+        while True:
+            paho = PahoLog(self._log)
+            try:
+                async with contextlib.AsyncExitStack() as stack:
+                    client = self._new_client(paho)
+                    await connect_client(client, stack, paho)
+                    if self._subscriptions:
+                        await client.subscribe([(t, 1) for t in self._subscriptions])
+                    self._client = client
+                    if self._on_connect is not None:
+                        await self._on_connect()
+                    while self._kept:  # what was published while we were away, oldest first
+                        topic, data, retain, qos = self._kept[0]
+                        await client.publish(topic, data, qos=qos, retain=retain)
+                        self._kept.popleft()
+                    self.last_error = None
+                    self._connected.set()
+                    backoff.reset()
+                    self._log.info("plugin_mqtt_online")
+                    async for message in client.messages:
+                        if self._on_message is not None:
+                            payload = message.payload if isinstance(message.payload, bytes) else \
+                                str(message.payload or "").encode()
+                            await self._on_message(str(message.topic), payload)
+                    raise aiomqtt.MqttError("message stream ended")
+            except aiomqtt.MqttError as e:
+                self.last_error = f"{e}: {paho.error}" if paho.error and paho.error not in str(e) else str(e)
+                self._log.warning("plugin_mqtt_offline", error=self.last_error)
+            except Exception as e:  # a bug in a callback must not end the loop: log it and reconnect
+                self.last_error = f"{type(e).__name__}: {e}"
+                self._log.exception("plugin_mqtt_failed")
+            finally:
+                self._client = None
+                self._connected.clear()
+            await asyncio.sleep(backoff.next())

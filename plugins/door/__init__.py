@@ -1,0 +1,282 @@
+"""Door access control: unlock for allowlisted people, relock after `unlock_s`, audit every decision.
+
+A face opens the door only when all of these hold: it is named (never a pending or unknown face), the
+name is on `allow`, its similarity is at least `unlock_threshold` (stricter than recognition's), the
+time is inside a `schedule` window (when there is one), at least `min_agreed_frames` frames of the
+track agreed, and the person's `cooldown_s` since their last unlock has passed. Each track gets at
+most one unlock; a denial is written once per track and reason.
+
+Safety: the relock timer runs here, in the plugin, not in the lock. A backend that fails or times out
+while unlocking is told to lock again at once; the door is locked at start, when `unlock_s` ends, and
+when the daemon stops. Every decision (grant or deny, the reason, person, similarity, camera, track)
+goes to the audit log, one JSON object per line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from datetime import time as day_time
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Literal
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from facewatchd.events import FaceEvent, TrackEnded
+from facewatchd.hookspecs import hookimpl
+from facewatchd.plugins import PluginContext
+from plugins.door.backends import Backend, GpioConfig, HttpConfig, MqttConfig, create_backend
+
+log = structlog.get_logger("facewatchd.plugins.door")
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+RELOCK_ATTEMPTS = 3
+
+
+class Window(BaseModel):
+    """Days and a local-time range; an end before the start runs past midnight into the next day."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    days: list[Day] = Field(default_factory=lambda: list(DAYS))
+    start: day_time = Field(description="HH:MM, local time")
+    end: day_time = Field(description="HH:MM, local time; before start: ends the next day")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "Window":
+        if self.start == self.end:
+            raise ValueError("start and end are the same time: the window would be empty")
+        return self
+
+    def contains(self, now: datetime) -> bool:
+        t, today, yesterday = now.time(), DAYS[now.weekday()], DAYS[(now.weekday() - 1) % 7]
+        if self.start < self.end:
+            return today in self.days and self.start <= t < self.end
+        return (today in self.days and t >= self.start) or (yesterday in self.days and t < self.end)
+
+
+class DoorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backend: GpioConfig | HttpConfig | MqttConfig = Field(discriminator="type")
+    allow: list[str] = Field(default_factory=list, description="names that may unlock (case-insensitive)")
+    unlock_threshold: float = Field(0.45, gt=0, le=1, description="minimum similarity to unlock")
+    min_agreed_frames: int = Field(3, ge=1, description="frames of the track that must agree first")
+    cooldown_s: float = Field(30.0, ge=0, description="per person, between two unlocks")
+    unlock_s: float = Field(5.0, gt=0, le=600, description="how long the door stays unlocked")
+    schedule: list[Window] = Field(default_factory=list, description="when unlocking is allowed; empty: always")
+    cameras: list[str] = Field(default_factory=list, description="cameras that watch this door; empty: all")
+    audit_log: Path | None = Field(None, description="JSON lines; default <state_dir>/door-audit.jsonl")
+
+
+@dataclass
+class TrackMemory:
+    last_reason: str | None = None
+    waiting: FaceEvent | None = None  # named and allowed, but not enough frames agreed yet
+    granted: bool = False
+
+
+class Plugin:
+    def __init__(self) -> None:
+        self.config: DoorConfig | None = None
+        self.backend: Backend | None = None
+        self.audit_path = Path("door-audit.jsonl")
+        self._tracks: dict[tuple[str, str], TrackMemory] = {}
+        self._last_unlock: dict[str, float] = {}  # person → monotonic time of their last unlock
+        self._backend_lock = asyncio.Lock()  # one backend action at a time: an unlock never overtakes a lock
+        self._audit_lock = asyncio.Lock()  # audit lines in decision order
+        self._relock_timer: asyncio.TimerHandle | None = None
+        self._actions: set[asyncio.Task[None]] = set()  # unlocks and relocks: cancelled at stop, then we lock
+        self._writes: set[asyncio.Task[None]] = set()  # audit lines: always finished
+
+    # -- hooks ----------------------------------------------------------------------------------
+    @hookimpl
+    def facewatchd_config_schema(self) -> tuple[str, type[DoorConfig]]:
+        return "door", DoorConfig
+
+    @hookimpl
+    async def facewatchd_start(self, context: PluginContext) -> None:
+        self.config = config = context.plugin_config("door")
+        self.audit_path = config.audit_log or context.config.device.state_dir / "door-audit.jsonl"
+        await asyncio.to_thread(self.audit_path.parent.mkdir, parents=True, exist_ok=True)
+        if config.unlock_threshold < context.config.cache.match_threshold:
+            log.warning("door_threshold_below_recognition", unlock_threshold=config.unlock_threshold,
+                        match_threshold=context.config.cache.match_threshold)
+        self.backend = create_backend(config.backend, context.config.device.thing)
+        try:
+            await asyncio.wait_for(self.backend.open(), config.backend.timeout_s)
+        except Exception as e:  # the door stays locked; each unlock tries the backend again
+            log.error("door_backend_unavailable", backend=config.backend.type, error=describe(e))
+        await self._lock_door("start", attempts=1)  # whatever a crashed run left behind: locked
+        log.info("door_ready", backend=config.backend.type, allow=len(config.allow), audit_log=str(self.audit_path))
+
+    @hookimpl
+    async def facewatchd_stop(self, context: PluginContext) -> None:
+        if self._relock_timer is not None:
+            self._relock_timer.cancel()
+        if self._actions:  # an unlock in flight gets its timeout to finish or fail, then is abandoned
+            assert self.config is not None
+            _, late = await asyncio.wait(set(self._actions), timeout=self.config.backend.timeout_s + 0.5)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=1)
+        await self._lock_door("stopping", attempts=2)
+        if self._writes:
+            await asyncio.wait(set(self._writes), timeout=1)
+        if self.backend is not None:
+            try:
+                await asyncio.wait_for(self.backend.close(), 1)
+            except Exception as e:
+                log.warning("door_backend_close_failed", error=describe(e))
+
+    @hookimpl
+    async def face_recognised(self, event: FaceEvent) -> None:
+        self._consider(event)
+
+    @hookimpl
+    async def unknown_face(self, event: FaceEvent) -> None:
+        self._consider(event)
+
+    @hookimpl
+    async def track_ended(self, event: TrackEnded) -> None:
+        memory = self._tracks.pop((event.face.camera, event.face.track_id), None)
+        if self.config is not None and memory is not None and memory.waiting is not None and not memory.granted:
+            detail = f"{memory.waiting.agreed_frames} of {self.config.min_agreed_frames} frames agreed"
+            record = self._record(memory.waiting, "deny", "too few agreeing frames", detail)
+            self._spawn(self._writes, lambda: self._audit(record))
+
+    # -- decisions ------------------------------------------------------------------------------
+    def _consider(self, event: FaceEvent) -> None:
+        """Decide at once, on the loop (no await before the decision, so events are taken in order)."""
+        config = self.config
+        if config is None or (config.cameras and event.camera not in config.cameras):
+            return
+        memory = self._tracks.setdefault((event.camera, event.track_id), TrackMemory())
+        if memory.granted:
+            return  # this visit already opened the door
+        verdict = self._verdict(config, event, memory)
+        if verdict is None:
+            return
+        reason, detail = verdict
+        if reason == "allowlisted":
+            memory.granted, memory.waiting = True, None
+            self._last_unlock[self._person_key(event)] = time.monotonic()
+            record = self._record(event, "grant", reason, detail)
+            self._spawn(self._actions, lambda: self._unlock(record, memory, event))
+        elif reason != memory.last_reason:
+            memory.last_reason = reason
+            memory.waiting = None
+            record = self._record(event, "deny", reason, detail)
+            self._spawn(self._writes, lambda: self._audit(record))
+
+    def _verdict(self, config: DoorConfig, event: FaceEvent, memory: TrackMemory) -> tuple[str, str] | None:
+        """(reason, detail), or None while the track may still earn an unlock with more frames."""
+        if not event.name:
+            return "unknown face", "no name for this face"
+        if event.name.casefold() not in {n.casefold() for n in config.allow}:
+            return "not on allowlist", f"{event.name!r} may not unlock"
+        if event.similarity < config.unlock_threshold:
+            return "below unlock threshold", f"similarity {event.similarity:.3f} < {config.unlock_threshold}"
+        if config.schedule and not any(w.contains(datetime.now()) for w in config.schedule):
+            return "outside schedule", datetime.now().strftime("%a %H:%M")
+        if event.agreed_frames < config.min_agreed_frames:
+            memory.waiting = event
+            return None
+        last = self._last_unlock.get(self._person_key(event))
+        if last is not None and time.monotonic() - last < config.cooldown_s:
+            return "cooldown", f"unlocked for this person {time.monotonic() - last:.1f}s ago"
+        return "allowlisted", f"{event.agreed_frames} frames agreed, similarity {event.similarity:.3f}"
+
+    @staticmethod
+    def _person_key(event: FaceEvent) -> str:
+        return event.person_id or (event.name or "").casefold()
+
+    # -- the lock -------------------------------------------------------------------------------
+    async def _unlock(self, record: dict[str, Any], memory: TrackMemory, event: FaceEvent) -> None:
+        assert self.config is not None and self.backend is not None
+        async with self._backend_lock:
+            try:
+                await asyncio.wait_for(self.backend.unlock(), self.config.backend.timeout_s)
+            except asyncio.CancelledError:  # the daemon is stopping; facewatchd_stop locks next
+                await self._audit({**record, "decision": "deny", "reason": "stopping",
+                                   "detail": "unlock abandoned at stop"})
+                raise
+            except Exception as e:  # it may have half-worked (a timeout): lock again before anything else
+                memory.granted = False  # a later frame of this visit may try again
+                self._last_unlock.pop(self._person_key(event), None)
+                await self._audit({**record, "decision": "deny", "reason": "backend failed", "detail": describe(e)})
+                await self._lock_now("unlock failed", RELOCK_ATTEMPTS)
+                return
+            await self._audit(record)
+            if self._relock_timer is not None:
+                self._relock_timer.cancel()
+            self._relock_timer = asyncio.get_running_loop().call_later(
+                self.config.unlock_s, self._spawn, self._actions, lambda: self._lock_door("unlock_s elapsed"))
+            log.info("door_unlocked", name=record["name"], camera=record["camera"], relock_in_s=self.config.unlock_s)
+
+    async def _lock_door(self, why: str, attempts: int = RELOCK_ATTEMPTS) -> None:
+        async with self._backend_lock:
+            await self._lock_now(why, attempts)
+
+    async def _lock_now(self, why: str, attempts: int) -> None:
+        assert self.config is not None and self.backend is not None
+        for attempt in range(1, attempts + 1):
+            try:
+                await asyncio.wait_for(self.backend.lock(), self.config.backend.timeout_s)
+                log.info("door_locked", why=why)
+                return
+            except Exception as e:
+                error = describe(e)
+                log.error("door_lock_failed", why=why, attempt=attempt, error=error)
+                if attempt < attempts:
+                    await asyncio.sleep(0.5)
+        await self._audit({"ts": now_iso(), "decision": "relock failed", "reason": why, "detail": error})
+
+    # -- audit ----------------------------------------------------------------------------------
+    @staticmethod
+    def _record(event: FaceEvent, decision: str, reason: str, detail: str) -> dict[str, Any]:
+        return {"ts": now_iso(), "decision": decision, "reason": reason, "detail": detail,
+                "person_id": event.person_id, "name": event.name, "similarity": round(event.similarity, 4),
+                "agreed_frames": event.agreed_frames, "camera": event.camera, "track_id": event.track_id}
+
+    async def _audit(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        log.info("door_decision", **record)
+        async with self._audit_lock:
+            try:
+                await asyncio.to_thread(self._append, line)
+            except OSError as e:
+                log.error("door_audit_write_failed", path=str(self.audit_path), error=str(e), record=record)
+
+    def _append(self, line: str) -> None:
+        with self.audit_path.open("a", encoding="utf-8") as f:
+            f.write(line)
+
+    def _spawn(self, tasks: set[asyncio.Task[None]], make: Callable[[], Awaitable[None]]) -> None:
+        async def run() -> None:
+            try:
+                await make()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("door_task_failed")
+
+        task = asyncio.get_running_loop().create_task(run())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+
+def describe(error: BaseException) -> str:
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")

@@ -1,0 +1,153 @@
+"""Prometheus metrics: counters of what the hooks saw, served as text on a small HTTP endpoint.
+
+No client library: a handful of counters and the text exposition format need a few lines, and the
+server is asyncio's own (`GET /metrics`; anything else is 404).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field
+
+from facewatchd.events import FaceEvent, TrackEnded
+from facewatchd.hookspecs import hookimpl
+from facewatchd.plugins import PluginContext, PluginHost
+
+log = structlog.get_logger("facewatchd.plugins.metrics")
+
+MAX_REQUEST_BYTES = 8192
+
+
+class MetricsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("127.0.0.1", description="address to listen on; 0.0.0.0 for every interface")
+    port: int = Field(9108, ge=0, le=65535, description="0: any free port (logged)")
+
+
+def _labels(**labels: str) -> str:
+    def esc(v: str) -> str:
+        return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+    return "{" + ",".join(f'{k}="{esc(v)}"' for k, v in labels.items()) + "}" if labels else ""
+
+
+class Plugin:
+    """Hooks only count (async: on the loop, no thread, nothing to lock); a scrape reads the counters."""
+
+    def __init__(self) -> None:
+        self.config = MetricsConfig()
+        self.host: PluginHost | None = None
+        self.faces: Counter[str] = Counter()  # camera → face tracks started
+        self.tracks: Counter[str] = Counter()  # camera → tracks ended
+        self.dwell_s: Counter[str] = Counter()  # camera → seconds seen, summed over ended tracks
+        self.recognitions: Counter[tuple[str, str]] = Counter()  # (camera, source) → tracks named
+        self.unknown: Counter[str] = Counter()  # camera → tracks matched to an unnamed person
+        self.labels = 0
+        self.link_online: dict[str, bool] = {}
+        self.camera_online: dict[str, bool] = {}
+        self._named: set[tuple[str, str]] = set()
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    @hookimpl
+    def facewatchd_config_schema(self) -> tuple[str, type[MetricsConfig]]:
+        return "metrics", MetricsConfig
+
+    @hookimpl
+    async def facewatchd_start(self, context: PluginContext) -> None:
+        self.config = context.plugin_config("metrics")
+        self.host = context.host
+        self.camera_online = {c.id: True for c in context.config.cameras}
+        self._server = await asyncio.start_server(self._serve, self.config.host, self.config.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("metrics_listening", url=f"http://{self.config.host}:{self.port}/metrics")
+
+    @hookimpl
+    async def facewatchd_stop(self, context: PluginContext) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    @hookimpl
+    async def face_detected(self, event: FaceEvent) -> None:
+        self.faces[event.camera] += 1
+
+    @hookimpl
+    async def face_recognised(self, event: FaceEvent) -> None:
+        key = (event.camera, event.track_id)
+        if event.name and key not in self._named:  # once per track, not per "more frames agree"
+            self._named.add(key)
+            self.recognitions[(event.camera, event.source or "unknown")] += 1
+
+    @hookimpl
+    async def unknown_face(self, event: FaceEvent) -> None:
+        self.unknown[event.camera] += 1
+
+    @hookimpl
+    async def track_ended(self, event: TrackEnded) -> None:
+        self.tracks[event.face.camera] += 1
+        self.dwell_s[event.face.camera] += event.dwell_s
+        self._named.discard((event.face.camera, event.face.track_id))
+
+    @hookimpl
+    async def person_labelled(self, person_id: str, name: str | None, previous: str | None) -> None:
+        self.labels += 1
+
+    @hookimpl
+    async def link_status(self, online: bool, link: str) -> None:
+        self.link_online[link] = online
+
+    @hookimpl
+    async def camera_status(self, camera: str, online: bool, reason: str) -> None:
+        self.camera_online[camera] = online
+
+    def exposition(self) -> str:
+        failures = self.host.failures if self.host else {}
+        out: list[str] = []
+
+        def family(name: str, kind: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> None:
+            out.append(f"# HELP {name} {help_text}")
+            out.append(f"# TYPE {name} {kind}")
+            for labels, value in samples:
+                out.append(f"{name}{_labels(**labels)} {value:g}")
+
+        family("facewatchd_faces_total", "counter", "Face tracks started (face_detected).",
+               [({"camera": c}, n) for c, n in sorted(self.faces.items())])
+        family("facewatchd_tracks_ended_total", "counter", "Face tracks ended.",
+               [({"camera": c}, n) for c, n in sorted(self.tracks.items())])
+        family("facewatchd_track_dwell_seconds_total", "counter", "Seconds faces were seen, over ended tracks.",
+               [({"camera": c}, round(n, 3)) for c, n in sorted(self.dwell_s.items())])
+        family("facewatchd_recognitions_total", "counter", "Tracks named, by what named them (cache or resolver).",
+               [({"camera": c, "source": s}, n) for (c, s), n in sorted(self.recognitions.items())])
+        family("facewatchd_unknown_faces_total", "counter", "Tracks matched to a person without a name.",
+               [({"camera": c}, n) for c, n in sorted(self.unknown.items())])
+        family("facewatchd_person_labels_total", "counter", "Persons named, renamed or forgotten.", [({}, self.labels)])
+        family("facewatchd_plugin_hook_failures_total", "counter", "Plugin hooks that raised or timed out.",
+               [({"plugin": p}, n) for p, n in sorted(failures.items())])
+        family("facewatchd_link_online", "gauge", "1 while the link to the resolver is up.",
+               [({"link": k}, float(v)) for k, v in sorted(self.link_online.items())])
+        family("facewatchd_camera_online", "gauge", "0 while a live camera is being reopened.",
+               [({"camera": k}, float(v)) for k, v in sorted(self.camera_online.items())])
+        return "\n".join(out) + "\n"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            parts = head.split(b"\r\n", 1)[0].split()
+            if len(parts) >= 2 and parts[0] in (b"GET", b"HEAD") and parts[1].split(b"?")[0] == b"/metrics":
+                body = self.exposition().encode()
+                status, ctype = "200 OK", "text/plain; version=0.0.4; charset=utf-8"
+            else:
+                body, status, ctype = b"not found: try /metrics\n", "404 Not Found", "text/plain"
+            headers = f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n" \
+                      "Connection: close\r\n\r\n"
+            writer.write(headers.encode() + (body if parts[:1] != [b"HEAD"] else b""))
+            await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
+            pass  # a client that went away or sent garbage: nothing to answer
+        finally:
+            writer.close()

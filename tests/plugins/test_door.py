@@ -1,0 +1,234 @@
+"""The door plugin on the real pipeline: enrolled faces, real photos as frames, a real HTTP relay, a real
+broker, and libgpiod's real Python bindings (the GPIO chip itself is a test double: no gpio-sim here)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from facewatchd.plugins import PluginHost
+from plugins.door import DAYS, Window
+from tests.plugins.conftest import Enrolled
+from tests.plugins.support import HttpReceiver, eventually, frames_dir, run_in_loop
+from tests.support.broker import Mosquitto
+from tests.support.daemon import FIXTURES, make_config, run_daemon
+
+pytestmark = pytest.mark.timeout(120)
+OBAMA, BIDEN = "Barack Obama", "Joe Biden"
+
+
+@pytest.fixture
+def relay() -> Any:
+    receiver = HttpReceiver()
+    yield receiver
+    receiver.close()
+
+
+def door(tmp_path: Path, backend: dict[str, Any], **rules: Any) -> dict[str, Any]:
+    return {"door": {"backend": backend, "allow": [OBAMA], "audit_log": str(tmp_path / "audit.jsonl"), **rules}}
+
+
+def http_backend(relay: HttpReceiver, **extra: Any) -> dict[str, Any]:
+    return {"type": "http", "unlock_url": relay.url("/unlock"), "lock_url": relay.url("/lock"), **extra}
+
+
+def audit(tmp_path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+
+
+def test_allowlisted_face_unlocks_once_per_visit_and_others_are_denied(tmp_path, enrolled: Enrolled, relay):
+    # cam0: Obama, a scene cut, Obama again (a second visit, inside the cooldown); cam1: Biden (enrolled,
+    # not allowed); cam2: a stranger the resolver knows but nobody named.
+    visits = frames_dir(tmp_path / "door", (FIXTURES / "obama2.jpg", 6), ("blank", 1), (FIXTURES / "obama2.jpg", 6))
+    biden = frames_dir(tmp_path / "biden", (FIXTURES / "biden.jpg", 5))
+    stranger = frames_dir(tmp_path / "stranger", (enrolled.stranger, 5))
+    config = make_config(enrolled.state(tmp_path), visits, biden, stranger,
+                         plugins=door(tmp_path, http_backend(relay), cooldown_s=3600, unlock_s=60))
+    summary = run_daemon(config)
+    assert summary.frames == 23 and summary.resolver_calls == 0  # every face named from the device cache
+
+    records = audit(tmp_path)
+    grants = [r for r in records if r["decision"] == "grant"]
+    assert [(g["name"], g["camera"], g["agreed_frames"]) for g in grants] == [(OBAMA, "cam0", 4)]
+    assert grants[0]["similarity"] >= 0.45 and grants[0]["person_id"] == enrolled.person_id(OBAMA)
+    denials = {(r["camera"], r["reason"]) for r in records if r["decision"] == "deny"}
+    assert denials == {("cam0", "cooldown"), ("cam1", "not on allowlist"), ("cam2", "unknown face")}, records
+    biden_denial = next(r for r in records if r["camera"] == "cam1")
+    assert biden_denial["name"] == BIDEN and biden_denial["track_id"]
+    second_visit = next(r for r in records if r["reason"] == "cooldown")
+    assert second_visit["track_id"] != grants[0]["track_id"]
+    # the relay: locked at start, one unlock, locked again when the daemon stopped (unlock_s not over)
+    assert relay.paths() == ["/lock", "/unlock", "/lock"]
+
+
+def test_face_between_recognition_and_unlock_thresholds_is_denied(tmp_path, enrolled: Enrolled, relay):
+    visit = frames_dir(tmp_path / "door", (FIXTURES / "obama3.jpg", 6))
+    config = make_config(enrolled.state(tmp_path), visit,
+                         plugins=door(tmp_path, http_backend(relay), unlock_threshold=0.99))
+    summary = run_daemon(config)
+    assert [p["name"] for p in summary.persons.values()] == [OBAMA]  # recognised (above 0.363)…
+    [record] = audit(tmp_path)
+    assert record["decision"] == "deny" and record["reason"] == "below unlock threshold", record
+    assert 0.363 <= record["similarity"] < 0.99 and "< 0.99" in record["detail"]
+    assert "/unlock" not in relay.paths()  # …but the door never opened
+
+
+def test_outside_the_schedule_is_denied(tmp_path, enrolled: Enrolled, relay):
+    other_days = [d for d in DAYS if d != DAYS[datetime.now().weekday()]]
+    visit = frames_dir(tmp_path / "door", (FIXTURES / "obama2.jpg", 5))
+    config = make_config(enrolled.state(tmp_path), visit, plugins=door(
+        tmp_path, http_backend(relay), schedule=[{"days": other_days, "start": "00:00", "end": "23:59"}]))
+    run_daemon(config)
+    [record] = audit(tmp_path)
+    assert (record["decision"], record["reason"]) == ("deny", "outside schedule")
+    assert "/unlock" not in relay.paths()
+
+
+def test_schedule_windows_including_overnight():
+    day = Window.model_validate({"days": ["mon"], "start": "07:30", "end": "19:00"})
+    night = Window.model_validate({"days": ["fri"], "start": "22:00", "end": "06:00"})
+    monday = datetime(2024, 1, 1)  # a Monday
+    assert day.contains(monday.replace(hour=7, minute=30)) and not day.contains(monday.replace(hour=19))
+    assert not day.contains(datetime(2024, 1, 2, 12))  # Tuesday
+    assert night.contains(datetime(2024, 1, 5, 23)) and night.contains(datetime(2024, 1, 6, 5, 59))  # Fri night
+    assert not night.contains(datetime(2024, 1, 6, 23)) and not night.contains(datetime(2024, 1, 5, 5))
+    with pytest.raises(ValueError, match="empty"):
+        Window.model_validate({"start": "08:00", "end": "08:00"})
+
+
+def test_too_few_agreeing_frames_is_denied_when_the_track_ends(tmp_path, enrolled: Enrolled, relay):
+    visit = frames_dir(tmp_path / "door", (FIXTURES / "obama2.jpg", 2))
+    config = make_config(enrolled.state(tmp_path), visit, plugins=door(tmp_path, http_backend(relay)))
+    run_daemon(config)
+    [record] = audit(tmp_path)
+    assert (record["decision"], record["reason"], record["detail"]) == ("deny", "too few agreeing frames",
+                                                                        "2 of 3 frames agreed")
+    assert "/unlock" not in relay.paths()
+
+
+@pytest.mark.parametrize("fault", ["error", "timeout"])
+def test_failing_relay_leaves_the_door_locked(tmp_path, enrolled: Enrolled, relay, fault):
+    relay.answers["/unlock"] = (500, 0.0) if fault == "error" else (200, 3.0)
+    # 10 frames at 5 fps: the visit lasts about 2 s, so the 0.5 s timeout runs out while the face is there
+    visit = frames_dir(tmp_path / "door", (FIXTURES / "obama2.jpg", 10))
+    config = make_config(enrolled.state(tmp_path), visit,
+                         cameras=[{"id": "cam0", "source": str(visit), "pace": "realtime", "fps": 5}],
+                         plugins=door(tmp_path, http_backend(relay, timeout_s=0.5), cooldown_s=3600))
+    run_daemon(config)
+    records = audit(tmp_path)
+    assert records and all(r["decision"] == "deny" and r["reason"] == "backend failed" for r in records), records
+    assert all(("HTTP 500" in r["detail"]) if fault == "error" else (r["detail"] == "timed out") for r in records)
+    # each failed unlock (agreed frames 4, and 8 may retry) is followed at once by a lock, and the last word is lock
+    paths = relay.paths()
+    assert paths[0] == "/lock" and paths[-1] == "/lock" and 1 <= paths.count("/unlock") <= 2
+    assert all(paths[i + 1] == "/lock" for i, p in enumerate(paths) if p == "/unlock")
+
+
+async def test_mqtt_backend_publishes_unlock_then_lock(tmp_path, enrolled: Enrolled, broker: Mosquitto):
+    visit = frames_dir(tmp_path / "door", (FIXTURES / "obama2.jpg", 5))
+    backend = {"type": "mqtt", "host": broker.host, "port": broker.port, "command_topic": "zigbee2mqtt/front/set",
+               "payload_unlock": '{"state":"UNLOCK"}', "payload_lock": '{"state":"LOCK"}'}
+    config = make_config(enrolled.state(tmp_path), visit, plugins=door(tmp_path, backend, unlock_s=0.3))
+    commands: list[bytes] = []
+
+    async with aiomqtt.Client(broker.host, broker.port, identifier="lock") as lock:
+        await lock.subscribe("zigbee2mqtt/front/set", qos=1)
+
+        async def read() -> None:
+            async for message in lock.messages:
+                commands.append(bytes(message.payload))  # type: ignore[arg-type]
+
+        reader = asyncio.create_task(read())
+        host = PluginHost(config)
+        host.load()
+
+        async def relocked(_: Any) -> None:  # the unlock_s timer, not the stop, locks again
+            await eventually(lambda: commands[-2:] == [b'{"state":"UNLOCK"}', b'{"state":"LOCK"}'], what="relock")
+
+        await run_in_loop(config, host, until=relocked)
+        reader.cancel()
+    assert commands.count(b'{"state":"UNLOCK"}') == 1
+    assert commands[-1] == b'{"state":"LOCK"}'
+    assert [r["decision"] for r in audit(tmp_path)] == ["grant"]
+
+
+class FakeLineRequest:
+    """libgpiod v2's LineRequest, as far as the door uses it (set_value, get_value, release), over a
+    fake chip: the values it holds are what a relay on the line would see."""
+
+    def __init__(self, chip: "FakeChip", config: dict[Any, Any], consumer: str | None) -> None:
+        import gpiod
+
+        self.chip, self.consumer, self.released = chip, consumer, False
+        self.offsets = []
+        for line, settings in config.items():
+            assert isinstance(settings, gpiod.LineSettings)  # the real class, built by the door plugin
+            assert settings.direction == gpiod.line.Direction.OUTPUT
+            self.offsets.append(line)
+            chip.levels[line] = [settings.output_value]
+
+    def _check(self) -> None:
+        import gpiod
+
+        if self.released:
+            raise gpiod.RequestReleasedError()
+
+    def set_value(self, line: int | str, value: Any) -> None:
+        import gpiod
+
+        self._check()
+        assert isinstance(value, gpiod.line.Value) and line in self.offsets
+        self.chip.levels[line].append(value)
+
+    def get_value(self, line: int | str) -> Any:
+        self._check()
+        return self.chip.levels[line][-1]
+
+    def release(self) -> None:
+        self._check()
+        self.released = True
+
+
+class FakeChip:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.levels: dict[Any, list[Any]] = {}
+        self.requests: list[FakeLineRequest] = []
+
+    def request_lines(self, path: str, config: dict[Any, Any], consumer: str | None = None, **_: Any) -> Any:
+        if path != self.path:
+            raise FileNotFoundError(2, "No such file or directory", path)
+        request = FakeLineRequest(self, config, consumer)
+        self.requests.append(request)
+        return request
+
+
+def test_gpio_backend_drives_the_line_and_releases_it(tmp_path, enrolled: Enrolled, monkeypatch):
+    gpiod = pytest.importorskip("gpiod")  # the `gpio` extra (in dev): the real bindings and their types
+    chip = FakeChip("/dev/gpiochip7")
+    monkeypatch.setattr(gpiod, "request_lines", chip.request_lines)
+    visit = frames_dir(tmp_path / "door", (FIXTURES / "obama2.jpg", 5))
+    backend = {"type": "gpio", "chip": "/dev/gpiochip7", "line": 17}
+    run_daemon(make_config(enrolled.state(tmp_path), visit, plugins=door(tmp_path, backend, unlock_s=30)))
+    Value = gpiod.line.Value
+    # requested inactive (locked), locked again at start, unlocked once, locked at stop
+    assert chip.levels[17] == [Value.INACTIVE, Value.INACTIVE, Value.ACTIVE, Value.INACTIVE]
+    assert [r.consumer for r in chip.requests] == ["facewatchd-door"] and chip.requests[0].released
+    assert [r["decision"] for r in audit(tmp_path)] == ["grant"]
+
+
+def test_gpio_chip_missing_denies_with_the_real_bindings_error(tmp_path, enrolled: Enrolled):
+    pytest.importorskip("gpiod")
+    visit = frames_dir(tmp_path / "door", (FIXTURES / "obama2.jpg", 5))
+    backend = {"type": "gpio", "chip": str(tmp_path / "no-such-gpiochip"), "line": 17}
+    run_daemon(make_config(enrolled.state(tmp_path), visit, plugins=door(tmp_path, backend)))
+    records = audit(tmp_path)
+    denial = next(r for r in records if r.get("reason") == "backend failed")
+    assert "no-such-gpiochip" in denial["detail"] or "No such file" in denial["detail"], denial
+    assert not any(r["decision"] == "grant" for r in records)

@@ -1,0 +1,155 @@
+"""Home Assistant over MQTT discovery, seen as HA sees it: a subscriber on a real mosquitto while the
+real daemon recognises real photos; HA's birth message re-publishes; forgetting removes the entity."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from facewatchd.daemon import Daemon
+from facewatchd.plugins import PluginHost
+from plugins.homeassistant import HomeAssistantConfig, Plugin
+from tests.plugins.conftest import Enrolled
+from tests.plugins.support import MqttRecorder, eventually, frames_dir, run_in_loop
+from tests.support.broker import Mosquitto
+from tests.support.daemon import FIXTURES, make_config
+
+pytestmark = pytest.mark.timeout(120)
+OBAMA = "Barack Obama"
+NODE = "facewatchd_facewatchd-demo"
+BASE = "facewatchd/facewatchd-demo"
+CONFIG_TOPIC = re.compile(r"^homeassistant/(\w+)/([A-Za-z0-9_-]+)/([A-Za-z0-9_-]+)/config$")
+
+# What HA's MQTT platforms require (homeassistant/components/mqtt/*.py: the discovery schemas), each
+# inner tuple "one of these"; and what every entity here needs to land in the device registry.
+REQUIRED = {
+    "sensor": [("state_topic",)],
+    "binary_sensor": [("state_topic",)],
+    "event": [("state_topic",), ("event_types",)],
+    "image": [("image_topic", "url_topic")],
+    "device_tracker": [("state_topic", "json_attributes_topic")],
+}
+
+
+def check_discovery(topic: str, payload: bytes) -> tuple[str, dict[str, Any]]:
+    match = CONFIG_TOPIC.match(topic)
+    assert match, f"not a discovery topic HA reads: {topic}"
+    component = match.group(1)
+    config = json.loads(payload)
+    for keys in REQUIRED[component]:
+        assert any(k in config for k in keys), f"{topic}: needs one of {keys}: {config}"
+    assert config["unique_id"] and config["name"] and config["availability_topic"], config
+    device = config["device"]
+    assert device["identifiers"] and all(isinstance(i, str) for i in device["identifiers"]), device
+    assert {"name", "model", "manufacturer", "sw_version"} <= set(device), device
+    if component == "image":
+        assert ("image_topic" in config) != ("url_topic" in config)  # HA: exactly one
+    if component == "event":
+        assert config["event_types"] == ["recognised"]
+    if component == "binary_sensor":
+        assert (config["payload_on"], config["payload_off"]) == ("ON", "OFF")
+    if component == "device_tracker":
+        assert (config["payload_home"], config["payload_not_home"]) == ("home", "not_home")
+    for key in ("state_topic", "json_attributes_topic", "image_topic", "availability_topic"):
+        if key in config:
+            assert "+" not in config[key] and "#" not in config[key]
+    return component, config
+
+
+def configs(recorder: MqttRecorder, since: int = 0) -> dict[str, bytes]:
+    return {t: p for t, p, _ in recorder.messages[since:] if t.startswith("homeassistant/") and t.endswith("/config")}
+
+
+async def test_discovery_states_birth_message_and_forget(tmp_path: Path, enrolled: Enrolled, broker: Mosquitto):
+    strangers = frames_dir(tmp_path / "yard", (enrolled.stranger, 4))
+    config = make_config(
+        enrolled.state(tmp_path), cameras=[
+            {"id": "front", "source": str(FIXTURES / "obama2.jpg"), "loop": True, "pace": "realtime", "fps": 5},
+            {"id": "yard", "source": str(strangers)}],
+        plugins={"homeassistant": {"host": broker.host, "port": broker.port, "unknown_off_after_s": 0.3,
+                                   "publish_face_crops": True, "reconnect_min_s": 0.1}})
+    obama = enrolled.person_id(OBAMA)
+    tracker_topic = f"homeassistant/device_tracker/{NODE}/person_{obama}/config"
+    expected = {f"homeassistant/{c}/{NODE}/{cam}_{o}/config" for cam in ("front", "yard")
+                for c, o in (("sensor", "last_person"), ("binary_sensor", "unknown_person"),
+                             ("event", "person_recognised"), ("image", "last_face"))} | {tracker_topic}
+
+    async with MqttRecorder(broker, "homeassistant/#", "facewatchd/#") as ha:
+        async def scenario(daemon: Daemon) -> None:
+            await eventually(lambda: expected <= set(configs(ha)), what="discovery for both cameras and Obama")
+            await eventually(lambda: ha.last(f"{BASE}/front/last_person") == OBAMA.encode(), what="last person")
+            await eventually(lambda: ha.on(f"{BASE}/yard/unknown_person")[-2:] == [b"ON", b"OFF"],
+                             what="unknown person on, then off after the stranger left")
+            await eventually(lambda: ha.last(f"{BASE}/persons/{obama}/presence") == b"home", what="presence")
+            for topic, payload in configs(ha).items():
+                check_discovery(topic, payload)
+            assert ha.last(f"{BASE}/homeassistant/availability") == b"online"
+            event = json.loads(ha.on(f"{BASE}/front/recognised")[0])
+            assert event["event_type"] == "recognised" and event["person"] == OBAMA and event["person_id"] == obama
+            attributes = json.loads(ha.last(f"{BASE}/persons/{obama}/attributes") or b"{}")
+            assert attributes["last_camera"] == "front" and attributes["in_zones"] == ["home"]
+            assert json.loads(ha.last(f"{BASE}/front/last_person/attributes") or b"{}")["similarity"] >= 0.363
+            assert (ha.last(f"{BASE}/front/face") or b"")[:2] == b"\xff\xd8"  # a JPEG crop, opted in
+
+            # HA restarts: its birth message makes us send every config (and state) again
+            mark = len(ha.messages)
+            await ha.publish("homeassistant/status", b"online")
+            await eventually(lambda: expected <= set(configs(ha, since=mark)), what="discovery re-published")
+            await eventually(lambda: ha.last(f"{BASE}/front/last_person") == OBAMA.encode() and
+                             len([m for m in ha.messages[mark:] if m[0] == f"{BASE}/front/last_person"]) >= 1,
+                             what="states re-published")
+
+            # the operator renames him: the tracker keeps its unique_id and gets the new name
+            mark = len(ha.messages)
+            await daemon._embedded.resolver.label(obama, "Barack H. Obama")
+            await eventually(lambda: json.loads(configs(ha, since=mark).get(tracker_topic) or b"{}").get("name")
+                             == "Barack H. Obama", what="tracker renamed")
+            await eventually(lambda: ha.last(f"{BASE}/front/last_person") == b"Barack H. Obama", what="sensor renamed")
+            assert json.loads(configs(ha)[tracker_topic])["unique_id"] == f"{NODE}_person_{obama}"
+
+            # the operator forgets him: the resolver tells the device, the device tells HA
+            mark = len(ha.messages)
+            await daemon._embedded.resolver.forget(obama)
+            await eventually(lambda: configs(ha, since=mark).get(tracker_topic) == b"", what="empty retained config")
+            await eventually(lambda: ha.last(f"{BASE}/front/last_person") == b"None", what="name cleared")
+            assert ha.last(f"{BASE}/persons/{obama}/presence") == b""
+
+        await run_in_loop(config, loaded_host(config), until=scenario)
+        await eventually(lambda: ha.last(f"{BASE}/homeassistant/availability") == b"offline", what="offline")
+
+    retained = await read_retained(broker, "homeassistant/#")  # what a restarted HA would find
+    assert f"homeassistant/sensor/{NODE}/front_last_person/config" in retained
+    assert tracker_topic not in retained
+
+
+def loaded_host(config: Any) -> PluginHost:
+    host = PluginHost(config)
+    host.load()
+    return host
+
+
+async def read_retained(broker: Mosquitto, topic: str, quiet_s: float = 0.5) -> dict[str, bytes]:
+    """Every retained message under `topic`, as a subscriber that connects now receives them."""
+    found: dict[str, bytes] = {}
+    async with aiomqtt.Client(broker.host, broker.port, identifier="ha-restarted") as client:
+        await client.subscribe(topic, qos=1)
+        while True:
+            try:
+                message = await asyncio.wait_for(anext(aiter(client.messages)), quiet_s)
+            except TimeoutError:
+                return found
+            found[str(message.topic)] = bytes(message.payload)  # type: ignore[arg-type]
+
+
+def test_face_crops_are_off_by_default_and_their_entity_removed():
+    plugin = Plugin()
+    plugin.config, plugin.thing = HomeAssistantConfig(), "door-1"
+    entities = plugin.camera_configs("front")
+    assert entities["homeassistant/image/facewatchd_door-1/front_last_face/config"] is None  # empty config
+    assert sum(v is not None for v in entities.values()) == 3
