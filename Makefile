@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= etc/facewatchd.toml
-EXTRAS := mqtt,awsiot,aws,systemd,dev
+EXTRAS := mqtt,awsiot,aws,systemd,dev,torch
 
 .PHONY: run test venv servers bench clean
 
@@ -11,6 +11,10 @@ $(BIN)/facewatchd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
+	# cfn-lint needs aws-sam-translator to read the SAM template. Its loose boto3 range sends pip's resolver
+	# into a backtracking dead end against aioboto3's exact pins, and everything it needs is installed by
+	# now, so it goes in on its own, without resolution.
+	$(BIN)/pip install --quiet --no-deps aws-sam-translator==1.105.0
 	touch $@
 
 venv: $(BIN)/facewatchd
@@ -28,8 +32,29 @@ servers:
 test: venv servers
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-bench: venv
+# Benchmarks on the shared data sets (never copied into the repo). The bench extra brings dlib for the
+# seed workshop's pipeline. bench-smoke: the same scripts on tiny limits, to check they run.
+SHARED ?= ../shared
+LFW    := $(SHARED)/data/lfw-dev
+KNN    := $(SHARED)/data/faces/web-dev-only/face_recognition_examples/knn_examples/train
+
+bench-extras: venv
+	$(BIN)/pip install --quiet -e ".[$(EXTRAS),bench]"
+
+bench: bench-extras
+	$(BIN)/python bench/accuracy.py --pairs $(LFW)/pairs-dev.txt --images $(LFW)/images
+	$(BIN)/python bench/accuracy.py --pairs $(LFW)/pairs-dev.txt --images $(LFW)/images --backend torch --int8
+	$(BIN)/python bench/visits.py --faces $(LFW)/images --min-photos 3 --people 12 --visits 40
+	$(BIN)/python bench/visits.py --faces $(KNN) --people 5 --visits 16
 	$(BIN)/python bench/throughput.py samples/short_hamilton_clip.mp4
+	$(BIN)/python bench/cache_match.py
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/cache_match.py
+
+bench-smoke: bench-extras
+	$(BIN)/python bench/accuracy.py --pairs $(LFW)/pairs-dev.txt --images $(LFW)/images --limit 40
+	$(BIN)/python bench/visits.py --faces $(KNN) --people 3 --visits 5
+	$(BIN)/python bench/throughput.py samples/short_hamilton_clip.mp4 --frames 30
+	$(BIN)/python bench/cache_match.py --entries 1000 --calls 100
 
 clean:
 	rm -rf $(VENV) .state build *.egg-info

@@ -228,9 +228,7 @@ class ResolverService:
 
     async def __aexit__(self, *exc: object) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         if self.shadow is not None:
             await self.shadow.__aexit__(None, None, None)
         self.stores.close()
@@ -318,6 +316,16 @@ class ResolverService:
                 self._client = None
                 self._ready.clear()
             await asyncio.sleep(backoff.next())
+
+
+async def cancel_and_wait(task: asyncio.Task[None]) -> None:
+    """Cancel until it ends: on Python 3.11 asyncio.wait_for (inside aiomqtt's publish) can swallow a
+    cancellation that arrives together with the PUBACK, and the loop would go on reading messages."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    with contextlib.suppress(asyncio.CancelledError):
+        task.result()
 
 
 def shadow_service(config: ResolverServiceConfig, store: ShadowStore) -> ShadowService:

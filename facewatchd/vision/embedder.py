@@ -30,10 +30,13 @@ class EmbedderConfig(BaseModel):
     int8: bool = Field(False, description="torch only: int8 dynamic quantization of the fully connected layer, "
                        "two thirds of the weights (CPU only; weights 39 → 19 MB)")
     batch_size: int = Field(16, ge=1, le=1024, description="torch only: faces per forward pass in embed_batch")
+    threads: int = Field(1, ge=0, le=256, description="torch only: CPU threads per forward pass (process-wide, "
+                         "as the daemon sets OpenCV's to 1: parallelism comes from its thread pool); 0 keeps "
+                         "torch's default")
 
     @model_validator(mode="after")
     def _torch_options_need_torch(self) -> "EmbedderConfig":
-        torch_only = {"device", "int8", "batch_size"} & self.model_fields_set
+        torch_only = {"device", "int8", "batch_size", "threads"} & self.model_fields_set
         if self.type != "torch" and torch_only:
             raise ValueError(f"{', '.join(sorted(torch_only))}: only for type = \"torch\"")
         if self.int8 and self.device == "cuda":

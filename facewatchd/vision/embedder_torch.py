@@ -213,12 +213,14 @@ class TorchSFaceEmbedder:
         except (KeyError, ValueError) as e:
             raise ModelError(f"cannot build SFace from {path}: {e}") from e
         self.device = torch.device("cpu") if self.config.int8 else resolve_device(self.config.device)
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)  # one face at a time: more threads cost more than they give
         if self.config.int8:
             net = quantize_int8(net)  # type: ignore[arg-type]
         # channels-last: oneDNN's fast path for the 1x1 and depthwise convolutions (about 25% less CPU here)
         self._net = net.to(self.device, memory_format=torch.channels_last).eval()
         log.info("embedder_loaded", backend="torch", device=str(self.device), int8=self.config.int8,
-                 batch_size=self.config.batch_size)
+                 batch_size=self.config.batch_size, threads=torch.get_num_threads())
 
     def align(self, frame: np.ndarray, face: Face) -> np.ndarray:
         """The 112x112 aligned face crop SFace was trained on (what alignCrop returns)."""

@@ -1,0 +1,130 @@
+"""Each benchmark script runs end to end on the public-domain fixtures and prints a sane JSON line.
+
+Tiny inputs only: what is measured here is that the scripts work, not the figures (`make bench`).
+"""
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.support.daemon import FIXTURES, ROOT, SAMPLE_CLIP
+
+BENCH = ROOT / "bench"
+
+
+def run_script(name, *args, timeout=240):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, str(BENCH / name), *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=timeout)
+    assert proc.returncode == 0, f"{name} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
+    lines = proc.stdout.strip().splitlines()
+    result = json.loads(lines[-1])  # the last line is the JSON result, the table comes before it
+    assert len(lines) > 1, "the table is missing"
+    return result
+
+
+@pytest.fixture
+def faces_dir(tmp_path):
+    """obama/ with four photos and biden/ with one, plus nobody/ with a photo without a face."""
+    root = tmp_path / "faces"
+    for person, photos in {"obama": ["obama.jpg", "obama1.jpg", "obama2.jpg", "obama3.jpg"],
+                           "biden": ["biden.jpg"]}.items():
+        (root / person).mkdir(parents=True)
+        for photo in photos:
+            shutil.copy(FIXTURES / photo, root / person / photo)
+    (root / "nobody").mkdir()
+    cv2.imwrite(str(root / "nobody" / "wall.jpg"), np.full((200, 200, 3), 127, np.uint8))
+    return root
+
+
+def test_accuracy(tmp_path, faces_dir):
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("\n".join([
+        "obama\tobama.jpg\tobama1.jpg", "obama\tobama2.jpg\tobama3.jpg", "obama\tobama.jpg\tobama3.jpg",
+        "obama\tobama.jpg\tbiden\tbiden.jpg", "obama\tobama1.jpg\tbiden\tbiden.jpg",
+        "obama\tobama2.jpg\tnobody\twall.jpg",  # no face: counted as an error, not dropped
+    ]) + "\n")
+    r = run_script("accuracy.py", "--pairs", pairs, "--images", faces_dir)
+    assert (r["pairs"], r["same_pairs"], r["different_pairs"], r["images"]) == (6, 3, 3, 6)
+    assert r["detection_failures"] == 1 and r["pairs_with_failure"] == 1
+    # every pair with faces is right for SFace at its own threshold; the faceless one is an error
+    assert r["configured"]["accuracy"] == pytest.approx(5 / 6)
+    assert r["configured"]["tar"] == 1.0 and r["configured"]["far"] == 0.0
+    assert r["unlock"]["threshold"] == 0.45
+    assert r["kfold"]["folds"] == 6 and 0.5 <= r["kfold"]["accuracy"] <= 5 / 6
+    assert set(r["tar_at_far"]) == {"0.01", "0.001"}
+    assert all(0 <= m["tar"] <= 1 and not m["resolvable"] for m in r["tar_at_far"].values())
+
+
+def test_accuracy_on_lfw_numbered_names_with_the_torch_backend(tmp_path):
+    pytest.importorskip("torch")
+    images = tmp_path / "lfw"
+    (images / "Barack_Obama").mkdir(parents=True)
+    (images / "Joe_Biden").mkdir(parents=True)
+    for i, photo in enumerate(["obama.jpg", "obama1.jpg", "obama2.jpg"], start=1):
+        shutil.copy(FIXTURES / photo, images / "Barack_Obama" / f"Barack_Obama_{i:04d}.jpg")
+    shutil.copy(FIXTURES / "biden.jpg", images / "Joe_Biden" / "Joe_Biden_0001.jpg")
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("2\t1\nBarack_Obama\t1\t2\nBarack_Obama\t1\tJoe_Biden\t1\n"
+                     "Barack_Obama\t2\t3\nBarack_Obama\t3\tJoe_Biden\t1\n")
+    r = run_script("accuracy.py", "--pairs", pairs, "--images", images, "--backend", "torch", "--int8")
+    assert r["backend"] == "torch-int8" and r["detection_failures"] == 0
+    assert r["kfold"]["folds"] == 2
+    assert r["configured"]["accuracy"] == 1.0
+
+
+def test_visits(faces_dir):
+    shutil.rmtree(faces_dir / "nobody")
+    r = run_script("visits.py", "--faces", faces_dir, "--people", 2, "--visits", 4, "--seed", 1)
+    s = r["stream"]
+    assert s["people"] == 2 and s["visits"] == 4 and s["return_visits"] == 2 and s["frames"] > 50
+    assert s["detections"] > 50 and s["embeddings_computed_again"] == 0
+    p = r["policies"]
+    assert set(p) == {"facewatchd", "per-frame", "seed-workshop", "per-track"}
+    for m in p.values():
+        assert {"resolver_calls", "calls_per_visit", "calls_per_person", "calls_per_new_person",
+                "calls_per_return_visit", "merges", "splits", "wrong_name_faces", "frames_to_id_new_median",
+                "frames_to_name_known_median"} <= set(m)
+    # every detected face of a drawn person is a per-frame call; per-track is one call per track
+    assert p["per-frame"]["resolver_calls"] == s["detections"] - s["detections_without_truth"]
+    assert p["per-track"]["resolver_calls"] >= s["visits"]
+    fw = p["facewatchd"]
+    assert 1 <= fw["resolver_calls"] <= p["per-track"]["resolver_calls"]
+    assert fw["calls_per_return_visit"] == 0  # Obama and Biden come back and are known
+    assert fw["wrong_name_faces"] == 0 and fw["merges"] == 0
+    assert fw["known_visits"] == 2 and fw["known_visits_never_named"] == 0
+    assert set(r["targets"]) and all(isinstance(v, (bool, type(None))) for v in r["targets"].values())
+
+
+def test_throughput():
+    r = run_script("throughput.py", SAMPLE_CLIP, "--frames", 30)
+    assert r["frames"] == 30
+    for mode in ("detector", "facewatchd"):
+        m = r[mode]
+        assert m["frames"] == 30 and m["fps"] > 0 and m["cpu_ms_per_frame"] > 0 and m["peak_rss_mb"] > 20
+    assert r["facewatchd"]["faces"] == r["detector"]["faces"] > 0  # the daemon sees what the detector sees
+    assert r["ratios"]["facewatchd_vs_detector"] > 0
+    for seed in ("seed", "seed-full"):
+        if importlib.util.find_spec("dlib") is None:
+            assert "skipped" in r[seed]  # only without the bench extra
+        else:
+            assert r[seed]["frames"] == 30 and r[seed]["fps"] > 0 and r[seed]["peak_rss_mb"] > 20
+    if importlib.util.find_spec("dlib") is not None:
+        assert r["seed-full"]["encodings"] > 0  # at full size the seed loop finds and encodes the faces
+        assert r["ratios"]["facewatchd_vs_seed"] > 0 and r["ratios"]["facewatchd_vs_seed_full"] > 0
+
+
+def test_cache_match():
+    r = run_script("cache_match.py", "--entries", 2000, "--calls", 200)
+    assert r["entries"] == 2000 and r["calls"] == 200
+    assert r["known_hit_rate"] == 1.0
+    for kind in ("known", "unknown", "co_visible"):
+        assert 0 < r[kind]["median_ms"] <= r[kind]["p99_ms"]
+    assert isinstance(r["target_median_lt_1ms"], bool)
