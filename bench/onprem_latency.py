@@ -7,9 +7,11 @@ process with `[link] type = "mqtt"`. The camera is a directory of frames played 
 people of the 1927 Solvay conference photo, one after another, each face cut out (1.4x its box), placed in a 960x720
 frame (never in the same place twice in a row) and held for --hold frames at --fps.
 
-For every face that went to the resolver: appear → label (its track's first frame to the label being
-applied on the device) and query → label (the `face_query_sent` log to the label applied). Faces the
-device cache named (no resolver call) are counted but not timed.
+For every face that went to the resolver: appear → label (its track's first frame to its label arriving
+at the device) and query → label (the `face_query_sent` log to the label arriving). A label's arrival is
+when the shadow's /update/delta carrying it reaches an observer subscribed beside the device on the
+same broker (the device applies it on receipt; this also times labels that land after the face left).
+Faces the device cache named (no resolver call) are counted but not timed.
 
 With --outage S the broker is killed (SIGKILL) once a third of the faces were sent, and restarted S
 seconds later on the same port. Lost = faces sent that never got a label; resolved twice = face ids the
@@ -34,6 +36,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import cv2
 import numpy as np
 import structlog
@@ -45,6 +48,7 @@ from facewatchd.config import parse_config  # noqa: E402
 from facewatchd.daemon import Daemon  # noqa: E402
 from facewatchd.events import FaceEvent  # noqa: E402
 from facewatchd.hookspecs import hookimpl  # noqa: E402
+from facewatchd.link.mqtt import tls_params  # noqa: E402
 from facewatchd.plugins import PluginHost  # noqa: E402
 from facewatchd.vision.detector import YuNetDetector  # noqa: E402
 from tests.support.broker import Mosquitto  # noqa: E402
@@ -85,6 +89,17 @@ class FirstSeen:
         self.at.setdefault(event.track_id, time.monotonic())
 
 
+async def observe_labels(broker: Mosquitto, tls: Any, thing: str, arrived: dict[str, float]) -> None:
+    """When each face's label first reached the broker's subscribers (the device is one of them)."""
+    async with aiomqtt.Client(broker.host, broker.port, identifier="bench-observer", clean_session=False,
+                              tls_params=tls) as client:
+        await client.subscribe(f"$aws/things/{thing}/shadow/update/delta", qos=1)
+        async for message in client.messages:
+            faces = json.loads(message.payload).get("state", {}).get("faces", {})
+            for face_id in faces:
+                arrived.setdefault(face_id, time.monotonic())
+
+
 def capture_logs(into: list[dict[str, Any]]) -> None:
     """Keep every log event of this process, stamped with time.monotonic() as it is emitted."""
 
@@ -115,10 +130,12 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     broker.start()
     tls: dict[str, str] = {}
     server_tls: dict[str, str] = {}
+    observer_tls = None
     if pki is not None:
-        device, server = pki.client("bench-door"), pki.client("facewatchd-resolver")
+        device, server, observer = (pki.client(n) for n in ("bench-door", "facewatchd-resolver", "observer"))
         tls = {"ca_file": str(pki.ca_file), "cert_file": str(device.cert), "key_file": str(device.key)}
         server_tls = {"ca_file": str(pki.ca_file), "cert_file": str(server.cert), "key_file": str(server.key)}
+        observer_tls = tls_params(pki.ca_file, observer.cert, observer.key)
     server_toml = work / "server.toml"
     server_toml.write_text(
         f'[device]\nstate_dir = "{work / "server"}"\n[logging]\nformat = "json"\n'
@@ -130,6 +147,8 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                                     cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
                                     stdout=subprocess.DEVNULL, stderr=log_file)
     logs: list[dict[str, Any]] = []
+    arrived: dict[str, float] = {}
+    observing: asyncio.Task[None] | None = None
     try:
         await wait_for_file_text(server_log, ('"resolver_service_connected"', '"shadow service connected"'), 60)
         config = parse_config({
@@ -143,6 +162,8 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "link": {"type": "mqtt", "host": broker.host, "port": broker.port, "reconnect_min_s": 0.2,
                      "reconnect_max_s": 2.0, **tls},
         })
+        observing = asyncio.create_task(observe_labels(broker, observer_tls, "bench-door", arrived))
+        await asyncio.sleep(0.5)  # subscribed before the first face
         host = PluginHost(config)
         first_seen = FirstSeen()
         host.register("bench", first_seen, "bench")
@@ -155,9 +176,12 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             await asyncio.sleep(0.05)
             sent = sum(1 for e in logs if e["event"] == "face_query_sent")
             if not outage_done and sent >= faces // 3:
+                observing.cancel()  # the observer has no reconnect loop: it reconnects after the outage
+                await asyncio.gather(observing, return_exceptions=True)
                 await asyncio.to_thread(broker.kill)
                 await asyncio.sleep(args.outage)
                 await asyncio.to_thread(broker.start)
+                observing = asyncio.create_task(observe_labels(broker, observer_tls, "bench-door", arrived))
                 outage_done = True
         deadline = time.monotonic() + 60
         while daemon.uplink is not None and daemon.uplink.pending and time.monotonic() < deadline:
@@ -166,16 +190,17 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         daemon.request_stop()
         summary = await asyncio.wait_for(task, 120)
     finally:
+        if observing is not None:
+            observing.cancel()
+            await asyncio.gather(observing, return_exceptions=True)
         resolver.terminate()
         resolver.wait(30)
         broker.stop()
 
     sent_at = {e["track_id"]: (e["face_id"], e["t"]) for e in logs if e["event"] == "face_query_sent"}
-    labelled_at = {e["track_id"]: e["t"] for e in logs
-                   if e["event"] == "face_recognised" and e.get("source") == "resolver"}
-    timed = [t for t in sent_at if t in labelled_at and t in first_seen.at]
-    appear = [labelled_at[t] - first_seen.at[t] for t in timed]
-    query = [labelled_at[t] - sent_at[t][1] for t in timed]
+    timed = [t for t, (face_id, _) in sent_at.items() if face_id in arrived and t in first_seen.at]
+    appear = [arrived[sent_at[t][0]] - first_seen.at[t] for t in timed]
+    query = [arrived[sent_at[t][0]] - sent_at[t][1] for t in timed]
     server_events = [json.loads(line) for line in server_log.read_text().splitlines() if line.startswith("{")]
     resolved = Counter(e["face_id"] for e in server_events if e.get("event") == "face_resolved")
     sent_ids = {fid for fid, _ in sent_at.values()}
@@ -190,9 +215,10 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "p95_ms": round(1000 * percentile(values, 95), 1), "max_ms": round(1000 * max(values), 1)}
 
     return {
-        "tls": pki is not None, "cache_threshold": args.cache_threshold, "fps": args.fps, "hold_frames": args.hold, "outage_s": args.outage,
+        "tls": pki is not None, "cache_threshold": args.cache_threshold, "fps": args.fps,
+        "hold_frames": args.hold, "outage_s": args.outage,
         "faces_shown": faces, "faces_sent": len(sent_at), "faces_timed": len(timed),
-        "named_by_device_cache": summary.cache_hits,
+        "cache_hits": summary.cache_hits,
         "appear_to_label": stats(appear), "query_to_label": stats(query),
         "lost": len(sent_ids - labelled_ids), "sent_not_resolved": len(sent_ids - set(resolved)),
         "resolved_twice": sum(1 for n in resolved.values() if n > 1),

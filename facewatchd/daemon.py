@@ -18,6 +18,7 @@ from typing import Any
 import cv2
 import structlog
 
+from facewatchd.aio import cancel_and_wait
 from facewatchd.config import Config
 from facewatchd.link.base import Link, LinkDown
 from facewatchd.outbox import Outbox
@@ -98,6 +99,10 @@ class Daemon:
             executor, lambda: (create_embedder(cfg.embedder), [YuNetDetector(cfg.detector) for _ in self.cameras]))
         cache = FaceCache(cfg.device.state_dir / "cache.db", cfg.cache)
         outbox = Outbox(cfg.device.state_dir / "outbox.db", cfg.uplink.outbox_max_rows)
+        for face_id in cache.pending_faces() - outbox.face_ids():
+            # killed between the cache write and the outbox write: forget the orphan, the face will be seen anew
+            cache.drop_face(face_id)
+        outbox.make_all_due()  # a restart is a fresh start: resend what is pending now, not after old backoffs
         self.link = link = self._build_link()
         self.uplink = uplink = Uplink(link, outbox, cfg.uplink)
         self.recognizer = recognizer = Recognizer(cfg.device.thing, embedder, cache, uplink, cfg.uplink, executor,
@@ -111,7 +116,9 @@ class Daemon:
         self.plugins.fire("link_status", online=True, link=cfg.link.type) if cfg.link.type == "local" else None
         try:
             async with link:
-                background = [loop.create_task(uplink.run(self.stop_event), name="uplink"),
+                # The uplink has its own stop: it keeps sending through the drain after the cameras stop.
+                uplink_stop = asyncio.Event()
+                background = [loop.create_task(uplink.run(uplink_stop), name="uplink"),
                               loop.create_task(self._apply_deltas(link), name="deltas"),
                               loop.create_task(self._housekeeping(cache), name="housekeeping"),
                               loop.create_task(notify_systemd(self), name="systemd")]  # READY, watchdog, STOPPING
@@ -121,9 +128,9 @@ class Daemon:
                 await self._drain(uplink)
                 self._online_at_end = link.online
                 self.stop_event.set()
+                uplink_stop.set()
                 for task in background:
-                    task.cancel()
-                await asyncio.gather(*background, return_exceptions=True)
+                    await cancel_and_wait(task)
                 await asyncio.gather(*camera_tasks, return_exceptions=True)
         finally:
             await self.plugins.stop()
@@ -152,7 +159,6 @@ class Daemon:
         stopper.cancel()
         self.stop_event.set()  # ends cameras still running (a signal)
         await asyncio.gather(*camera_tasks, return_exceptions=True)
-        self.stop_event.clear()  # the uplink and deltas keep running while we drain
 
     async def _drain(self, uplink: Uplink) -> None:
         """Give the resolver time to answer what is still pending, so the summary is complete."""

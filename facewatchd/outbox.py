@@ -36,16 +36,23 @@ class Outbox:
             );
         """)
 
-    def put(self, face_id: str, payload: bytes, now: float | None = None) -> int:
-        """Store a request (due at once); returns how many old ones were dropped to stay bounded."""
+    def put(self, face_id: str, payload: bytes, now: float | None = None) -> list[str]:
+        """Store a request (due at once); returns the face ids of old ones dropped to stay bounded."""
         now = now or time.time()
         self._db.execute("INSERT OR IGNORE INTO outbox VALUES (?,?,?,0,?)", (face_id, payload, now, now))
         excess = len(self) - self.max_rows
-        if excess > 0:
-            self._db.execute("DELETE FROM outbox WHERE face_id IN "
-                             "(SELECT face_id FROM outbox ORDER BY created LIMIT ?)", (excess,))
-            self.dropped += excess
-        return max(0, excess)
+        if excess <= 0:
+            return []
+        dropped = [r[0] for r in self._db.execute("SELECT face_id FROM outbox ORDER BY created LIMIT ?", (excess,))]
+        self._db.executemany("DELETE FROM outbox WHERE face_id = ?", [(f,) for f in dropped])
+        self.dropped += len(dropped)
+        return dropped
+
+    def face_ids(self) -> set[str]:
+        return {r[0] for r in self._db.execute("SELECT face_id FROM outbox")}
+
+    def make_all_due(self, now: float | None = None) -> None:
+        self._db.execute("UPDATE outbox SET next_attempt = ?", (now or time.time(),))
 
     def due(self, now: float | None = None, limit: int = 32) -> list[OutboxItem]:
         now = now or time.time()

@@ -12,40 +12,55 @@ import cv2
 import pytest
 
 from facewatchd.config import parse_config
+from facewatchd.hookspecs import hookimpl
+from facewatchd.plugins import PluginHost
 from tests.support.daemon import FIXTURES, ROOT, SAMPLE_CLIP, cli, make_config, run_daemon
 
 
-def speaker(summary) -> str:
-    """The person with the most tracks: the main speaker, who is on screen in most of the clip."""
-    return max(summary.persons, key=lambda p: summary.persons[p]["tracks"])
+class TrackLog:
+    """A plugin that records every ended track, as a plugin author would."""
+
+    def __init__(self) -> None:
+        self.tracks = []
+
+    @hookimpl
+    def track_ended(self, event):
+        self.tracks.append(event)
 
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
     state = tmp_path_factory.mktemp("state")
-    return state, run_daemon(make_config(state, SAMPLE_CLIP))
+    config = make_config(state, SAMPLE_CLIP)
+    host = PluginHost(config)
+    log = TrackLog()
+    host.pm.register(log, name="tracklog")
+    return state, run_daemon(config, host), log
 
 
 def test_sample_clip_first_run(first_run):
-    _, s = first_run
+    _, s, log = first_run
     assert s.frames == 275 and s.frames_dropped == 0
     assert s.tracks >= 10 and s.faces > 500
     # at most one resolver call per track the cache could not name
     assert 0 < s.resolver_calls <= s.tracks - s.cache_hits
     assert s.pending == 0  # every unknown face got its answer
-    main = speaker(s)
-    assert s.persons[main]["tracks"] >= 2  # seen far away on stage and close up: one person
+    # The main speaker: far away on stage at the start, then in the longest close-up. One person.
+    longest = max(log.tracks, key=lambda t: t.frames)
+    opening = min(log.tracks, key=lambda t: t.face.ts - t.dwell_s)
+    assert longest.frames > 100 and longest.face.person_id
+    assert opening.face.person_id == longest.face.person_id
     assert len(s.persons) >= 5  # the audience are other persons
     assert s.embeds <= 3 * s.tracks  # embedding per track, never per frame (617 faces)
 
 
 def test_second_run_makes_no_resolver_calls_and_label_reaches_the_device(first_run, tmp_path):
-    state, first = first_run
+    state, first, log = first_run
     again = run_daemon(make_config(state, SAMPLE_CLIP))
     assert again.resolver_calls == 0
     assert again.cache_hits == again.tracks
     assert set(again.persons) <= set(first.persons)
-    main = speaker(first)
+    main = max(log.tracks, key=lambda t: t.frames).face.person_id  # the main speaker
     config_path = tmp_path / "c.toml"
     config_path.write_text(f'[device]\nstate_dir = "{state}"\n')
     out = cli("faces", "label", main, "Lin-Manuel Miranda", "--config", str(config_path))

@@ -168,6 +168,15 @@ class FaceCache:
         self._delete(doomed)
         return len(doomed)
 
+    def pending_faces(self) -> set[str]:
+        return {e.face_id for e in self._entries if e.pending and e.face_id}
+
+    def drop_face(self, face_id: str) -> int:
+        """Remove the pending views of a query that will never be answered."""
+        ids = [e.id for e in self._entries if e.face_id == face_id and e.pending]
+        self._delete(ids)
+        return len(ids)
+
     def persons(self) -> dict[str, str | None]:
         return {e.person_id: e.name for e in self._entries if e.person_id}
 

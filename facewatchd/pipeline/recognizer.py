@@ -213,7 +213,8 @@ class Recognizer:
         other_faces, other_persons = self._others(track)
         query = FaceQuery(face_id, self.thing, track.camera, track.id, self._jpeg(view), view.embedding, view.ts,
                           tuple(sorted(other_faces)), tuple(sorted(other_persons)))
-        self.uplink.submit(query)
+        for dropped in self.uplink.submit(query):
+            self.cache.drop_face(dropped)  # never answered now: let the next sighting ask again
         track.state, track.face_id = "pending", face_id
         self.stats.resolver_calls += 1
         log.info("face_query_sent", camera=track.camera, track_id=track.id, face_id=face_id, person_id=None,

@@ -81,11 +81,13 @@ class Uplink:
         self.stats = UplinkStats()
         self._wake = asyncio.Event()
 
-    def submit(self, query: FaceQuery) -> None:
+    def submit(self, query: FaceQuery) -> list[str]:
+        """Queue a request; returns the face ids of the oldest requests dropped to keep the outbox bounded."""
         dropped = self.outbox.put(query.face_id, query.to_json())
         if dropped:
-            log.warning("outbox_full_dropped_oldest", dropped=dropped, total_dropped=self.outbox.dropped)
+            log.warning("outbox_full_dropped_oldest", dropped=len(dropped), total_dropped=self.outbox.dropped)
         self._wake.set()
+        return dropped
 
     def acknowledge(self, face_id: str) -> bool:
         found = self.outbox.remove(face_id)

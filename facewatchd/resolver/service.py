@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import aiomqtt
 import numpy as np
 import structlog
+
+from facewatchd.aio import cancel_and_wait
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from facewatchd.link.mqtt import MAX_PAYLOAD_BYTES, Backoff, PahoLog, connect_client, describe_failure, tls_params
@@ -316,16 +318,6 @@ class ResolverService:
                 self._client = None
                 self._ready.clear()
             await asyncio.sleep(backoff.next())
-
-
-async def cancel_and_wait(task: asyncio.Task[None]) -> None:
-    """Cancel until it ends: on Python 3.11 asyncio.wait_for (inside aiomqtt's publish) can swallow a
-    cancellation that arrives together with the PUBACK, and the loop would go on reading messages."""
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=1.0)
-    with contextlib.suppress(asyncio.CancelledError):
-        task.result()
 
 
 def shadow_service(config: ResolverServiceConfig, store: ShadowStore) -> ShadowService:

@@ -35,7 +35,7 @@ def test_outbox_durable_and_bounded(tmp_path):
     box = Outbox(tmp_path / "o.db", max_rows=2)
     box.put("a", b"1", now=1)
     box.put("b", b"2", now=2)
-    assert box.put("c", b"3", now=3) == 1  # oldest dropped
+    assert box.put("c", b"3", now=3) == ["a"]  # oldest dropped
     box.close()
     box = Outbox(tmp_path / "o.db", max_rows=2)
     assert [i.face_id for i in box.due(now=10)] == ["b", "c"]

@@ -1,0 +1,163 @@
+"""Running under systemd: the real daemon speaks sd_notify on a real datagram socket, and the unit files in
+deploy/systemd carry the settings we rely on (checked by `systemd-analyze verify` where it exists)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from facewatchd.systemd import SystemdNotifier
+from tests.support.daemon import FIXTURES, ROOT
+
+UNITS = ROOT / "deploy" / "systemd"
+
+
+class NotifySocket:
+    """What systemd listens on: an AF_UNIX datagram socket; each datagram is one notification."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.received: list[str] = []
+
+    def until(self, done: object, timeout: float = 60) -> list[str]:
+        """Collect datagrams until `done(received)` holds; AssertionError after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while not done(self.received):  # type: ignore[operator]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"timed out; received {self.received}")
+            self.sock.settimeout(remaining)
+            try:
+                self.received.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+        return self.received
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def lines(received: list[str], key: str) -> list[str]:
+    return [line for datagram in received for line in datagram.splitlines() if line.startswith(key)]
+
+
+@pytest.mark.timeout(120)
+def test_daemon_notifies_ready_watchdog_status_and_stopping(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(f'[device]\nstate_dir = "{tmp_path / "state"}"\n[logging]\nformat = "json"\n'
+                      f'[[cameras]]\nid = "door"\nsource = "{FIXTURES / "obama.jpg"}"\nloop = true\n'
+                      'pace = "realtime"\nfps = 5\n')
+    notify = NotifySocket(tmp_path / "notify.sock")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="1000000")
+    proc = subprocess.Popen([sys.executable, "-m", "facewatchd", "run", "--config", str(config)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        received = notify.until(lambda r: len(lines(r, "WATCHDOG=1")) >= 3 and "cache 1 faces" in "".join(r))
+        assert received[0].splitlines()[0] == "READY=1"  # first, before any ping
+        status = lines(received, "STATUS=")[-1]
+        assert "cache 1 faces" in status and "0 pending" in status and "link online" in status, status
+        proc.send_signal(signal.SIGTERM)
+        notify.until(lambda r: lines(r, "STOPPING=1"))
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        notify.close()
+    assert proc.returncode == 0, err[-2000:]
+    assert json.loads(out)["tracks"] == 1
+    assert len(lines(received, "READY=1")) == 1
+
+
+def test_notifier_is_a_no_op_without_systemd_and_ignores_another_process_watchdog(tmp_path: Path) -> None:
+    import asyncio
+
+    off = SystemdNotifier({})
+    assert not off.enabled and not off.notify("READY=1")
+    asyncio.run(asyncio.wait_for(off.run(lambda: "x"), 1))  # returns at once: no systemd, nothing to do
+
+    notify = NotifySocket(tmp_path / "n.sock")
+    try:
+        other = SystemdNotifier({"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "2000000",
+                                 "WATCHDOG_PID": str(os.getpid() + 1)})
+        assert other.enabled and other.watchdog_s is None  # the watchdog is meant for another process
+        mine = SystemdNotifier({"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "2000000",
+                                "WATCHDOG_PID": str(os.getpid())})
+        assert mine.watchdog_s == 1.0
+        assert mine.notify("STATUS=ok", "WATCHDOG=1")
+        assert notify.until(lambda r: r) == ["STATUS=ok\nWATCHDOG=1"]
+        gone = SystemdNotifier({"NOTIFY_SOCKET": str(tmp_path / "missing.sock")})
+        assert not gone.notify("READY=1")  # logged, never raised
+    finally:
+        notify.close()
+
+
+def parse_unit(path: Path) -> dict[str, dict[str, list[str]]]:
+    """systemd's ini dialect: keys may repeat (configparser refuses that), `#` starts a comment."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            current = sections.setdefault(line.strip("[]"), {})
+            continue
+        key, _, value = line.partition("=")
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+HARDENING = {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
+             "CapabilityBoundingSet": "", "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
+             "DynamicUser": "yes", "ConfigurationDirectory": "facewatchd", "Restart": "on-failure",
+             "Type": "notify", "SystemCallArchitectures": "native"}
+
+
+@pytest.mark.parametrize("unit, command, state_dir", [("facewatchd.service", "run", "facewatchd"),
+                                                      ("facewatchd-resolver.service", "resolver",
+                                                       "facewatchd-resolver")])
+def test_unit_files_carry_the_settings_we_rely_on(unit: str, command: str, state_dir: str) -> None:
+    service = parse_unit(UNITS / unit)["Service"]
+    for key, value in HARDENING.items():
+        assert service.get(key) == [value], key
+    config = "--config /etc/facewatchd/facewatchd.toml"
+    assert service["ExecStart"] == [f"/opt/facewatchd/bin/facewatchd {command} {config}"]
+    assert service["ExecStartPre"] == [f"/opt/facewatchd/bin/facewatchd check-config {config}"]
+    assert service["StateDirectory"] == [state_dir]
+    assert "@system-service" in service["SystemCallFilter"]
+    assert float(service["WatchdogSec"][0].rstrip("s")) >= 10  # the daemon pings at half of it
+    if command == "run":  # cameras: the video group and V4L2 devices, nothing else
+        assert service["SupplementaryGroups"] == ["video"]
+        assert service["DeviceAllow"] == ["char-video4linux rw"] and service["DevicePolicy"] == ["closed"]
+        assert "PrivateDevices" not in service  # it would hide /dev/video*
+    else:
+        assert service["PrivateDevices"] == ["yes"] and "DeviceAllow" not in service
+    assert parse_unit(UNITS / unit)["Install"]["WantedBy"] == ["multi-user.target"]
+
+
+def test_unit_files_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed here; the unit files are still parsed above")
+    facewatchd = Path(sys.executable).parent / "facewatchd"
+    assert facewatchd.exists(), "the facewatchd console script (pip install -e .)"
+    units = []
+    for unit in ("facewatchd.service", "facewatchd-resolver.service"):
+        copy = tmp_path / unit  # verify checks that ExecStart exists: point it at this checkout's command
+        copy.write_text((UNITS / unit).read_text().replace("/opt/facewatchd/bin/facewatchd", str(facewatchd)))
+        units.append(str(copy))
+    proc = subprocess.run([analyze, "verify", "--man=no", *units], capture_output=True, text=True, timeout=60)
+    ours = [line for line in (proc.stdout + proc.stderr).splitlines() if "facewatchd" in line]
+    assert proc.returncode == 0 and not ours, proc.stdout + proc.stderr
