@@ -124,6 +124,8 @@ class Daemon:
                               loop.create_task(notify_systemd(self), name="systemd")]  # READY, watchdog, STOPPING
                 camera_tasks = [loop.create_task(self._camera(cam, det, executor), name=f"camera-{cam.config.id}")
                                 for cam, det in zip(self.cameras, detectors)]
+                for task in background + camera_tasks:
+                    task.add_done_callback(_log_failure)
                 await self._wait_for_end(camera_tasks)
                 await self._drain(uplink)
                 self._online_at_end = link.online
@@ -194,11 +196,16 @@ class Daemon:
             while (item := await queue.get()) is not None:
                 frame, faces, cut = item
                 update = tracker.update(faces, frame.index, frame.ts, scene_cut=cut)
-                await self.recognizer.process(frame, update)
+                try:
+                    await self.recognizer.process(frame, update)
+                except Exception as e:  # one bad frame (a full disk, an OpenCV error) must not end the camera
+                    log.exception("frame_failed", camera=camera.config.id, frame=frame.index, error=repr(e))
             for t in tracker.end_all():
                 await self.recognizer.end(t)
 
-        await asyncio.gather(detect(), track())
+        async with asyncio.TaskGroup() as stages:  # if one stage dies, the other is cancelled, not stranded
+            stages.create_task(detect())
+            stages.create_task(track())
         log.info("camera_ended", camera=camera.config.id, frames=camera.stats.frames, dropped=camera.stats.dropped)
 
     async def _apply_deltas(self, link: Link) -> None:
@@ -307,3 +314,9 @@ class Daemon:
             persons=persons,
             seconds=round(seconds, 2),
         )
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    """A background task must never die unnoticed."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("task_failed", task=task.get_name(), error=repr(task.exception()))

@@ -222,3 +222,34 @@ def test_sigterm_stops_gracefully_with_a_summary(tmp_path):
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["tracks"] == 1 and summary["pending"] == 0 and summary["frames"] > 1
     assert {"frames", "frames_dropped", "faces", "tracks", "resolver_calls", "cache_hits", "persons"} <= set(summary)
+
+
+def test_a_repeated_answer_is_applied_once(tmp_path):
+    """The shadow re-sends every desired key not yet cleared, and an unanswered query is resent: the
+    same label can arrive twice, and must not name a track twice or fire its hooks again."""
+    import asyncio
+
+    from facewatchd.daemon import Daemon
+
+    config = parse_config({"device": {"state_dir": str(tmp_path)},
+                           "cameras": [{"id": "door", "source": str(FIXTURES / "obama.jpg"), "loop": True}]})
+
+    async def main():
+        daemon = Daemon(config, PluginHost(config))
+        task = asyncio.create_task(daemon.run())
+        while daemon.recognizer is None or not daemon.recognizer.stats.labels_applied:
+            await asyncio.sleep(0.1)
+        rec = daemon.recognizer
+        (face_id,) = {e.face_id for e in rec.cache.entries()}
+        (person_id,) = rec.cache.persons()
+        before = (rec.stats.labels_applied, dict(rec.stats.person_tracks))
+        daemon._embedded.hub.update(config.device.thing, {"state": {"desired": {
+            "faces": {face_id: {"person_id": person_id, "similarity": 1.0}}}}})
+        await asyncio.sleep(0.5)
+        after = (rec.stats.labels_applied, dict(rec.stats.person_tracks))
+        daemon.request_stop()
+        await task
+        return before, after
+
+    before, after = asyncio.run(main())
+    assert before == after

@@ -28,6 +28,8 @@ from concurrent.futures import Future
 from typing import Any, AsyncIterator, Callable, Literal, TypeVar
 
 import structlog
+
+from facewatchd.aio import cancel_and_wait
 from pydantic import BaseModel, ConfigDict, Field
 
 from facewatchd.link.awsiot import MAX_PAYLOAD_BYTES, LinkAuthError
@@ -87,9 +89,7 @@ class GreengrassLink:
 
     async def __aexit__(self, *exc: object) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         await self._drop_client()
         self._deltas.put_nowait(None)
 

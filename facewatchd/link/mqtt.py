@@ -22,6 +22,8 @@ from typing import Any, AsyncIterator, Literal
 
 import aiomqtt
 import structlog
+
+from facewatchd.aio import cancel_and_wait
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from facewatchd.link.base import LinkDown
@@ -217,9 +219,7 @@ class MqttLink:
             with contextlib.suppress(aiomqtt.MqttError, asyncio.TimeoutError):
                 await asyncio.wait_for(client.publish(self.availability_topic, b"offline", qos=1, retain=True), 5)
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         self._deltas.put_nowait(None)
 
     async def send_query(self, query: FaceQuery) -> None:

@@ -116,8 +116,10 @@ class FaceCache:
         return self._insert(Entry(uuid.uuid4().hex, None, None, face_id, now, now), embedding)
 
     def add_view(self, person_id: str, name: str | None, embedding: np.ndarray, now: float | None = None) -> bool:
-        """Keep a new angle of a known person if it differs enough from the views we have."""
-        if self.best_similarity(person_id, embedding) >= self.config.new_view_below:
+        """Keep a new angle of a known person if it differs enough from the views we have (a person with no
+        views left was forgotten or evicted: not brought back from a track that was already running)."""
+        best = self.best_similarity(person_id, embedding)
+        if best < -0.5 or best >= self.config.new_view_below:
             return False
         now = now or time.time()
         self._insert(Entry(uuid.uuid4().hex, person_id, name, None, now, now), embedding)

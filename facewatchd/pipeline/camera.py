@@ -241,9 +241,11 @@ class Camera:
                 halt.wait(backoff)
                 backoff = min(backoff * 2, self.config.reopen_max_s)
                 continue
-            fps = self.config.fps or getattr(reader, "fps", 0.0) or 30.0
-            period = 1.0 / fps
+            # A video plays at its own rate (the fps cap then skips frames); images have none, so fps paces them.
+            period = 1.0 / (getattr(reader, "fps", 0.0) or self.config.fps or 30.0)
+            min_gap = 1.0 / self.config.fps if self.config.fps else 0.0  # the cap skips frames, never slows
             started = time.monotonic()
+            last_ts = -1e9
             n = 0
             try:
                 while not halt.is_set():
@@ -251,16 +253,20 @@ class Camera:
                     if item is None:
                         break
                     image, ts = item
+                    n += 1
+                    if not self.live:  # a file paced in real time: wait for the frame's due time
+                        halt.wait(max(0.0, started + n * period - time.monotonic()))
                     if image is None:
                         self.stats.unreadable += 1
                         continue
                     backoff = self.config.reopen_min_s
+                    ts = ts if not self.live else time.time()
+                    if ts - last_ts < min_gap:
+                        continue
+                    last_ts = ts
                     index += 1
-                    n += 1
                     self.stats.frames += 1
-                    slot.put_threadsafe(Frame(self.config.id, index, ts if not self.live else time.time(), image))
-                    if not self.live:  # a file paced in real time: wait for the frame's due time
-                        halt.wait(max(0.0, started + n * period - time.monotonic()))
+                    slot.put_threadsafe(Frame(self.config.id, index, ts, image))
             finally:
                 reader.close()
             if self.live:

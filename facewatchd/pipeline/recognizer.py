@@ -202,19 +202,21 @@ class Recognizer:
     async def _send(self, track: Track) -> None:
         view = track.best
         assert isinstance(view, View)
-        if view.embedding is None:  # the best view is not the first: embed it and try the cache again
-            emb = await self._embed(track, view)
+        if view.embedding is None:  # the best view is not the first: embed it
+            await self._embed(track, view)
             track.embedded_quality = view.quality
-            if self._use_cache(track, self._match(track, emb), view):
-                return
         assert view.embedding is not None
+        # Look again: while this track collected frames another track of the same person may have asked.
+        if self._use_cache(track, self._match(track, view.embedding), view):
+            return
         face_id = new_face_id()
         self.cache.add_pending(face_id, view.embedding)
         other_faces, other_persons = self._others(track)
         query = FaceQuery(face_id, self.thing, track.camera, track.id, self._jpeg(view), view.embedding, view.ts,
                           tuple(sorted(other_faces)), tuple(sorted(other_persons)))
-        for dropped in self.uplink.submit(query):
+        for dropped in self.uplink.submit(query) + self.uplink.take_rejected():
             self.cache.drop_face(dropped)  # never answered now: let the next sighting ask again
+            self._pending_tracks.pop(dropped, None)
         track.state, track.face_id = "pending", face_id
         self.stats.resolver_calls += 1
         log.info("face_query_sent", camera=track.camera, track_id=track.id, face_id=face_id, person_id=None,
@@ -249,13 +251,17 @@ class Recognizer:
 
     def apply_label(self, face_id: str, person_id: str, name: str | None, similarity: float) -> bool:
         """The resolver's answer for a face id; returns False for a face id this device never sent."""
+        was_pending = any(e.pending for e in self.cache.entries() if e.face_id == face_id)
         entries = self.cache.resolve(face_id, person_id, name)
         acked = self.uplink.acknowledge(face_id)
-        tracks = [t for t in self._live.values() if t.face_id == face_id]
-        if not entries and not acked and not tracks:
-            self.stats.unknown_labels += 1
-            log.warning("label_for_unknown_face", face_id=face_id, person_id=person_id)
-            return False
+        # only tracks still waiting: the same answer can arrive twice (a resend, a repeated delta)
+        tracks = [t for t in self._live.values() if t.face_id == face_id and t.state == "pending"]
+        if not (was_pending or acked or tracks):
+            if not entries:
+                self.stats.unknown_labels += 1
+                log.warning("label_for_unknown_face", face_id=face_id, person_id=person_id)
+                return False
+            return True  # a repeat of an answer already applied
         self.stats.labels_applied += 1
         self.stats.names[person_id] = name
         for t in tracks:
@@ -278,7 +284,10 @@ class Recognizer:
                 self.stats.names[person_id] = name
         for t in self._live.values():
             if t.person_id == person_id:
-                t.name = None if forget else name
+                if forget:  # the track stays seen but nobody; no view of it may bring the person back
+                    t.person_id, t.name = None, None
+                else:
+                    t.name = name
         self.fire("person_labelled", person_id=person_id, name=None if forget else name, previous=previous)
         log.info("person_labelled", person_id=person_id, name=name, forget=forget, previous=previous)
 

@@ -18,7 +18,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from facewatchd.link.base import Link, LinkDown
-from facewatchd.messages import MAX_CROP_BYTES, FaceQuery
+from facewatchd.messages import MAX_CROP_BYTES, FaceQuery, MessageError
 from facewatchd.outbox import Outbox
 from facewatchd.vision.detector import Face
 
@@ -57,9 +57,13 @@ def encode_jpeg(crop: np.ndarray, config: UplinkConfig) -> bytes:
         ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:
             raise ValueError("JPEG encoding failed")
-        if len(buf) <= MAX_CROP_BYTES or quality <= 30:
+        if len(buf) <= MAX_CROP_BYTES:
             return buf.tobytes()
-        quality -= 15
+        if quality > 30:
+            quality -= 15
+        else:  # still too large (a noisy crop): smaller, never over the limit
+            crop = cv2.resize(crop, (max(1, crop.shape[1] * 3 // 4), max(1, crop.shape[0] * 3 // 4)),
+                              interpolation=cv2.INTER_AREA)
 
 
 def face_crop_jpeg(image: np.ndarray, face: Face, config: UplinkConfig) -> bytes:
@@ -79,6 +83,7 @@ class Uplink:
         self.outbox = outbox
         self.config = config
         self.stats = UplinkStats()
+        self.rejected: list[str] = []  # face ids dropped as unsendable, for the recognizer to forget
         self._wake = asyncio.Event()
 
     def submit(self, query: FaceQuery) -> list[str]:
@@ -88,6 +93,10 @@ class Uplink:
             log.warning("outbox_full_dropped_oldest", dropped=len(dropped), total_dropped=self.outbox.dropped)
         self._wake.set()
         return dropped
+
+    def take_rejected(self) -> list[str]:
+        rejected, self.rejected = self.rejected, []
+        return rejected
 
     def acknowledge(self, face_id: str) -> bool:
         found = self.outbox.remove(face_id)
@@ -114,6 +123,15 @@ class Uplink:
                     self.outbox.postpone(item.face_id, now + 1.0)
                     log.debug("uplink_offline", face_id=item.face_id, error=str(e))
                     break
+                except MessageError as e:  # can never be sent: keeping it would block the queue forever
+                    self.outbox.remove(item.face_id)
+                    self.rejected.append(item.face_id)
+                    log.error("face_query_unsendable", face_id=item.face_id, error=str(e))
+                    continue
+                except Exception as e:  # anything else: back off and retry, never kill the sender
+                    self.outbox.attempted(item.face_id, now + self._backoff(item.attempts))
+                    log.error("face_query_send_failed", face_id=item.face_id, error=repr(e))
+                    continue
                 if item.attempts == 0:
                     self.stats.sent += 1
                 else:

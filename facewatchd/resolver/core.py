@@ -65,6 +65,8 @@ class Resolver:
             resolution = Resolution(query.face_id, match.person_id, person.name if person else None,
                                     match.similarity, new_person=person is None)
         await self.names.record(resolution, query.thing, crop_key, face_ref)
+        # A concurrent duplicate may have recorded first (the write is conditional): answer what was kept.
+        resolution = await self.names.handled(query.face_id) or resolution
         await self.shadow.update_desired(query.thing, face_label_patch(resolution))
         log.info("face_resolved", face_id=query.face_id, thing=query.thing, camera=query.camera,
                  track_id=query.track, person_id=resolution.person_id, name=resolution.name,

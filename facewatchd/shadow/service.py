@@ -24,6 +24,8 @@ from typing import Any, Callable
 import aiomqtt
 import structlog
 
+from facewatchd.aio import cancel_and_wait
+
 from facewatchd.link.mqtt import MAX_PAYLOAD_BYTES, Backoff, PahoLog, connect_client, describe_failure, tls_params
 from facewatchd.shadow.document import ShadowError, client_token_of, validate_client_token
 from facewatchd.shadow.store import ShadowStore, shadow_label
@@ -115,9 +117,7 @@ class ShadowService:
 
     async def __aexit__(self, *exc: object) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
     @property
     def connected(self) -> bool:
