@@ -105,7 +105,7 @@ class Daemon:
         outbox.make_all_due()  # a restart is a fresh start: resend what is pending now, not after old backoffs
         self.link = link = self._build_link()
         self.uplink = uplink = Uplink(link, outbox, cfg.uplink)
-        self.recognizer = recognizer = Recognizer(cfg.device.thing, embedder, cache, uplink, cfg.uplink, executor,
+        self.recognizer = Recognizer(cfg.device.thing, embedder, cache, uplink, cfg.uplink, executor,
                                                   self.plugins.fire)
         with contextlib.suppress(NotImplementedError, RuntimeError):
             for sig in (signal.SIGINT, signal.SIGTERM):

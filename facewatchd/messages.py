@@ -15,7 +15,7 @@ import base64
 import json
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,24 @@ _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 class MessageError(ValueError):
     """A message that does not follow the schema; the text says which field and why."""
+
+
+def json_object(payload: Any) -> dict[str, Any]:
+    """A payload (bytes or str) that must hold a JSON object; raises MessageError."""
+    if isinstance(payload, (bytes, bytearray)):
+        try:
+            payload = payload.decode()
+        except UnicodeDecodeError:
+            raise MessageError("payload is not UTF-8") from None
+    if not isinstance(payload, str):
+        raise MessageError(f"unexpected payload type {type(payload).__name__}")
+    try:
+        body = json.loads(payload)
+    except ValueError as e:
+        raise MessageError(f"not JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise MessageError("expected a JSON object")
+    return body
 
 
 def new_face_id() -> str:

@@ -14,53 +14,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from pathlib import Path
 from typing import Awaitable, Callable
 
 import aiomqtt
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from pydantic import Field
 
 from facewatchd.link.mqtt import Backoff, PahoLog, connect_client, tls_params
+from facewatchd.link.mqtt import BrokerConfig as MqttBrokerConfig
 
 
 class MqttUnavailable(RuntimeError):
     """Not connected to the broker (or the publish failed); the message was not sent."""
 
 
-class BrokerConfig(BaseModel):
+class BrokerConfig(MqttBrokerConfig):
     """Where a plugin's MQTT client connects; plugin config classes extend it with their own keys."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    host: str = Field("127.0.0.1", min_length=1)
-    port: int = Field(1883, ge=1, le=65535)
-    tls: bool | None = Field(None, description="None: TLS when ca_file or cert_file is set")
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    username: str | None = None
-    password: SecretStr | None = None
     client_id: str | None = Field(None, description="default: facewatchd-<thing>-<plugin>")
-    keepalive: int = Field(30, ge=5, le=65535)
-    reconnect_min_s: float = Field(0.5, gt=0)
-    reconnect_max_s: float = Field(30.0, gt=0)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "BrokerConfig":
-        if self.reconnect_max_s < self.reconnect_min_s:
-            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
-        if self.key_file is not None and self.cert_file is None:
-            raise ValueError("key_file is set but cert_file is not")
-        if self.tls is False and (self.ca_file or self.cert_file):
-            raise ValueError("tls is false but ca_file/cert_file are set")
-        if self.password is not None and self.username is None:
-            raise ValueError("password is set but username is not")
-        return self
-
-    @property
-    def use_tls(self) -> bool:
-        return self.tls if self.tls is not None else bool(self.ca_file or self.cert_file)
 
 
 class PluginMqtt:

@@ -34,12 +34,11 @@ from typing import Any, AsyncIterator, Callable, Literal, TypeVar
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from facewatchd.link.base import LinkDown
+from facewatchd.link.base import MAX_PAYLOAD_BYTES, LinkAuthError, LinkDown, availability_topic
 from facewatchd.messages import FaceQuery, MessageError, uplink_topic
 
 T = TypeVar("T")
 
-MAX_PAYLOAD_BYTES = 128 * 1024  # AWS IoT's MQTT payload limit
 _GET_RETRY_MIN_S = 2.0  # an unanswered shadow get is asked again after this, doubling
 _PROBE_AFTER_S = 2.0  # a connect attempt still pending after this gets a TLS check
 _PROBE_EVERY_S = 5.0  # at most one TLS check per this interval, however fast the reconnects
@@ -64,10 +63,6 @@ _HINTS = (  # (text in the failure, hint, whether it is a refusal that retrying 
     ("client_identifier_not_valid", "the broker refused client_id", True),
     ("aws_io_tls_error_read_failure", "the broker ended the TLS session while connecting", False),
 )
-
-
-class LinkAuthError(LinkDown):
-    """The broker or TLS refused us; retrying will not help until the configuration changes."""
 
 
 class AwsIotLinkConfig(BaseModel):
@@ -145,7 +140,7 @@ class AwsIotLink:
         self.thing = thing
         self.config = config
         self.client_id = config.client_id or thing
-        self.availability_topic = f"facewatchd/{thing}/availability"
+        self.availability_topic = availability_topic(thing)
         named = f"/name/{config.shadow_name}" if config.shadow_name else ""
         self._shadow_topic = f"$aws/things/{thing}/shadow{named}"
         self._topic_update = f"{self._shadow_topic}/update"

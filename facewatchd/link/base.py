@@ -13,8 +13,19 @@ from typing import Any, AsyncIterator, Protocol, runtime_checkable
 from facewatchd.messages import FaceQuery
 
 
+MAX_PAYLOAD_BYTES = 128 * 1024  # AWS IoT's MQTT payload limit; every link holds every broker to it
+
+
 class LinkDown(ConnectionError):
     """The link cannot send now; the caller keeps the message (outbox) and retries later."""
+
+
+class LinkAuthError(LinkDown):
+    """The broker, TLS or IPC refused us; retrying will not help until the configuration changes."""
+
+
+def availability_topic(thing: str) -> str:
+    return f"facewatchd/{thing}/availability"
 
 
 @runtime_checkable

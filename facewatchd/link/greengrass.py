@@ -32,9 +32,8 @@ import structlog
 from facewatchd.aio import cancel_and_wait
 from pydantic import BaseModel, ConfigDict, Field
 
-from facewatchd.link.awsiot import MAX_PAYLOAD_BYTES, LinkAuthError
-from facewatchd.link.base import LinkDown
-from facewatchd.messages import FaceQuery, MessageError, uplink_topic
+from facewatchd.link.base import MAX_PAYLOAD_BYTES, LinkAuthError, LinkDown
+from facewatchd.messages import FaceQuery, MessageError, json_object, uplink_topic
 
 T = TypeVar("T")
 
@@ -256,7 +255,7 @@ class GreengrassLink:
             await asyncio.sleep(delay)
             delay = min(delay * 2, _RETRY_MAX_S)
         try:
-            body = _json_object(response.payload)
+            body = json_object(response.payload)
             state = body.get("state")
             delta = state.get("delta") if isinstance(state, dict) else None
         except MessageError as e:
@@ -292,7 +291,7 @@ class GreengrassLink:
                 if not isinstance(body, dict):
                     raise MessageError("expected a JSON object")
             elif getattr(event, "binary_message", None) is not None:
-                body = _json_object(event.binary_message.message)
+                body = json_object(event.binary_message.message)
             else:
                 raise MessageError("neither a JSON nor a binary message")
             state = body.get("state")
@@ -301,21 +300,3 @@ class GreengrassLink:
             self._deltas.put_nowait(state)
         except MessageError as e:
             self._log.warning("skipped malformed message", topic=self.delta_topic, error=str(e))
-
-
-def _json_object(payload: Any) -> dict[str, Any]:
-    """A payload (bytes or str) that must hold a JSON object; raises MessageError."""
-    if isinstance(payload, (bytes, bytearray)):
-        try:
-            payload = payload.decode()
-        except UnicodeDecodeError:
-            raise MessageError("payload is not UTF-8") from None
-    if not isinstance(payload, str):
-        raise MessageError(f"unexpected payload type {type(payload).__name__}")
-    try:
-        body = json.loads(payload)
-    except ValueError as e:
-        raise MessageError(f"not JSON: {e}") from None
-    if not isinstance(body, dict):
-        raise MessageError("expected a JSON object")
-    return body

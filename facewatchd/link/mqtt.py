@@ -26,10 +26,8 @@ import structlog
 from facewatchd.aio import cancel_and_wait
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from facewatchd.link.base import LinkDown
-from facewatchd.messages import FaceQuery, MessageError, uplink_topic
-
-MAX_PAYLOAD_BYTES = 128 * 1024  # AWS IoT's MQTT payload limit; we hold every broker to it
+from facewatchd.link.base import MAX_PAYLOAD_BYTES, LinkAuthError, LinkDown, availability_topic
+from facewatchd.messages import FaceQuery, MessageError, json_object, uplink_topic
 _GET_RETRY_MIN_S = 2.0  # a /get nobody answered (e.g. the shadow service reconnects after us) is asked again
 
 _AUTH_HINTS = (
@@ -45,15 +43,13 @@ _AUTH_HINTS = (
 )
 
 
-class LinkAuthError(LinkDown):
-    """The broker or TLS refused us; retrying will not help until the configuration changes."""
+class BrokerConfig(BaseModel):
+    """Where an MQTT client connects. The device link, the on-prem services and the plugins share these
+    keys and their checks; each extends them with its own."""
 
-
-class MqttLinkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["mqtt"] = "mqtt"
-    host: str
+    host: str = Field("127.0.0.1", min_length=1)
     port: int = Field(1883, ge=1, le=65535)
     tls: bool | None = None  # None: TLS when any of ca_file/cert_file is set
     ca_file: Path | None = None
@@ -62,12 +58,12 @@ class MqttLinkConfig(BaseModel):
     username: str | None = None
     password: SecretStr | None = None
     keepalive: int = Field(30, ge=5, le=65535)
-    client_id: str | None = None  # default: the thing name
+    client_id: str | None = None
     reconnect_min_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "MqttLinkConfig":
+    def _consistent(self) -> "BrokerConfig":
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("reconnect_max_s must be >= reconnect_min_s")
         if self.key_file is not None and self.cert_file is None:
@@ -81,6 +77,12 @@ class MqttLinkConfig(BaseModel):
     @property
     def use_tls(self) -> bool:
         return self.tls if self.tls is not None else bool(self.ca_file or self.cert_file)
+
+
+class MqttLinkConfig(BrokerConfig):
+    type: Literal["mqtt"] = "mqtt"
+    host: str = Field(min_length=1)  # no default: a device must be told where its broker is
+    client_id: str | None = None  # default: the thing name
 
 
 class Backoff:
@@ -160,24 +162,6 @@ def tls_params(ca_file: Path | None, cert_file: Path | None, key_file: Path | No
                                  keyfile=str(key_file) if key_file else None)
 
 
-def _json_object(payload: Any) -> dict[str, Any]:
-    """Parse a message payload that must be a JSON object; raises MessageError."""
-    if isinstance(payload, (bytes, bytearray)):
-        try:
-            payload = payload.decode()
-        except UnicodeDecodeError:
-            raise MessageError("payload is not UTF-8") from None
-    if not isinstance(payload, str):
-        raise MessageError(f"unexpected payload type {type(payload).__name__}")
-    try:
-        body = json.loads(payload)
-    except ValueError as e:
-        raise MessageError(f"not JSON: {e}") from None
-    if not isinstance(body, dict):
-        raise MessageError("expected a JSON object")
-    return body
-
-
 class MqttLink:
     """The Link protocol (facewatchd/link/base.py) over an MQTT broker."""
 
@@ -192,7 +176,7 @@ class MqttLink:
         self._topic_get = f"{shadow}/get"
         self._topic_get_accepted = f"{shadow}/get/accepted"
         self._topic_get_rejected = f"{shadow}/get/rejected"
-        self.availability_topic = f"facewatchd/{thing}/availability"
+        self.availability_topic = availability_topic(thing)
         self._log = structlog.get_logger(__name__).bind(thing=thing, broker=f"{config.host}:{config.port}")
         self._client: aiomqtt.Client | None = None
         self._deltas: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()  # None: the link closed
@@ -340,7 +324,7 @@ class MqttLink:
 
     def _dispatch(self, topic: str, payload: Any) -> None:
         try:
-            body = _json_object(payload)
+            body = json_object(payload)
             if topic == self._topic_delta:
                 state = body.get("state")
                 if not isinstance(state, dict):

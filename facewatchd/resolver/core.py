@@ -6,7 +6,6 @@ name → answer through the shadow. Idempotent by face id, so a redelivered mess
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass
 

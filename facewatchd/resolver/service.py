@@ -32,9 +32,9 @@ import numpy as np
 import structlog
 
 from facewatchd.aio import cancel_and_wait
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 
-from facewatchd.link.mqtt import MAX_PAYLOAD_BYTES, Backoff, PahoLog, connect_client, describe_failure, tls_params
+from facewatchd.link.mqtt import MAX_PAYLOAD_BYTES, Backoff, BrokerConfig, PahoLog, connect_client, describe_failure, tls_params
 from facewatchd.messages import FaceQuery, MessageError, Resolution, thing_from_uplink_topic
 from facewatchd.resolver.core import Resolver
 from facewatchd.resolver.local import LocalResolverStores
@@ -55,51 +55,26 @@ UPLINK_SUBSCRIPTION = "facewatchd/+/faces/unknown"
 _ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 
 
-class ResolverServiceConfig(BaseModel):
+class ResolverServiceConfig(BrokerConfig):
     """The `[server]` table: the broker the service listens on, its data and its threshold."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    host: str = "127.0.0.1"
-    port: int = Field(1883, ge=1, le=65535)
-    tls: bool | None = None  # None: TLS when any of ca_file/cert_file is set
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    username: str | None = None
-    password: SecretStr | None = None
-    keepalive: int = Field(30, ge=5, le=65535)
-    client_id: str = Field("facewatchd-resolver", pattern=_ID_PATTERN,
+    client_id: str = Field("facewatchd-resolver", pattern=_ID_PATTERN,  # type: ignore[assignment]
                            description="MQTT client id; the in-process shadow service uses <client_id>-shadow")
-    reconnect_min_s: float = Field(0.5, gt=0)
-    reconnect_max_s: float = Field(30.0, gt=0)
     data_dir: Path | None = Field(None, description="default: the [resolver] data dir, so `facewatchd faces` "
                                   "commands with the same config see the same persons")
     match_threshold: float = Field(SFACE_COSINE_THRESHOLD, gt=0, lt=1)
     run_shadow_service: bool = Field(True, description="serve the device shadows in the same process")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ResolverServiceConfig":
-        if self.reconnect_max_s < self.reconnect_min_s:
-            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
-        if self.key_file is not None and self.cert_file is None:
-            raise ValueError("key_file is set but cert_file is not")
-        if self.tls is False and (self.ca_file or self.cert_file):
-            raise ValueError("tls is false but ca_file/cert_file are set")
+    def _shadow_tls(self) -> "ResolverServiceConfig":
         if self.tls and not (self.ca_file or self.cert_file) and self.run_shadow_service:
             raise ValueError("tls is true: set ca_file (the in-process shadow service needs it to use TLS)")
-        if self.password is not None and self.username is None:
-            raise ValueError("password is set but username is not")
         return self
-
-    @property
-    def use_tls(self) -> bool:
-        return self.tls if self.tls is not None else bool(self.ca_file or self.cert_file)
 
 
 def service_data_dir(config: "Config") -> Path:
     server = config.server or ResolverServiceConfig()
-    return server.data_dir or config.resolver.data_dir or config.device.state_dir / "resolver"
+    return server.data_dir or getattr(config.resolver, "data_dir", None) or config.device.state_dir / "resolver"
 
 
 class Skipped(Exception):
