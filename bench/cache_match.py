@@ -41,10 +41,12 @@ def filled_cache(path: Path, vectors: np.ndarray, persons: int, config: CacheCon
     FaceCache(path, config).close()  # creates the schema
     ids = [f"person-{i:06d}" for i in range(persons)]
     now = time.time()
-    rows = [(uuid.uuid4().hex, None if i % 10 == 0 else ids[i % persons], None, uuid.uuid4().hex,
-             v.astype(np.float32).tobytes(), now, now) for i, v in enumerate(vectors)]
+    rows = [(uuid.uuid4().hex, None if i % 10 == 0 else ids[i % persons], None, face_id,
+             v.astype(np.float32).tobytes(), now, now, 0.0 if i % 10 == 0 else 1.0, face_id)
+            for i, (v, face_id) in enumerate((v, uuid.uuid4().hex) for v in vectors)]
     with sqlite3.connect(path) as db:
-        db.executemany("INSERT INTO entries VALUES (?,?,?,?,?,?,?)", rows)
+        db.executemany("INSERT INTO entries (id, person_id, name, face_id, embedding, created, last_seen, trust, "
+                       "origin) VALUES (?,?,?,?,?,?,?,?,?)", rows)
     return FaceCache(path, config), ids
 
 

@@ -156,7 +156,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "uplink": {"answer_timeout_s": 2.0},
             # SFace at its default 0.363 takes some of these 1927 faces for one another (max 0.46 between two
             # people here): a stricter cache sends every person up, so every one of them is timed
-            "cache": {"match_threshold": args.cache_threshold},
+            "identity": {"name_threshold": args.cache_threshold},
             "cameras": [{"id": "door", "source": str(work / "frames"), "pace": "realtime", "fps": args.fps,
                          "loop": True}],
             "link": {"type": "mqtt", "host": broker.host, "port": broker.port, "reconnect_min_s": 0.2,

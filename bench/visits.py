@@ -373,7 +373,7 @@ class ResolverPolicy(Policy):
         super().__init__()
         self.stores = LocalResolverStores(state_dir / "resolver", lambda _: None)
         self.resolver = Resolver(self.stores.crops, self.stores.collection, self.stores.names, DiscardShadow(),
-                                 config.resolver.match_threshold)
+                                 config.identity, config.resolver.templates_per_person)
         self.uplink_config = config.uplink
 
     async def ask(self, frame: Frame, det: Detection, track: Track) -> Resolution:
@@ -433,7 +433,7 @@ class SeedWorkshop(ResolverPolicy):
 
     def __init__(self, state_dir: Path, config: Config) -> None:
         super().__init__(state_dir, config)
-        self.threshold = config.cache.match_threshold
+        self.threshold = config.identity.name_threshold
         self._cache: deque[SeedEntry] = deque(maxlen=SEED_CACHE_SIZE)  # FIFO: the oldest insert leaves first
 
     async def frame(self, frame: Frame, detections: list[Detection], tracks: list[Track],
@@ -462,9 +462,9 @@ class Facewatchd(Policy):
                  truth_of_track: dict[str, Detection]) -> None:
         super().__init__()
         self.config = config
-        self.embedded = EmbeddedResolver(state_dir, config.resolver, config.detector, config.embedder)
+        self.embedded = EmbeddedResolver(state_dir, config.resolver, config.detector, config.embedder, config.identity)
         self.link = LocalLink(THING, self.embedded.hub, self._resolve)
-        self.cache = FaceCache(state_dir / "cache.db", config.cache)
+        self.cache = FaceCache(state_dir / "cache.db", config.cache, config.identity)
         self.outbox = Outbox(state_dir / "outbox.db", config.uplink.outbox_max_rows)
         self.uplink = Uplink(self.link, self.outbox, config.uplink)
         self.executor = ThreadPoolExecutor(max_workers=config.device.workers, thread_name_prefix="cv")

@@ -1,4 +1,5 @@
-"""Command line: facewatchd run | check-config | resolver | shadow | faces list|label|enroll|forget | plugins list."""
+"""Command line: facewatchd run | check-config | resolver | shadow | plugins list |
+faces list|label|enroll|forget|merge|move|reject."""
 
 from __future__ import annotations
 
@@ -87,19 +88,20 @@ def _embedded(config: Config) -> Any:
 
     if config.resolver.type != "local":
         raise ConfigError(f"faces commands for resolver type {config.resolver.type!r} need its own backend")
-    return EmbeddedResolver(config.device.state_dir, config.resolver, config.detector, config.embedder)
+    return EmbeddedResolver(config.device.state_dir, config.resolver, config.detector, config.embedder,
+                            config.identity)
 
 
-def _forget_from_device_cache(config: Config, person_id: str) -> int:
-    """On the embedded default the device cache is on this machine: forget there too, at once."""
+def _on_device_cache(config: Config, change: Callable[[Any], int]) -> int:
+    """On the embedded default the device cache is on this machine: change it there too, at once."""
     path = config.device.state_dir / "cache.db"
     if not path.exists():
         return 0
     from facewatchd.pipeline.cache import FaceCache
 
-    cache = FaceCache(path, config.cache)
+    cache = FaceCache(path, config.cache, config.identity)
     try:
-        return cache.forget(person_id)
+        return change(cache)
     finally:
         cache.close()
 
@@ -110,7 +112,7 @@ async def _faces(args: argparse.Namespace, config: Config) -> int:
     backend = _embedded(config)
     try:
         return await _faces_command(args, backend.resolver, lambda: backend.analyzer,
-                                    lambda person_id: _forget_from_device_cache(config, person_id))
+                                    lambda change: _on_device_cache(config, change))
     finally:
         backend.close()
 
@@ -138,18 +140,22 @@ async def _faces_on_aws(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _faces_command(args: argparse.Namespace, resolver: Any, analyzer: Callable[[], Any],
-                         forget_cached: Callable[[str], int] | None = None) -> int:
+                         on_cache: Callable[[Callable[[Any], int]], int] | None = None) -> int:
     if args.faces_cmd == "list":
         persons = await resolver.persons()
         if args.json:
             print(json.dumps([{"person_id": p.person_id, "name": p.name, "faces": len(p.faces),
+                               "face_ids": p.faces, "templates": p.templates, "possibly": p.possibly,
                                "things": p.things, "first_seen": p.first_seen, "last_seen": p.last_seen}
                               for p in persons], indent=2))
         else:
             for p in persons:
-                print(f"{p.person_id}  {p.name or '-':<24} faces={len(p.faces)} things={','.join(p.things)}")
+                maybe = f" possibly={p.possibly}" if p.possibly else ""
+                print(f"{p.person_id}  {p.name or '-':<24} faces={len(p.faces)} things={','.join(p.things)}{maybe}")
             if not persons:
                 print("no persons yet")
+    elif args.faces_cmd in {"merge", "move", "reject"}:
+        return await _correct(args, resolver, on_cache)
     elif args.faces_cmd == "label":
         try:
             person = await resolver.label(args.person, args.name)
@@ -163,7 +169,7 @@ async def _faces_command(args: argparse.Namespace, resolver: Any, analyzer: Call
         except KeyError:
             print(f"error: no person {args.person!r}", file=sys.stderr)
             return 1
-        cached = f", {forget_cached(args.person)} cached view(s)" if forget_cached else ""
+        cached = f", {on_cache(lambda c: c.forget(args.person))} cached view(s)" if on_cache else ""
         print(f"forgot {person.person_id} ({person.name or 'unnamed'}): {len(person.faces)} face(s){cached}, "
               f"on {len(person.things)} device(s)")
     elif args.faces_cmd == "enroll":
@@ -173,6 +179,34 @@ async def _faces_command(args: argparse.Namespace, resolver: Any, analyzer: Call
             return 1
         person = await resolver.enroll(args.name, queries)
         print(f"enrolled {person.person_id} as {person.name!r} from {len(queries)} photo(s)")
+    return 0
+
+
+async def _correct(args: argparse.Namespace, resolver: Any,
+                   on_cache: Callable[[Callable[[Any], int]], int] | None) -> int:
+    """The operator's corrections: merge two persons, move a face to another person, reject a face."""
+    try:
+        if args.faces_cmd == "merge":
+            person = await resolver.merge(args.keep, args.gone)
+            cached = on_cache(lambda c: c.merge(args.gone, args.keep, person.name)) if on_cache else 0
+            print(f"merged {args.gone} into {person.person_id} ({person.name or 'unnamed'}): {len(person.faces)} "
+                  f"face(s), {cached} cached view(s) moved, on {len(person.things)} device(s)")
+        elif args.faces_cmd == "move":
+            person = await resolver.move(args.face, args.person)
+            cached = on_cache(lambda c: len(c.resolve(args.face, person.person_id, person.name))) if on_cache else 0
+            print(f"moved face {args.face} to {person.person_id} ({person.name or 'unnamed'}), "
+                  f"{cached} cached view(s), on {len(person.things)} device(s)")
+        else:
+            person = await resolver.reject(args.face)
+            cached = on_cache(lambda c: c.reject(args.face)) if on_cache else 0
+            print(f"face {args.face} is no longer {person.person_id} ({person.name or 'unnamed'}): "
+                  f"{cached} cached view(s) dropped")
+    except KeyError as e:
+        print(f"error: no such person or face {e.args[0]!r} (see `facewatchd faces list --json`)", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -235,7 +269,16 @@ def build_parser() -> argparse.ArgumentParser:
     en = with_config(faces.add_parser("enroll", help="pre-register a person from photos"))
     en.add_argument("name")
     en.add_argument("images", nargs="+")
-    for p in (fl, lab, fg, en):
+    mg = with_config(faces.add_parser("merge", help="person GONE was person KEEP: merge it into KEEP everywhere"))
+    mg.add_argument("keep")
+    mg.add_argument("gone")
+    mv = with_config(faces.add_parser("move", help="one face was the wrong person: move it to PERSON everywhere"))
+    mv.add_argument("face")
+    mv.add_argument("person")
+    rj = with_config(faces.add_parser("reject", help="not this person: take the face (and what was learnt from "
+                                      "it) away from its person everywhere"))
+    rj.add_argument("face")
+    for p in (fl, lab, fg, en, mg, mv, rj):
         p.set_defaults(func=cmd_faces)
     return parser
 

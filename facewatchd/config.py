@@ -15,6 +15,7 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, Validati
                       field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
+from facewatchd.identity import IdentityConfig
 from facewatchd.link.local import LocalLinkConfig
 from facewatchd.pipeline.cache import CacheConfig
 from facewatchd.pipeline.camera import CameraConfig
@@ -103,6 +104,7 @@ class Config(Strict):
     detector: DetectorConfig = DetectorConfig()
     embedder: EmbedderConfig = EmbedderConfig()
     tracker: TrackerConfig = TrackerConfig()
+    identity: IdentityConfig = IdentityConfig()
     cache: CacheConfig = CacheConfig()
     uplink: UplinkConfig = UplinkConfig()
     resolver: ResolverConfig = LocalResolverConfig()

@@ -80,7 +80,7 @@ class Daemon:
             from facewatchd.resolver.embedded import EmbeddedResolver
 
             self._embedded = EmbeddedResolver(self.config.device.state_dir, self.config.resolver, self.config.detector,
-                                              self.config.embedder)
+                                              self.config.embedder, self.config.identity)
             return self._embedded.link(self.config.device.thing)
         from facewatchd.link import create_link
 
@@ -97,7 +97,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         embedder, detectors = await loop.run_in_executor(
             executor, lambda: (create_embedder(cfg.embedder), [YuNetDetector(cfg.detector) for _ in self.cameras]))
-        cache = FaceCache(cfg.device.state_dir / "cache.db", cfg.cache)
+        cache = FaceCache(cfg.device.state_dir / "cache.db", cfg.cache, cfg.identity)
         outbox = Outbox(cfg.device.state_dir / "outbox.db", cfg.uplink.outbox_max_rows)
         for face_id in cache.pending_faces() - outbox.face_ids():
             # killed between the cache write and the outbox write: forget the orphan, the face will be seen anew
@@ -106,7 +106,7 @@ class Daemon:
         self.link = link = self._build_link()
         self.uplink = uplink = Uplink(link, outbox, cfg.uplink)
         self.recognizer = Recognizer(cfg.device.thing, embedder, cache, uplink, cfg.uplink, executor,
-                                                  self.plugins.fire)
+                                     self.plugins.fire, cfg.identity)
         with contextlib.suppress(NotImplementedError, RuntimeError):
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self.request_stop)
@@ -163,9 +163,10 @@ class Daemon:
         await asyncio.gather(*camera_tasks, return_exceptions=True)
 
     async def _drain(self, uplink: Uplink) -> None:
-        """Give the resolver time to answer what is still pending, so the summary is complete."""
+        """Give the resolver time to answer what is still pending, so the summary is complete. The link may
+        still be connecting (a short file can end first), so this waits on the deadline, not on the link."""
         deadline = time.monotonic() + self.config.device.drain_timeout_s
-        while uplink.pending and time.monotonic() < deadline and self.link is not None and self.link.online:
+        while uplink.pending and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         await self.plugins.drain()
 
@@ -234,6 +235,9 @@ class Daemon:
         if isinstance(faces, dict):
             for face_id, label in faces.items():
                 clear.setdefault("faces", {})[face_id] = None
+                if isinstance(label, dict) and label.get("reject") is True:  # "not this person"
+                    rec.reject_face(face_id)
+                    continue
                 # A shadow cannot hold null (null deletes a key), so "no name" arrives as a missing name.
                 if not (isinstance(label, dict) and isinstance(label.get("person_id"), str)
                         and isinstance(label.get("name"), (str, type(None)))):
@@ -250,10 +254,14 @@ class Daemon:
             for person_id, change in persons.items():
                 clear.setdefault("persons", {})[person_id] = None
                 if not (isinstance(change, dict) and isinstance(change.get("name"), (str, type(None)))
-                        and isinstance(change.get("forget", False), bool)):
+                        and isinstance(change.get("forget", False), bool)
+                        and isinstance(change.get("merge_into"), (str, type(None)))):
                     log.warning("delta_malformed", person_id=person_id, reason="person change needs a name or forget")
                     continue
-                rec.apply_person(person_id, change.get("name"), change.get("forget", False))
+                if change.get("merge_into"):
+                    rec.merge_person(person_id, change["merge_into"], change.get("name"))
+                else:
+                    rec.apply_person(person_id, change.get("name"), change.get("forget", False))
         elif persons is not None:
             log.warning("delta_malformed", reason="persons is not an object")
             clear["persons"] = None

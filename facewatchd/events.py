@@ -12,13 +12,17 @@ class FaceEvent:
     ts: float  # when it happened, in the camera's clock
     person_id: str | None = None
     name: str | None = None
-    similarity: float = 0.0  # to the cached or resolved face that named the track
-    agreed_frames: int = 0  # frames of this track that have matched the person so far
+    similarity: float = 0.0  # the track's own latest verified similarity to the person (see evidence)
+    agreed_frames: int = 0  # frames this track has followed the person (not evidence: see below)
+    # (ts, similarity) of this track's own embeddings verified against the person, oldest first: each
+    # min(cosine to a view of the person, the trust of that view), so never stronger than the view it
+    # matched. Access control counts the recent ones at its own threshold.
+    evidence: tuple[tuple[float, float], ...] = ()
     face_id: str | None = None  # the resolver query id, for faces that went up
     box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     score: float = 0.0  # detector score
     crop_jpeg: bytes | None = None  # the face crop (not the frame), when one was made
-    source: str = ""  # "cache" or "resolver" for recognitions
+    source: str = ""  # "cache" or "resolver" when named, "verified" for a fresh verified embedding
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,11 +49,12 @@ def face_detected(event: "FaceEvent") -> Any:
 
 @hookspec
 def face_recognised(event: "FaceEvent") -> Any:
-    """A track was named: `event.person_id` and `event.name` are set. `event.similarity` and
-    `event.agreed_frames` say how sure we are; `event.source` says whether the local cache or the
-    resolver named it. Fired when the track is named and again when 2, 4, 8… frames agree, so access
-    control can wait for N frames. A repeat may carry `name` None (an unlabelled person, or one
-    forgotten meanwhile): treat that as not recognised."""
+    """A track was named: `event.person_id` and `event.name` are set. `event.similarity` is the track's
+    own latest verified similarity and `event.evidence` all its recent verified embeddings (time,
+    similarity), so access control can ask for several fresh ones; `event.source` says whether the local
+    cache or the resolver named it ("verified" for a repeat). Fired when the track is named and again
+    at each re-verification (every `identity.reverify_frames` frames). A repeat may carry `name` None
+    (an unlabelled person, or one forgotten meanwhile): treat that as not recognised."""
 
 
 @hookspec

@@ -158,6 +158,7 @@ class Resolution:
     name: str | None
     similarity: float  # to the matched face; 1.0 for a newly indexed person
     new_person: bool
+    possibly: str | None = None  # a new person in the uncertain band: the person it may be, for review
 
 
 def face_label_patch(r: Resolution) -> dict[str, Any]:
@@ -167,6 +168,18 @@ def face_label_patch(r: Resolution) -> dict[str, Any]:
     if r.name is not None:
         label["name"] = r.name
     return {"faces": {r.face_id: label}}
+
+
+def face_reject_patch(face_id: str) -> dict[str, Any]:
+    """Desired-state patch that takes one face away from its person on the device ("not this person"):
+    the view sent under that face id, and every view learnt from it, are dropped."""
+    return {"faces": {face_id: {"reject": True}}}
+
+
+def person_merge_patch(gone: str, keep: str, name: str | None) -> dict[str, Any]:
+    """Desired-state patch that merges person `gone` into `keep` on the device: its views become keep's."""
+    change: dict[str, Any] = {"merge_into": keep, "name": name, "forget": None}
+    return {"persons": {gone: change}}
 
 
 def person_label_patch(person_id: str, name: str | None, forget: bool = False) -> dict[str, Any]:

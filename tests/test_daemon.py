@@ -45,13 +45,17 @@ def test_sample_clip_first_run(first_run):
     # at most one resolver call per track the cache could not name
     assert 0 < s.resolver_calls <= s.tracks - s.cache_hits
     assert s.pending == 0  # every unknown face got its answer
-    # The main speaker: far away on stage at the start, then in the longest close-up. One person.
+    # The main speaker: far away on stage at the start (a 20-40 px face), then in the longest close-up.
+    # Their best similarity is 0.36, below the naming threshold: two persons, never merged on a guess
+    # (the operator merges them, in the next test).
     longest = max(log.tracks, key=lambda t: t.frames)
     opening = min(log.tracks, key=lambda t: t.face.ts - t.dwell_s)
-    assert longest.frames > 100 and longest.face.person_id
-    assert opening.face.person_id == longest.face.person_id
+    assert longest.frames > 100 and longest.face.person_id and opening.face.person_id
+    assert opening.face.person_id != longest.face.person_id
     assert len(s.persons) >= 5  # the audience are other persons
-    assert s.embeds <= 3 * s.tracks  # embedding per track, never per frame (617 faces)
+    # embedding per track and per re-verification (every 10 frames of a named or pending track), never
+    # per frame (617 faces)
+    assert s.embeds <= s.tracks + s.faces / 10
 
 
 def test_second_run_makes_no_resolver_calls_and_label_reaches_the_device(first_run, tmp_path):
@@ -61,12 +65,23 @@ def test_second_run_makes_no_resolver_calls_and_label_reaches_the_device(first_r
     assert again.cache_hits == again.tracks
     assert set(again.persons) <= set(first.persons)
     main = max(log.tracks, key=lambda t: t.frames).face.person_id  # the main speaker
+    opening = min(log.tracks, key=lambda t: t.face.ts - t.dwell_s).face.person_id  # him again, far away
     config_path = tmp_path / "c.toml"
     config_path.write_text(f'[device]\nstate_dir = "{state}"\n')
     out = cli("faces", "label", main, "Lin-Manuel Miranda", "--config", str(config_path))
     assert "Lin-Manuel Miranda" in out.stdout
-    third = run_daemon(make_config(state, SAMPLE_CLIP))
-    assert third.persons[main]["name"] == "Lin-Manuel Miranda"
+    out = cli("faces", "merge", main, opening, "--config", str(config_path))  # the operator's correction
+    assert f"merged {opening} into {main}" in out.stdout
+    listed = {p["person_id"]: p for p in json.loads(cli("faces", "list", "--json", "--config", str(config_path)).stdout)}
+    assert opening not in listed and listed[main]["faces"] == 2
+    config = make_config(state, SAMPLE_CLIP)
+    host = PluginHost(config)
+    third_log = TrackLog()
+    host.pm.register(third_log, name="tracklog")
+    third = run_daemon(config, host)
+    assert third.persons[main]["name"] == "Lin-Manuel Miranda" and opening not in third.persons
+    first_track = min(third_log.tracks, key=lambda t: t.face.ts - t.dwell_s)
+    assert (first_track.face.person_id, first_track.face.name) == (main, "Lin-Manuel Miranda")
     assert third.resolver_calls == 0
 
 

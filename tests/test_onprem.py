@@ -233,7 +233,7 @@ async def test_broker_crash_loses_nothing_and_known_faces_are_named_offline(
     # SFace takes some of the 1927 sitters for one another at 0.363; this test is about delivery through an
     # outage, so the device keeps the eight strangers apart with a stricter cache threshold.
     sections: dict[str, Any] = {"link": link_section(broker), "uplink": {"answer_timeout_s": 2},
-                                "tracker": {"max_missed": 2}, "cache": {"match_threshold": 0.5}}
+                                "tracker": {"max_missed": 2}, "identity": {"name_threshold": 0.5}}
 
     # the device learns its regulars first (named, from the enrolled collection)
     warm_config = make_config(state, **sections, cameras=[

@@ -3,7 +3,13 @@
 Each entry is one view of one face: an L2-normalised SFace embedding with its person id and name, or,
 while the resolver has not answered yet, the pending face id it was sent under (so a second track of
 the same new person joins the pending query instead of sending another). Matching a new track is one
-matrix product over all entries. Several views per person are kept so a new angle still matches.
+matrix product over all entries, decided by `facewatchd.identity` (the naming threshold rises with the
+number of persons cached). Several views per person are kept so a new angle still matches.
+
+Every view carries its *trust*: the similarity at which it was verified as its person (the resolver's
+answer for a view it sent, the verification for a view learnt later). Evidence that a face is a person
+is never stronger than the view it matched: min(similarity to the view, the view's trust).
+
 Entries are evicted least-recently-seen first, bounded by count and by age; the cache persists in
 SQLite so a restart costs no resolver calls.
 """
@@ -13,21 +19,24 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Collection
 
 import numpy as np
+import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from facewatchd.vision.embedder import EMBEDDING_DIM, SFACE_COSINE_THRESHOLD
+from facewatchd.identity import IdentityConfig
+from facewatchd.vision.embedder import EMBEDDING_DIM
+
+log = structlog.get_logger("facewatchd.cache")
 
 
 class CacheConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    match_threshold: float = Field(SFACE_COSINE_THRESHOLD, gt=0, lt=1,
-                                   description="cosine similarity at or above which a face is the cached person")
     max_entries: int = Field(10_000, ge=1, le=10_000_000)
     max_age_days: float = Field(30.0, gt=0, description="entries not seen for this long are evicted")
     views_per_person: int = Field(5, ge=1, le=100)
@@ -43,10 +52,17 @@ class Entry:
     face_id: str | None  # the query this view was sent under; None for views added later
     created: float
     last_seen: float
+    trust: float = 0.0  # the similarity at which this view was verified as its person; 0 while pending
+    origin: str | None = None  # the face id this view rests on: its own query, or the view it was learnt from
 
     @property
     def pending(self) -> bool:
         return self.person_id is None
+
+    @property
+    def identity(self) -> str:
+        """Who this view is: its person, or its pending query (a new person the resolver has not named)."""
+        return self.person_id or f"pending:{self.face_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,28 +74,40 @@ class CacheHit:
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     id TEXT PRIMARY KEY, person_id TEXT, name TEXT, face_id TEXT,
-    embedding BLOB NOT NULL, created REAL NOT NULL, last_seen REAL NOT NULL
+    embedding BLOB NOT NULL, created REAL NOT NULL, last_seen REAL NOT NULL, trust REAL NOT NULL, origin TEXT
 );
+CREATE INDEX IF NOT EXISTS entries_origin ON entries(origin);
 CREATE INDEX IF NOT EXISTS entries_face ON entries(face_id);
 """
 
 
 class FaceCache:
-    def __init__(self, path: Path | str, config: CacheConfig | None = None) -> None:
+    def __init__(self, path: Path | str, config: CacheConfig | None = None,
+                 identity: IdentityConfig | None = None) -> None:
         self.config = config or CacheConfig()
+        self.identity = identity or IdentityConfig()
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), isolation_level=None)
-        self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;" + _SCHEMA)
+        self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(entries)")}
+        if columns and not {"trust", "origin"} <= columns:
+            # Views from before trust was kept may have been learnt from unverified tracks: a cache is only
+            # a cache, so it starts again (each person costs one resolver call) rather than keep them.
+            self._db.execute("DROP TABLE entries")
+            log.warning("cache_rebuilt", reason="views without verification trust were dropped")
+        self._db.executescript(_SCHEMA)
         # Rows [0, n) of the matrix are live; entries[i] describes row i. Deletion swaps in the last row.
         self._matrix = np.zeros((64, EMBEDDING_DIM), np.float32)
         self._entries: list[Entry] = []
         self._row: dict[str, int] = {}
-        for row in self._db.execute("SELECT id, person_id, name, face_id, created, last_seen, embedding FROM entries"):
-            emb = np.frombuffer(row[6], np.float32)
+        self._identities: Counter[str] = Counter()  # persons and pending faces → views held
+        for row in self._db.execute(
+                "SELECT id, person_id, name, face_id, created, last_seen, trust, origin, embedding FROM entries"):
+            emb = np.frombuffer(row[8], np.float32)
             if emb.shape != (EMBEDDING_DIM,):
                 continue  # written by another model: useless here, dropped at the next eviction
-            self._append(Entry(*row[:6]), emb)
+            self._append(Entry(*row[:8]), emb)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -90,49 +118,82 @@ class FaceCache:
     # -- matching -------------------------------------------------------------------------------
     def match(self, embedding: np.ndarray, not_persons: Collection[str] = (),
               not_faces: Collection[str] = ()) -> CacheHit | None:
-        """The most similar entry at or above the threshold, or None. Entries of `not_persons`, or sent
-        under a face id in `not_faces`, are skipped: they are people seen in the same frame."""
+        """The most similar entry, if it names the face (identity.decide over the persons and pending faces
+        cached), or None. Entries of `not_persons`, or sent under a face id in `not_faces`, are skipped:
+        they are people seen in the same frame."""
         n = len(self._entries)
         if n == 0:
             return None
         sims = self._matrix[:n] @ embedding
+        threshold = self.identity.naming_threshold(len(self._identities))
         if not not_persons and not not_faces:
             i = int(np.argmax(sims))
-            return CacheHit(self._entries[i], float(sims[i])) if sims[i] >= self.config.match_threshold else None
-        candidates = np.flatnonzero(sims >= self.config.match_threshold)
+            return CacheHit(self._entries[i], float(sims[i])) if sims[i] >= threshold else None
+        candidates = np.flatnonzero(sims >= threshold)
         for i in candidates[np.argsort(-sims[candidates])]:
             e = self._entries[i]
             if e.person_id not in not_persons and e.face_id not in not_faces:
                 return CacheHit(e, float(sims[i]))
         return None
 
+    def similarity(self, identity: str, embedding: np.ndarray) -> tuple[float, float]:
+        """(similarity, evidence) of a face to a person or pending face (`Entry.identity`): the best cosine
+        to its views, and the best min(cosine, trust), what the face proves. (-1, -1) with no views."""
+        similarity, evidence, _ = self._compare(identity, embedding)
+        return similarity, evidence
+
+    def _compare(self, identity: str, embedding: np.ndarray) -> tuple[float, float, Entry | None]:
+        rows = [i for i, e in enumerate(self._entries) if e.identity == identity]
+        if not rows:
+            return -1.0, -1.0, None
+        sims = self._matrix[rows] @ embedding
+        proven = np.minimum(sims, np.array([self._entries[i].trust for i in rows], np.float32))
+        strongest = int(np.argmax(proven))
+        return float(np.max(sims)), float(proven[strongest]), self._entries[rows[strongest]]
+
     def best_similarity(self, person_id: str, embedding: np.ndarray) -> float:
-        rows = [i for i, e in enumerate(self._entries) if e.person_id == person_id]
-        return float(np.max(self._matrix[rows] @ embedding)) if rows else -1.0
+        return self.similarity(person_id, embedding)[0]
+
+    def persons_count(self) -> int:
+        """Persons and pending faces held: what a face is searched among."""
+        return len(self._identities)
 
     # -- changes --------------------------------------------------------------------------------
     def add_pending(self, face_id: str, embedding: np.ndarray, now: float | None = None) -> Entry:
         now = now or time.time()
-        return self._insert(Entry(uuid.uuid4().hex, None, None, face_id, now, now), embedding)
+        return self._insert(Entry(uuid.uuid4().hex, None, None, face_id, now, now, 0.0, face_id), embedding)
 
     def add_view(self, person_id: str, name: str | None, embedding: np.ndarray, now: float | None = None) -> bool:
-        """Keep a new angle of a known person if it differs enough from the views we have (a person with no
-        views left was forgotten or evicted: not brought back from a track that was already running)."""
-        best = self.best_similarity(person_id, embedding)
-        if best < -0.5 or best >= self.config.new_view_below:
+        """Learn a new angle of a known person: only a view that verifies against the person's views at
+        `identity.learn_threshold` (as evidence: trust included), and that differs enough from them to be
+        worth keeping. A person with no views left was forgotten or evicted: not brought back from a
+        track that was already running."""
+        best, evidence, source = self._compare(person_id, embedding)
+        if source is None or best >= self.config.new_view_below or evidence < self.identity.learn_threshold:
             return False
         now = now or time.time()
-        self._insert(Entry(uuid.uuid4().hex, person_id, name, None, now, now), embedding)
+        origin = source.origin or source.face_id
+        self._insert(Entry(uuid.uuid4().hex, person_id, name, None, now, now, evidence, origin), embedding)
         self._trim_views(person_id)
         return True
 
-    def resolve(self, face_id: str, person_id: str, name: str | None) -> list[Entry]:
-        """The resolver named a pending face: its views now belong to the person."""
-        entries = [e for e in self._entries if e.face_id == face_id]
+    def resolve(self, face_id: str, person_id: str, name: str | None, similarity: float = 1.0) -> list[Entry]:
+        """The resolver named a face at `similarity` (1.0 for a new person, or a face an operator moved):
+        its views, and those learnt from it, now belong to the person, trusted as far as that answer goes."""
+        entries = [e for e in self._entries if e.face_id == face_id or e.origin == face_id]
+        trust = max(0.0, min(1.0, similarity))
         for e in entries:
+            self._identities[e.identity] -= 1
+            if self._identities[e.identity] <= 0:
+                del self._identities[e.identity]
             e.person_id, e.name = person_id, name
+            e.trust = trust if e.face_id == face_id else min(e.trust, trust)  # a learnt view: never above its source
+            self._identities[e.identity] += 1
         if entries:
-            self._db.execute("UPDATE entries SET person_id=?, name=? WHERE face_id=?", (person_id, name, face_id))
+            self._db.execute("UPDATE entries SET person_id=?, name=?, trust=MIN(trust, ?) WHERE origin=? AND face_id IS NULL",
+                             (person_id, name, trust, face_id))
+            self._db.execute("UPDATE entries SET person_id=?, name=?, trust=? WHERE face_id=?",
+                             (person_id, name, trust, face_id))
             self.rename(person_id, name)  # the resolver's answer carries the person's current name
             self._trim_views(person_id)
         return entries
@@ -148,6 +209,25 @@ class FaceCache:
         ids = [e.id for e in self._entries if e.person_id == person_id]
         self._delete(ids)
         return len(ids)
+
+    def reject(self, face_id: str) -> int:
+        """"Not this person": drop the view sent under `face_id` and every view learnt from it."""
+        ids = [e.id for e in self._entries if e.face_id == face_id or e.origin == face_id]
+        self._delete(ids)
+        return len(ids)
+
+    def merge(self, gone: str, keep: str, name: str | None) -> int:
+        """Person `gone` was `keep`: its views become keep's, under keep's name."""
+        moved = [e for e in self._entries if e.person_id == gone]
+        for e in moved:
+            self._identities[gone] -= 1
+            e.person_id, e.name = keep, name
+            self._identities[keep] += 1
+        self._identities.pop(gone, None)
+        self._db.execute("UPDATE entries SET person_id=?, name=? WHERE person_id=?", (keep, name, gone))
+        self.rename(keep, name)
+        self._trim_views(keep)
+        return len(moved)
 
     def touch(self, entry: Entry, now: float | None = None) -> None:
         """Mark a person (or a pending face) as seen now: all its views stay warm together."""
@@ -194,9 +274,10 @@ class FaceCache:
 
     def _insert(self, entry: Entry, embedding: np.ndarray) -> Entry:
         emb = np.asarray(embedding, np.float32).reshape(EMBEDDING_DIM)
-        self._db.execute("INSERT INTO entries VALUES (?,?,?,?,?,?,?)",
+        self._db.execute("INSERT INTO entries (id, person_id, name, face_id, embedding, created, last_seen, trust, "
+                         "origin) VALUES (?,?,?,?,?,?,?,?,?)",
                          (entry.id, entry.person_id, entry.name, entry.face_id, emb.tobytes(), entry.created,
-                          entry.last_seen))
+                          entry.last_seen, entry.trust, entry.origin))
         self._append(entry, emb)
         if len(self._entries) > self.config.max_entries:
             self.evict(entry.last_seen)
@@ -209,6 +290,7 @@ class FaceCache:
         self._matrix[n] = emb
         self._entries.append(entry)
         self._row[entry.id] = n
+        self._identities[entry.identity] += 1
 
     def _delete(self, ids: list[str]) -> None:
         if not ids:
@@ -218,6 +300,10 @@ class FaceCache:
         self._db.execute("COMMIT")
         for entry_id in ids:
             i = self._row.pop(entry_id)
+            gone = self._entries[i].identity
+            self._identities[gone] -= 1
+            if self._identities[gone] <= 0:
+                del self._identities[gone]
             last = len(self._entries) - 1
             if i != last:
                 moved = self._entries[last]

@@ -4,7 +4,17 @@ Per track: embed the first view and look it up in the cache (a known face is nam
 resolver call). An unknown track collects its first frames, keeps the best view (size, detector
 score, sharpness), embeds that one if it is not the first, tries the cache again, and only then sends
 one request. A second unknown track whose embedding matches a pending request joins it instead of
-sending another. Known tracks are re-embedded only for a clearly better view, never per frame.
+sending another.
+
+A name is access control, so a track's name is never taken on trust from the track alone:
+- a named or pending track is embedded again every `identity.reverify_frames` frames and whenever its
+  box jumps; an embedding that does not verify against the track's person (or pending face) splits the
+  track, and the new part is recognised from scratch (a face replaced in place by another person's);
+- each verified embedding is fresh evidence, min(similarity, the matched view's trust), which the
+  events carry (`FaceEvent.evidence`) so the door acts on independent, recent embeddings;
+- a track that joined another track's pending query is named by the answer only if its own embedding
+  verifies against the named person; otherwise it asks on its own;
+- a view is learnt into the cache only at `identity.learn_threshold` (FaceCache.add_view).
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import numpy as np
 import structlog
 
 from facewatchd.events import FaceEvent, TrackEnded
+from facewatchd.identity import IdentityConfig, box_jumped
 from facewatchd.messages import FaceQuery, new_face_id
 from facewatchd.pipeline.cache import CacheHit, FaceCache
 from facewatchd.pipeline.camera import Frame
@@ -30,8 +41,7 @@ from facewatchd.vision.embedder import SFaceEmbedder
 
 log = structlog.get_logger("facewatchd.recognizer")
 
-MAX_EMBEDS_PER_TRACK = 3
-BETTER_VIEW_RATIO = 1.5  # re-embed a known track only for a view this much better than the last one
+EVIDENCE_KEPT = 16  # latest verified embeddings per track that the events carry
 ENDED_TRACKS_KEPT = 4096  # ended tracks remembered for co-visibility (who was in frame with whom)
 
 
@@ -55,6 +65,9 @@ class RecognizerStats:
     embeds: int = 0
     cache_hits: int = 0
     joined_pending: int = 0
+    joined_unverified: int = 0  # joined tracks the answer did not name: their own face did not verify
+    splits: int = 0  # tracks split because a new embedding did not verify against their person
+    reverifications: int = 0
     resolver_calls: int = 0
     labels_applied: int = 0
     unknown_labels: int = 0
@@ -73,8 +86,10 @@ def sharpness(aligned: np.ndarray) -> float:
 
 class Recognizer:
     def __init__(self, thing: str, embedder: SFaceEmbedder, cache: FaceCache, uplink: Uplink,
-                 config: UplinkConfig, executor: Executor, fire: "HookFirer") -> None:
+                 config: UplinkConfig, executor: Executor, fire: "HookFirer",
+                 identity: IdentityConfig | None = None) -> None:
         self.thing = thing
+        self.identity = identity or cache.identity
         self.embedder = embedder
         self.cache = cache
         self.uplink = uplink
@@ -103,11 +118,12 @@ class Recognizer:
         return await asyncio.get_running_loop().run_in_executor(self.executor, self._view_sync, frame.image, face,
                                                                 frame.ts)
 
-    async def _embed(self, track: Track, view: View) -> np.ndarray:
+    async def _embed(self, track: Track, view: View, frame_index: int) -> np.ndarray:
         if view.embedding is None:
             view.embedding = await asyncio.get_running_loop().run_in_executor(self.executor, self._embed_sync, view)
             track.embeds += 1
             self.stats.embeds += 1
+        track.embedding, track.embedded_frame = view.embedding, frame_index
         return view.embedding
 
     # -- the frame loop -------------------------------------------------------------------------
@@ -128,56 +144,95 @@ class Recognizer:
         for track in update.ended:
             await self.end(track)
 
-    async def _first_look(self, frame: Frame, track: Track) -> None:
-        view = await self._view(frame, track.face)
+    async def _first_look(self, frame: Frame, track: Track, view: View | None = None) -> None:
+        view = view or await self._view(frame, track.face)
         track.best, track.best_quality = view, view.quality
-        emb = await self._embed(track, view)
+        emb = await self._embed(track, view, frame.index)
         track.embedded_quality = view.quality
-        if not self._use_cache(track, self._match(track, emb), view):
+        if not self._use_cache(track, self._match(track, emb), emb, frame.ts):
             track.state = "collecting"
             if track.hits >= self.config.best_of_frames:
                 await self._send(track)
 
     async def _follow(self, frame: Frame, track: Track) -> None:
+        previous, track.previous_box = track.previous_box, track.face.box
         if track.state == "collecting":
             view = await self._view(frame, track.face)
             if view.quality > track.best_quality:
                 track.best, track.best_quality = view, view.quality
             if track.hits >= self.config.best_of_frames:
                 await self._send(track)
-        elif track.state == "known":
+            return
+        if track.state == "known":
             track.agreed_frames += 1
-            if track.agreed_frames & (track.agreed_frames - 1) == 0:  # 1, 2, 4, 8…: more frames agree
-                self.fire("face_recognised", event=self._event(track))
-            proxy = track.face.score * size_score(track.face)
-            if track.embeds < MAX_EMBEDS_PER_TRACK and proxy > BETTER_VIEW_RATIO * track.embedded_quality:
-                await self._better_view(frame, track)
         elif track.state == "pending":
             track.agreed_frames += 1
+        else:
+            return
+        due = frame.index - track.embedded_frame >= self.identity.reverify_frames
+        if due or (previous is not None and box_jumped(previous, track.face.box, self.identity.reverify_jump)):
+            await self._reverify(frame, track)
 
-    async def _better_view(self, frame: Frame, track: Track) -> None:
+    async def _reverify(self, frame: Frame, track: Track) -> None:
+        """Embed the track again and check it is still who it was named (or is pending) as; a face that
+        does not verify splits the track, and a face that does is fresh evidence."""
         view = await self._view(frame, track.face)
-        track.embedded_quality = max(track.embedded_quality, view.quality)
-        emb = await self._embed(track, view)
-        if track.person_id:
+        emb = await self._embed(track, view, frame.index)
+        self.stats.reverifications += 1
+        if track.state == "pending":
+            reference = f"pending:{track.face_id}"
+        elif track.person_id:
+            reference = track.person_id
+        else:
+            return  # seen, but nobody (a forgotten person): nothing to verify against
+        similarity, evidence = self.cache.similarity(reference, emb)
+        if similarity < -0.5:
+            return  # no views left (forgotten, evicted, or answered meanwhile): nothing to compare
+        if similarity < self.identity.verify_threshold:
+            await self._split(frame, track, view, similarity)
+            return
+        if track.state == "known" and track.person_id:
+            self._add_evidence(track, frame.ts, evidence)
             if self.cache.add_view(track.person_id, track.name, emb):
                 log.debug("cache_view_added", camera=track.camera, track_id=track.id, person_id=track.person_id)
+            self.fire("face_recognised" if track.name else "unknown_face", event=self._event(track, "verified"))
 
-    def _use_cache(self, track: Track, hit: CacheHit | None, view: View) -> bool:
+    async def _split(self, frame: Frame, track: Track, view: View, similarity: float) -> None:
+        ended = track.split(frame.index, frame.ts)
+        self.stats.splits += 1
+        log.warning("track_split", camera=track.camera, track_id=ended.id, new_track_id=track.id,
+                    person_id=ended.person_id, similarity=round(similarity, 3),
+                    reason="face does not verify against the track's person")
+        await self.end(ended)
+        self.stats.tracks += 1
+        self._live[track.id] = track
+        self.fire("face_detected", event=self._event(track))
+        await self._first_look(frame, track, view)  # the view that failed is the new track's first
+
+    def _add_evidence(self, track: Track, ts: float, evidence: float) -> None:
+        track.evidence.append((ts, evidence))
+        del track.evidence[:-EVIDENCE_KEPT]
+        track.similarity = evidence
+
+    def _use_cache(self, track: Track, hit: CacheHit | None, emb: np.ndarray, ts: float) -> bool:
         """Name the track from the cache, or attach it to a pending request. False on a miss."""
         if hit is None:
             return False
         self.cache.touch(hit.entry)
         if hit.entry.pending:
             track.state, track.face_id, track.similarity = "pending", hit.entry.face_id, hit.similarity
+            track.joined = True
             self.stats.joined_pending += 1
             log.info("face_pending_joined", camera=track.camera, track_id=track.id, face_id=track.face_id,
                      person_id=None)
             return True
+        assert hit.entry.person_id is not None
         self.stats.cache_hits += 1
-        self._name(track, hit.entry.person_id, hit.entry.name, hit.similarity, "cache")
-        if view.embedding is not None and hit.similarity < self.cache.config.new_view_below:
-            self.cache.add_view(hit.entry.person_id, hit.entry.name, view.embedding)  # type: ignore[arg-type]
+        _, evidence = self.cache.similarity(hit.entry.person_id, emb)
+        track.origin = hit.entry.origin or hit.entry.face_id
+        self._add_evidence(track, ts, evidence)
+        self._name(track, hit.entry.person_id, hit.entry.name, evidence, "cache")
+        self.cache.add_view(hit.entry.person_id, hit.entry.name, emb)  # learnt only if it verifies strongly
         return True
 
     def _others(self, track: Track) -> tuple[set[str], set[str]]:
@@ -203,11 +258,12 @@ class Recognizer:
         view = track.best
         assert isinstance(view, View)
         if view.embedding is None:  # the best view is not the first: embed it
-            await self._embed(track, view)
+            await self._embed(track, view, track.last_frame)
             track.embedded_quality = view.quality
         assert view.embedding is not None
+        track.embedding = view.embedding
         # Look again: while this track collected frames another track of the same person may have asked.
-        if self._use_cache(track, self._match(track, view.embedding), view):
+        if self._use_cache(track, self._match(track, view.embedding), view.embedding, view.ts):
             return
         face_id = new_face_id()
         self.cache.add_pending(face_id, view.embedding)
@@ -217,7 +273,7 @@ class Recognizer:
         for dropped in self.uplink.submit(query) + self.uplink.take_rejected():
             self.cache.drop_face(dropped)  # never answered now: let the next sighting ask again
             self._pending_tracks.pop(dropped, None)
-        track.state, track.face_id = "pending", face_id
+        track.state, track.face_id, track.joined = "pending", face_id, False
         self.stats.resolver_calls += 1
         log.info("face_query_sent", camera=track.camera, track_id=track.id, face_id=face_id, person_id=None,
                  quality=round(view.quality, 3))
@@ -250,9 +306,10 @@ class Recognizer:
         self.fire("face_recognised" if name else "unknown_face", event=event)
 
     def apply_label(self, face_id: str, person_id: str, name: str | None, similarity: float) -> bool:
-        """The resolver's answer for a face id; returns False for a face id this device never sent."""
+        """The resolver's answer for a face id (or an operator's move of that face to another person);
+        returns False for a face id this device never sent."""
         was_pending = any(e.pending for e in self.cache.entries() if e.face_id == face_id)
-        entries = self.cache.resolve(face_id, person_id, name)
+        entries = self.cache.resolve(face_id, person_id, name, similarity)
         acked = self.uplink.acknowledge(face_id)
         # only tracks still waiting: the same answer can arrive twice (a resend, a repeated delta)
         tracks = [t for t in self._live.values() if t.face_id == face_id and t.state == "pending"]
@@ -261,17 +318,73 @@ class Recognizer:
                 self.stats.unknown_labels += 1
                 log.warning("label_for_unknown_face", face_id=face_id, person_id=person_id)
                 return False
-            return True  # a repeat of an answer already applied
+            self._moved(face_id, person_id, name)
+            return True  # a repeat of an answer already applied, or a face moved to another person
         self.stats.labels_applied += 1
         self.stats.names[person_id] = name
         for t in tracks:
-            self._name(t, person_id, name, similarity, "resolver")
+            if not t.joined:  # the track that asked: the resolver compared its own view
+                t.origin = face_id
+                self._add_evidence(t, t.last_ts, similarity)
+                self._name(t, person_id, name, similarity, "resolver")
+            elif (evidence := self._verify_joined(t, person_id)) is not None:
+                t.origin = face_id
+                self._add_evidence(t, t.last_ts, evidence)
+                self._name(t, person_id, name, evidence, "resolver")
+            else:  # its own face does not verify: it asks for itself at its next frame
+                t.state, t.face_id, t.joined, t.similarity = "collecting", None, False, 0.0
+                self.stats.joined_unverified += 1
+                log.warning("joined_track_not_verified", camera=t.camera, track_id=t.id, face_id=face_id,
+                            person_id=person_id)
         # tracks that already ended while the request was pending
-        self.stats.person_tracks[person_id] += self._pending_tracks.pop(face_id, 0)
+        waiting = self._pending_tracks.pop(face_id, 0)
         for t in self._ended.values():
-            if t.face_id == face_id:
+            if t.face_id == face_id and t.person_id is None:
+                if t.joined and self._verify_joined(t, person_id) is None:
+                    waiting -= 1
+                    continue
                 t.person_id, t.name = person_id, name
+        self.stats.person_tracks[person_id] += max(0, waiting)
         return True
+
+    def _verify_joined(self, track: Track, person_id: str) -> float | None:
+        """The evidence of a track's own embedding for `person_id`, if the cache names it so; else None."""
+        if track.embedding is None:
+            return None
+        hit = self._match(track, track.embedding)
+        if hit is None or hit.entry.person_id != person_id:
+            return None
+        return self.cache.similarity(person_id, track.embedding)[1]
+
+    def _moved(self, face_id: str, person_id: str, name: str | None) -> None:
+        """An operator moved a face to another person: live tracks named from it follow."""
+        for t in self._live.values():
+            if t.origin == face_id and t.person_id != person_id:
+                t.person_id, t.name = person_id, name
+
+    def reject_face(self, face_id: str) -> int:
+        """"Not this person": the face's views leave the cache, and live tracks named from them are
+        recognised again from scratch."""
+        dropped = self.cache.reject(face_id)
+        for t in self._live.values():
+            if t.origin == face_id and t.state == "known":
+                t.state, t.person_id, t.name, t.similarity, t.origin = "collecting", None, None, 0.0, None
+                t.evidence.clear()
+        log.info("face_rejected", face_id=face_id, cached_views=dropped)
+        return dropped
+
+    def merge_person(self, gone: str, keep: str, name: str | None) -> None:
+        """Person `gone` was `keep`: cached views and live tracks follow."""
+        moved = self.cache.merge(gone, keep, name)
+        self.stats.names.pop(gone, None)
+        if moved or gone in self.stats.person_tracks:
+            self.stats.names[keep] = name
+        self.stats.person_tracks[keep] += self.stats.person_tracks.pop(gone, 0)
+        for t in list(self._live.values()) + list(self._ended.values()):
+            if t.person_id == gone:
+                t.person_id, t.name = keep, name
+        self.fire("person_labelled", person_id=keep, name=name, previous=name)
+        log.info("persons_merged", gone=gone, keep=keep, cached_views=moved)
 
     def apply_person(self, person_id: str, name: str | None, forget: bool) -> None:
         previous = self.stats.names.get(person_id)
@@ -295,6 +408,7 @@ class Recognizer:
         view = track.best if isinstance(track.best, View) else None
         return FaceEvent(camera=track.camera, track_id=track.id, ts=track.last_ts, person_id=track.person_id,
                          name=track.name, similarity=track.similarity, agreed_frames=track.agreed_frames,
+                         evidence=tuple(track.evidence),
                          face_id=track.face_id, box=track.face.box, score=track.face.score,
                          crop_jpeg=None if view is None else self._jpeg(view), source=source)
 

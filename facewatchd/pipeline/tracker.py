@@ -6,6 +6,7 @@ Recognition state lives on the Track too, so the recognizer never has to look tr
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 
@@ -50,6 +51,26 @@ class Track:
     embedded_quality: float = 0.0
     best: object | None = field(default=None, repr=False)  # the recognizer's best candidate view
     seen_with: set[str] = field(default_factory=set, repr=False)  # tracks in the same frame: other people
+    embedding: np.ndarray | None = field(default=None, repr=False)  # the track's latest own embedding
+    embedded_frame: int = -1  # the frame of that embedding
+    previous_box: tuple[float, float, float, float] | None = None  # the box one frame ago
+    evidence: list[tuple[float, float]] = field(default_factory=list, repr=False)  # (ts, proven similarity)
+    joined: bool = False  # pending on another track's query, not its own
+    origin: str | None = None  # the face id of the cache view or resolver answer that named it
+    splits: int = 0
+    root_id: str = ""  # the id the tracker gave; split parts are <root_id>.s<n>
+
+    def split(self, frame_index: int, ts: float) -> "Track":
+        """End this track's identity here (its face no longer verifies): returns the part that ends, and
+        this track, the one the tracker keeps following, starts again as a new track with no identity."""
+        ended = dataclasses.replace(self, seen_with=set(self.seen_with), evidence=list(self.evidence))
+        self.splits += 1
+        root = self.root_id or self.id
+        fresh = Track(f"{root}.s{self.splits}", self.camera, self.face, frame_index, frame_index, ts, ts,
+                      splits=self.splits, root_id=root)
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(fresh, f.name))
+        return ended
 
 
 def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:

@@ -23,16 +23,18 @@ import json
 import random
 import time
 import urllib.parse
+import uuid
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, AsyncIterator, Literal
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from facewatchd.identity import IdentityConfig
 from facewatchd.messages import FaceQuery, Resolution
 from facewatchd.resolver.core import Resolver
-from facewatchd.resolver.ports import Match, NoFaceError, Person
+from facewatchd.resolver.ports import FaceRecord, Match, NoFaceError, Person
 
 # The SDK (0.6 s to import) is imported when the adapters open, so config.py can import this module
 # for AwsResolverConfig quickly, and without the aws extra installed at all.
@@ -69,7 +71,13 @@ class AwsResolverConfig(BaseModel):
     bucket: str = Field(min_length=3, max_length=63)
     table: str = Field(min_length=3, max_length=255)
     collection_id: str = Field(pattern=r"^[a-zA-Z0-9_.\-]{1,255}$")
-    face_match_threshold: float = Field(80.0, ge=0, le=100, description="Rekognition similarity, 0-100")
+    face_match_threshold: float = Field(80.0, ge=0, le=100, description="Rekognition similarity (0-100) that "
+                                        "names a face as a known person")
+    uncertain_above: float = Field(60.0, ge=0, le=100, description="Rekognition similarity from which a face "
+                                   "below face_match_threshold becomes a new person marked \"possibly X\"")
+    learn_threshold: float = Field(95.0, ge=0, le=100, description="Rekognition similarity from which a named "
+                                   "face is indexed as another template of its person")
+    templates_per_person: int = Field(5, ge=1, le=100, description="faces kept per person in the collection")
     quality_filter: Literal["NONE", "AUTO", "LOW", "MEDIUM", "HIGH"] = "AUTO"
     max_faces: int = Field(1, ge=1, le=4096, description="matches asked of SearchFacesByImage")
     retention_days: int = Field(30, ge=1, le=3650)
@@ -109,6 +117,11 @@ class S3CropStore:
                                   Metadata={"thing": query.thing, "camera": query.camera, "face-id": query.face_id})
         return key
 
+    async def get(self, key: str) -> bytes:
+        resp = await self._s3.get_object(Bucket=self._bucket, Key=key)
+        async with resp["Body"] as body:
+            return bytes(await body.read())
+
     async def delete(self, keys: list[str]) -> None:
         for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
             chunk = keys[i:i + 1000]
@@ -121,8 +134,10 @@ class S3CropStore:
 class RekognitionCollection:
     """The face collection. ExternalImageId carries the person id, so a match names the person."""
 
-    def __init__(self, rekognition: Any, config: AwsResolverConfig) -> None:
+    def __init__(self, rekognition: Any, config: AwsResolverConfig,
+                 read_crop: Callable[[str], Awaitable[bytes]] | None = None) -> None:
         self._rek = rekognition
+        self._read_crop = read_crop  # for a moved face: Rekognition cannot relabel, so it is indexed again
         self._id = config.collection_id
         self._quality = config.quality_filter
         self._max_faces = config.max_faces
@@ -176,6 +191,24 @@ class RekognitionCollection:
             return None
         best = max(allowed, key=lambda m: m["Similarity"])
         return Match(best["Face"]["ExternalImageId"], float(best["Similarity"]) / 100, best["Face"]["FaceId"])
+
+    async def delete_faces(self, face_refs: list[str]) -> None:
+        for i in range(0, len(face_refs), 4096):
+            await self._rek.delete_faces(CollectionId=self._id, FaceIds=face_refs[i:i + 4096])
+
+    async def reassign(self, face_ref: str, person_id: str, crop_key: str) -> str:
+        """ExternalImageId cannot be changed: index the stored crop again under the new person, then drop
+        the old face (in that order: a failure in between leaves a duplicate, never a lost face)."""
+        if self._read_crop is None:
+            raise RuntimeError("moving a face needs the crop store")
+        jpeg = await self._read_crop(crop_key)
+        ref = await self.index(FaceQuery(str(uuid.uuid4()), "", "move", "move", jpeg), person_id)
+        await self.delete_faces([face_ref])
+        return ref
+
+    async def count_persons(self) -> int:
+        """Not needed here: on Rekognition's scale the naming threshold is fixed (see aws_identity)."""
+        return 0
 
     async def index(self, query: FaceQuery, person_id: str) -> str:
         try:
@@ -266,9 +299,11 @@ class DynamoNameDirectory:
                 "TableName": self._table, "Key": self._item({"pk": _person_pk(r.person_id), "sk": PROFILE}),
                 "UpdateExpression": "SET person_id = :p, first_seen = if_not_exists(first_seen, :now), "
                                     "last_seen = :now, labelled = if_not_exists(labelled, :f), expires_at = :exp"
+                                    + (", possibly = if_not_exists(possibly, :maybe)" if r.possibly else "")
                                     + (" ADD things :things" if thing else ""),
                 "ExpressionAttributeValues": self._item({":p": r.person_id, ":now": now, ":f": False, ":exp": expires,
-                                                         ":things": {thing} if thing else None}),
+                                                         ":things": {thing} if thing else None,
+                                                         ":maybe": r.possibly}),
             }},
         ]
         for attempt in range(self._max_conflicts):
@@ -306,7 +341,8 @@ class DynamoNameDirectory:
         faces = sorted((i for i in items if i["sk"].startswith("FACE#")), key=lambda i: float(i.get("ts", 0)))
         things = sorted(profile.get("things", set()))
         return Person(profile["person_id"], profile.get("name"), [f["face_id"] for f in faces], things,
-                      float(profile.get("first_seen", 0)), float(profile.get("last_seen", 0)))
+                      float(profile.get("first_seen", 0)), float(profile.get("last_seen", 0)),
+                      sum(1 for f in faces if f.get("face_ref")), profile.get("possibly"))
 
     async def get(self, person_id: str) -> Person | None:
         return self._person(await self._partition(person_id))
@@ -353,6 +389,54 @@ class DynamoNameDirectory:
         # The profile goes last: if anything above fails, get() still finds the person and forget can be rerun.
         await self._delete([{"pk": _person_pk(person_id), "sk": PROFILE}])
         return [f["crop_key"] for f in faces if f.get("crop_key")]
+
+    async def face(self, face_id: str) -> FaceRecord | None:
+        resp = await self._ddb.get_item(TableName=self._table, Key=self._item({"pk": _face_pk(face_id), "sk": "FACE"}),
+                                        ConsistentRead=True)
+        if "Item" not in resp:
+            return None
+        person_id = self._plain(resp["Item"])["person_id"]
+        item = await self._ddb.get_item(TableName=self._table, ConsistentRead=True,
+                                        Key=self._item({"pk": _person_pk(person_id), "sk": f"FACE#{face_id}"}))
+        face = self._plain(item.get("Item", {}))
+        return FaceRecord(face_id, person_id, face.get("thing", ""), face.get("crop_key", ""), face.get("face_ref"))
+
+    async def move_face(self, face_id: str, person_id: str, face_ref: str | None) -> None:
+        """One transaction: the face leaves its person's partition, joins the new one (which must exist),
+        and its marker points there; the new person now holds the face's device too."""
+        old = await self.face(face_id)
+        if old is None:
+            raise KeyError(face_id)
+        item = await self._ddb.get_item(TableName=self._table, ConsistentRead=True,
+                                        Key=self._item({"pk": _person_pk(old.person_id), "sk": f"FACE#{face_id}"}))
+        face = {**self._plain(item.get("Item", {})), "pk": _person_pk(person_id), "sk": f"FACE#{face_id}",
+                "face_ref": face_ref, "face_id": face_id}
+        items: list[dict[str, Any]] = [
+            {"Delete": {"TableName": self._table,
+                        "Key": self._item({"pk": _person_pk(old.person_id), "sk": f"FACE#{face_id}"})}},
+            {"Put": {"TableName": self._table, "Item": self._item(face)}},
+            {"Update": {"TableName": self._table, "Key": self._item({"pk": _face_pk(face_id), "sk": "FACE"}),
+                        "UpdateExpression": "SET person_id = :p, new_person = :f",
+                        "ExpressionAttributeValues": self._item({":p": person_id, ":f": False})}},
+            {"Update": {"TableName": self._table, "Key": self._item({"pk": _person_pk(person_id), "sk": PROFILE}),
+                        "ConditionExpression": "attribute_exists(pk)",
+                        "UpdateExpression": "SET last_seen = :now" + (" ADD things :things" if old.thing else ""),
+                        "ExpressionAttributeValues": self._item({":now": time.time(),
+                                                                 ":things": {old.thing} if old.thing else None})}},
+        ]
+        try:
+            await self._ddb.transact_write_items(TransactItems=items)
+        except ClientError as e:
+            reasons = [c.get("Code") for c in e.response.get("CancellationReasons", [])]
+            if _code(e) == "TransactionCanceledException" and "ConditionalCheckFailed" in reasons:
+                raise KeyError(person_id) from None
+            raise
+
+    async def remove_face(self, face_id: str) -> None:
+        old = await self.face(face_id)
+        if old is not None:
+            await self._delete([{"pk": _face_pk(face_id), "sk": "FACE"},
+                                {"pk": _person_pk(old.person_id), "sk": f"FACE#{face_id}"}])
 
     async def _delete(self, keys: list[dict[str, str]]) -> None:
         for i in range(0, len(keys), 25):  # BatchWriteItem takes at most 25 requests
@@ -419,8 +503,16 @@ class AwsAdapters:
     shadow: IotShadow
 
     def resolver(self, config: AwsResolverConfig) -> Resolver:
-        # Match similarities are Rekognition's 0-100 / 100, so the threshold is too.
-        return Resolver(self.crops, self.collection, self.names, self.shadow, config.face_match_threshold / 100)
+        return Resolver(self.crops, self.collection, self.names, self.shadow, aws_identity(config),
+                        config.templates_per_person)
+
+
+def aws_identity(config: AwsResolverConfig) -> IdentityConfig:
+    """The identity rule on Rekognition's scale (its 0-100 similarity / 100). Rekognition's scores are not
+    SFace's, so the SFace-calibrated rise with the number of persons does not apply: the threshold is fixed."""
+    return IdentityConfig(name_threshold=config.face_match_threshold / 100,
+                          new_below=min(config.uncertain_above, config.face_match_threshold) / 100,
+                          learn_threshold=max(config.learn_threshold, config.face_match_threshold) / 100, fpir=None)
 
 
 def _aioboto3() -> Any:
@@ -449,5 +541,6 @@ async def open_aws_adapters(config: AwsResolverConfig, session: aioboto3.Session
     async with AsyncExitStack() as stack:
         s3, rek, ddb, iot = [await stack.enter_async_context(session.client(name, config=cfg))
                              for name in ("s3", "rekognition", "dynamodb", "iot-data")]
-        yield AwsAdapters(S3CropStore(s3, config), RekognitionCollection(rek, config),
-                          DynamoNameDirectory(ddb, config), IotShadow(iot))
+        crops = S3CropStore(s3, config)
+        yield AwsAdapters(crops, RekognitionCollection(rek, config, crops.get), DynamoNameDirectory(ddb, config),
+                          IotShadow(iot))

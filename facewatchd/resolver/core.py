@@ -1,7 +1,12 @@
 """The resolver core: the seed design's flow with no I/O of its own.
 
-store the crop → search the collection → index as a new person if nothing matches → look up the
+store the crop → search the collection → decide who it is (`facewatchd.identity`) → index it as a new
+person if nobody, or as another template of the person when it verifies strongly enough → look up the
 name → answer through the shadow. Idempotent by face id, so a redelivered message changes nothing.
+
+A face in the uncertain band (near someone, not near enough to be named) is not merged into that
+person: it becomes a new person marked "possibly X", for review. The operator's corrections (merge,
+move a face, reject a face) change the collection, the records and every device's cache.
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ from dataclasses import dataclass
 
 import structlog
 
-from facewatchd.messages import FaceQuery, Resolution, face_label_patch, person_label_patch
-from facewatchd.resolver.ports import CropStore, FaceCollection, NameDirectory, Person, ShadowPort
+from facewatchd.identity import Decision, IdentityConfig, decide
+from facewatchd.messages import (FaceQuery, Resolution, face_label_patch, face_reject_patch, person_label_patch,
+                                 person_merge_patch)
+from facewatchd.resolver.ports import CropStore, FaceCollection, FaceRecord, NameDirectory, Person, ShadowPort
 
 log = structlog.get_logger("facewatchd.resolver")
 
@@ -27,17 +34,29 @@ class ResolverStats:
     duplicates: int = 0
     searches: int = 0
     indexed: int = 0
+    templates: int = 0  # faces indexed as another template of a person already known
+    uncertain: int = 0  # new persons made from the uncertain band
 
 
 class Resolver:
     def __init__(self, crops: CropStore, collection: FaceCollection, names: NameDirectory, shadow: ShadowPort,
-                 match_threshold: float) -> None:
+                 identity: IdentityConfig, templates_per_person: int = 5) -> None:
         self.crops = crops
         self.collection = collection
         self.names = names
         self.shadow = shadow
-        self.match_threshold = match_threshold
+        self.identity = identity
+        self.templates_per_person = templates_per_person
         self.stats = ResolverStats()
+
+    async def identify(self, query: FaceQuery) -> Decision:
+        """Who the face is, by the same rule the product acts on; changes nothing."""
+        exclude = await self._other_persons(query)
+        persons = await self.collection.count_persons() if self.identity.fpir is not None else 0
+        self.stats.searches += 1
+        match = (await self.collection.search(query, self.identity.new_below, exclude) if exclude
+                 else await self.collection.search(query, self.identity.new_below))
+        return decide(None if match is None else (match.person_id, match.similarity), persons, self.identity)
 
     async def resolve(self, query: FaceQuery) -> Resolution:
         self.stats.requests += 1
@@ -48,29 +67,38 @@ class Resolver:
             await self.shadow.update_desired(query.thing, face_label_patch(done))
             return done
         crop_key = await self.crops.put(query)
-        self.stats.searches += 1
-        exclude = await self._other_persons(query)
-        match = (await self.collection.search(query, self.match_threshold, exclude) if exclude
-                 else await self.collection.search(query, self.match_threshold))
-        face_ref: str | None
-        if match is None:
+        decision = await self.identify(query)
+        face_ref: str | None = None
+        if decision.named:
+            assert decision.person_id is not None
+            person = await self.names.get(decision.person_id)
+            resolution = Resolution(query.face_id, decision.person_id, person.name if person else None,
+                                    decision.similarity, new_person=person is None)
+            if person is not None and self._learns(decision, person):
+                face_ref = await self.collection.index(query, decision.person_id)
+                self.stats.templates += 1
+        else:
             person_id = new_person_id()
             face_ref = await self.collection.index(query, person_id)
             self.stats.indexed += 1
-            resolution = Resolution(query.face_id, person_id, None, 1.0, new_person=True)
-        else:
-            person = await self.names.get(match.person_id)
-            face_ref = None
-            resolution = Resolution(query.face_id, match.person_id, person.name if person else None,
-                                    match.similarity, new_person=person is None)
+            self.stats.uncertain += decision.kind == "uncertain"
+            resolution = Resolution(query.face_id, person_id, None, 1.0, new_person=True,
+                                    possibly=decision.person_id if decision.kind == "uncertain" else None)
         await self.names.record(resolution, query.thing, crop_key, face_ref)
         # A concurrent duplicate may have recorded first (the write is conditional): answer what was kept.
         resolution = await self.names.handled(query.face_id) or resolution
         await self.shadow.update_desired(query.thing, face_label_patch(resolution))
         log.info("face_resolved", face_id=query.face_id, thing=query.thing, camera=query.camera,
                  track_id=query.track, person_id=resolution.person_id, name=resolution.name,
-                 similarity=round(resolution.similarity, 3), new_person=resolution.new_person)
+                 similarity=round(resolution.similarity, 3), new_person=resolution.new_person,
+                 decision=decision.kind, possibly=resolution.possibly, template=face_ref is not None and decision.named)
         return resolution
+
+    def _learns(self, decision: Decision, person: Person) -> bool:
+        """A named face becomes another template of its person only when it verifies at the learning
+        threshold (one false match must never become a view that matches strangers) and the person has
+        room for it."""
+        return decision.similarity >= self.identity.learn_threshold and person.templates < self.templates_per_person
 
     async def _other_persons(self, query: FaceQuery) -> frozenset[str]:
         """Persons this face cannot be: those of faces seen in the same frame."""
@@ -81,6 +109,7 @@ class Resolver:
                 persons.add(done.person_id)
         return frozenset(persons)
 
+    # -- operator actions -----------------------------------------------------------------------
     async def label(self, person_id: str, name: str) -> Person:
         """Name a person and push the name to every device that holds them."""
         person = await self.names.set_name(person_id, name)
@@ -99,6 +128,71 @@ class Resolver:
         for thing in person.things:
             await self.shadow.update_desired(thing, person_label_patch(person_id, None, forget=True))
         return person
+
+    async def move(self, face_id: str, person_id: str) -> Person:
+        """One face was the wrong person: it (its template, record and every device's views learnt from it)
+        becomes `person_id`'s. Raises KeyError for an unknown face or person."""
+        face = await self._face(face_id)
+        target = await self.names.get(person_id)
+        if target is None:
+            raise KeyError(person_id)
+        if face.person_id == person_id:
+            return target
+        previous = await self.names.get(face.person_id)
+        await self._move_face(face, person_id)
+        target = await self.names.get(person_id)
+        assert target is not None
+        label = Resolution(face_id, person_id, target.name, 1.0, new_person=False)
+        for thing in sorted(set(target.things) | set(previous.things if previous else [])):
+            await self.shadow.update_desired(thing, face_label_patch(label))
+        log.info("face_moved", face_id=face_id, from_person=face.person_id, to_person=person_id)
+        return target
+
+    async def reject(self, face_id: str) -> Person:
+        """"Not this person": the face leaves its person everywhere (template, record, crop, and every
+        device's views learnt from it). Returns the person it was taken from."""
+        face = await self._face(face_id)
+        person = await self.names.get(face.person_id)
+        if face.face_ref:
+            await self.collection.delete_faces([face.face_ref])
+        await self.names.remove_face(face_id)
+        await self.crops.delete([face.crop_key] if face.crop_key else [])
+        things = sorted(set(person.things if person else []) | {face.thing} - {""})
+        for thing in things:
+            await self.shadow.update_desired(thing, face_reject_patch(face_id))
+        log.info("face_rejected", face_id=face_id, person_id=face.person_id)
+        return person or Person(face.person_id, None)
+
+    async def merge(self, keep: str, gone: str) -> Person:
+        """`gone` was `keep` all along: every face, template and device view of `gone` becomes `keep`'s."""
+        if keep == gone:
+            raise ValueError("a person cannot be merged into itself")
+        target, source = await self.names.get(keep), await self.names.get(gone)
+        if target is None or source is None:
+            raise KeyError(keep if target is None else gone)
+        for face_id in source.faces:
+            face = await self.names.face(face_id)
+            if face is not None:
+                await self._move_face(face, keep)
+        await self.names.forget(gone)  # only the profile is left by now
+        merged = await self.names.get(keep)
+        assert merged is not None
+        for thing in sorted(set(source.things) | set(merged.things)):
+            await self.shadow.update_desired(thing, person_merge_patch(gone, keep, merged.name))
+        log.info("persons_merged", keep=keep, gone=gone, faces=len(source.faces))
+        return merged
+
+    async def _face(self, face_id: str) -> FaceRecord:
+        face = await self.names.face(face_id)
+        if face is None:
+            raise KeyError(face_id)
+        return face
+
+    async def _move_face(self, face: FaceRecord, person_id: str) -> None:
+        face_ref = face.face_ref
+        if face_ref:
+            face_ref = await self.collection.reassign(face_ref, person_id, face.crop_key)
+        await self.names.move_face(face.face_id, person_id, face_ref)
 
     async def enroll(self, name: str, queries: list[FaceQuery], thing: str = "") -> Person:
         """Pre-register a known person from photos: all faces go under one new person id."""

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facewatchd.identity import IdentityConfig
 from facewatchd.link.local import HubShadowPort, LocalLink, ShadowHub
 from facewatchd.resolver.core import Resolver
 from facewatchd.resolver.local import LocalResolverConfig, LocalResolverStores
@@ -18,7 +19,7 @@ from facewatchd.vision.embedder import EmbedderConfig
 
 class EmbeddedResolver:
     def __init__(self, state_dir: Path, config: LocalResolverConfig, detector: DetectorConfig | None = None,
-                 embedder: EmbedderConfig | None = None) -> None:
+                 embedder: EmbedderConfig | None = None, identity: IdentityConfig | None = None) -> None:
         self._detector_config = detector
         self._embedder_config = embedder
         self._analyzer: FaceAnalyzer | None = None  # loaded only when a request carries no embedding
@@ -26,7 +27,7 @@ class EmbeddedResolver:
         self.shadow_store = ShadowStore(state_dir / "shadow.db")
         self.hub = ShadowHub(self.shadow_store)
         self.resolver = Resolver(self.stores.crops, self.stores.collection, self.stores.names, HubShadowPort(self.hub),
-                                 config.match_threshold)
+                                 identity or IdentityConfig(), config.templates_per_person)
 
     @property
     def analyzer(self) -> FaceAnalyzer:

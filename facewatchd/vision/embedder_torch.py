@@ -25,7 +25,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from facewatchd.vision.detector import Face
-from facewatchd.vision.embedder import EMBEDDING_DIM, EmbedderConfig
+from facewatchd.vision.embedder import EMBEDDING_DIM, EmbedderConfig, mirrored
 from facewatchd.vision.models import SFACE, ModelError, verified_path
 
 log = structlog.get_logger("facewatchd.embedder")
@@ -228,7 +228,15 @@ class TorchSFaceEmbedder:
         return cv2.warpAffine(frame, matrix, (ALIGNED_SIZE, ALIGNED_SIZE), flags=cv2.INTER_LINEAR)
 
     def embed_batch(self, aligned: Sequence[np.ndarray]) -> np.ndarray:
-        """(N, 128) L2-normalised embeddings, `batch_size` faces per forward pass."""
+        """(N, 128) L2-normalised embeddings, `batch_size` faces per forward pass; with `flip`, each the
+        normalised mean of the face and its mirror image, as the OpenCV backend computes it."""
+        if not self.config.flip:
+            return self._features(aligned)
+        plain, mirror = self._features(aligned), self._features([mirrored(a) for a in aligned])
+        both = plain + mirror
+        return (both / np.maximum(np.linalg.norm(both, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+    def _features(self, aligned: Sequence[np.ndarray]) -> np.ndarray:
         out = np.zeros((len(aligned), EMBEDDING_DIM), np.float32)
         row = 0
         for chunk in _chunks(aligned, self.config.batch_size):

@@ -1,10 +1,12 @@
 """Door access control: unlock for allowlisted people, relock after `unlock_s`, audit every decision.
 
 A face opens the door only when all of these hold: it is named (never a pending or unknown face), the
-name is on `allow`, its similarity is at least `unlock_threshold` (stricter than recognition's), the
-time is inside a `schedule` window (when there is one), at least `min_agreed_frames` frames of the
-track agreed, and the person's `cooldown_s` since their last unlock has passed. Each track gets at
-most one unlock; a denial is written once per track and reason.
+name is on `allow`, the time is inside a `schedule` window (when there is one), at least
+`min_agreeing_embeddings` of the track's own embeddings from the last `evidence_window_s` seconds each
+reached `unlock_threshold` against the person (fresh, independent evidence: frames merely followed by
+the tracker count for nothing, and each embedding counts only as far as the view it matched was itself
+verified; see FaceEvent.evidence), and the person's `cooldown_s` since their last unlock has passed.
+Each track gets at most one unlock; a denial is written once per track and reason.
 
 Safety: the relock timer runs here, in the plugin, not in the lock. A backend that fails or times out
 while unlocking is told to lock again at once; the door is locked at start, when `unlock_s` ends, and
@@ -65,8 +67,10 @@ class DoorConfig(BaseModel):
 
     backend: GpioConfig | HttpConfig | MqttConfig = Field(discriminator="type")
     allow: list[str] = Field(default_factory=list, description="names that may unlock (case-insensitive)")
-    unlock_threshold: float = Field(0.45, gt=0, le=1, description="minimum similarity to unlock")
-    min_agreed_frames: int = Field(3, ge=1, description="frames of the track that must agree first")
+    unlock_threshold: float = Field(0.5, gt=0, le=1, description="similarity each agreeing embedding must reach")
+    min_agreeing_embeddings: int = Field(2, ge=1, le=16, description="the track's own embeddings, each at "
+                                         "unlock_threshold or above, needed within evidence_window_s")
+    evidence_window_s: float = Field(5.0, gt=0, le=600, description="how recent an agreeing embedding must be")
     cooldown_s: float = Field(30.0, ge=0, description="per person, between two unlocks")
     unlock_s: float = Field(5.0, gt=0, le=600, description="how long the door stays unlocked")
     schedule: list[Window] = Field(default_factory=list, description="when unlocking is allowed; empty: always")
@@ -77,7 +81,7 @@ class DoorConfig(BaseModel):
 @dataclass
 class TrackMemory:
     last_reason: str | None = None
-    waiting: FaceEvent | None = None  # named and allowed, but not enough frames agreed yet
+    waiting: FaceEvent | None = None  # named and allowed, but not enough agreeing embeddings yet
     granted: bool = False
 
 
@@ -104,9 +108,9 @@ class Plugin:
         self.config = config = context.plugin_config("door")
         self.audit_path = config.audit_log or context.config.device.state_dir / "door-audit.jsonl"
         await asyncio.to_thread(self.audit_path.parent.mkdir, parents=True, exist_ok=True)
-        if config.unlock_threshold < context.config.cache.match_threshold:
+        if config.unlock_threshold < context.config.identity.name_threshold:
             log.warning("door_threshold_below_recognition", unlock_threshold=config.unlock_threshold,
-                        match_threshold=context.config.cache.match_threshold)
+                        name_threshold=context.config.identity.name_threshold)
         self.backend = create_backend(config.backend, context.config.device.thing)
         try:
             await asyncio.wait_for(self.backend.open(), config.backend.timeout_s)
@@ -147,8 +151,9 @@ class Plugin:
     async def track_ended(self, event: TrackEnded) -> None:
         memory = self._tracks.pop((event.face.camera, event.face.track_id), None)
         if self.config is not None and memory is not None and memory.waiting is not None and not memory.granted:
-            detail = f"{memory.waiting.agreed_frames} of {self.config.min_agreed_frames} frames agreed"
-            record = self._record(memory.waiting, "deny", "too few agreeing frames", detail)
+            agreeing = self._agreeing(self.config, memory.waiting)
+            detail = f"{agreeing} of {self.config.min_agreeing_embeddings} recent embeddings agreed"
+            record = self._record(memory.waiting, "deny", "too few agreeing embeddings", detail)
             self._spawn(self._writes, lambda: self._audit(record))
 
     # -- decisions ------------------------------------------------------------------------------
@@ -181,17 +186,24 @@ class Plugin:
             return "unknown face", "no name for this face"
         if event.name.casefold() not in {n.casefold() for n in config.allow}:
             return "not on allowlist", f"{event.name!r} may not unlock"
-        if event.similarity < config.unlock_threshold:
-            return "below unlock threshold", f"similarity {event.similarity:.3f} < {config.unlock_threshold}"
         if config.schedule and not any(w.contains(datetime.now()) for w in config.schedule):
             return "outside schedule", datetime.now().strftime("%a %H:%M")
-        if event.agreed_frames < config.min_agreed_frames:
+        agreeing = self._agreeing(config, event)
+        if agreeing < config.min_agreeing_embeddings:
             memory.waiting = event
+            if event.similarity < config.unlock_threshold:  # the latest evidence itself is too weak
+                return "below unlock threshold", f"similarity {event.similarity:.3f} < {config.unlock_threshold}"
             return None
         last = self._last_unlock.get(self._person_key(event))
         if last is not None and time.monotonic() - last < config.cooldown_s:
             return "cooldown", f"unlocked for this person {time.monotonic() - last:.1f}s ago"
-        return "allowlisted", f"{event.agreed_frames} frames agreed, similarity {event.similarity:.3f}"
+        return "allowlisted", f"{agreeing} recent embeddings agreed, similarity {event.similarity:.3f}"
+
+    @staticmethod
+    def _agreeing(config: DoorConfig, event: FaceEvent) -> int:
+        """The track's own embeddings from the last evidence_window_s that reached unlock_threshold."""
+        since = event.ts - config.evidence_window_s
+        return sum(1 for ts, similarity in event.evidence if ts >= since and similarity >= config.unlock_threshold)
 
     @staticmethod
     def _person_key(event: FaceEvent) -> str:
@@ -243,7 +255,8 @@ class Plugin:
     def _record(event: FaceEvent, decision: str, reason: str, detail: str) -> dict[str, Any]:
         return {"ts": now_iso(), "decision": decision, "reason": reason, "detail": detail,
                 "person_id": event.person_id, "name": event.name, "similarity": round(event.similarity, 4),
-                "agreed_frames": event.agreed_frames, "camera": event.camera, "track_id": event.track_id}
+                "agreed_frames": event.agreed_frames, "evidence": [round(sim, 4) for _, sim in event.evidence[-4:]],
+                "camera": event.camera, "track_id": event.track_id}
 
     async def _audit(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, ensure_ascii=False) + "\n"

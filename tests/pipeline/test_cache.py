@@ -1,6 +1,7 @@
 import time
 
 import numpy as np
+import pytest
 
 from facewatchd.pipeline.cache import CacheConfig, FaceCache
 
@@ -59,8 +60,60 @@ def test_several_views_per_person_bounded(tmp_path):
     cache.resolve("f", "p", "Bob")
     assert not cache.add_view("p", "Bob", unit(1))  # the same view: not kept
     for i in range(5):
-        cache.add_view("p", "Bob", unit(50 + i))
+        assert cache.add_view("p", "Bob", near(unit(1), 0.7, seed=i))  # another angle (cosine about 0.8)
     assert len([e for e in cache.entries() if e.person_id == "p"]) == 3
+
+
+def test_a_view_that_does_not_verify_strongly_is_never_learnt(tmp_path):
+    # Tailgating: another face followed under Bob's track must not become a view of Bob.
+    cache = FaceCache(tmp_path / "c.db")
+    cache.add_pending("f", unit(1))
+    cache.resolve("f", "p", "Bob", similarity=0.9)
+    stranger = unit(2)
+    assert not cache.add_view("p", "Bob", stranger)
+    between = near(unit(1), 1.2)  # cosine about 0.64 to Bob's view: above naming, below learning?
+    sim = float(between @ unit(1))
+    assert cache.add_view("p", "Bob", between) == (sim >= cache.identity.learn_threshold)
+    assert cache.match(stranger) is None
+
+
+def test_evidence_never_exceeds_the_trust_of_the_view_it_matched(tmp_path):
+    cache = FaceCache(tmp_path / "c.db")
+    cache.add_pending("f", unit(1))
+    cache.resolve("f", "p", "Bob", similarity=0.48)  # the resolver named this view at 0.48
+    similarity, evidence = cache.similarity("p", unit(1))
+    assert similarity > 0.99 and evidence == pytest.approx(0.48)
+    learnt_nothing = not cache.add_view("p", "Bob", near(unit(1), 0.7))  # 0.48 < learn_threshold: nothing learnt
+    assert learnt_nothing
+
+
+def test_naming_threshold_rises_with_the_persons_cached(tmp_path):
+    cache = FaceCache(":memory:", CacheConfig(max_entries=5000))
+    probe = unit(1)
+    face = near(probe, 1.9)  # cosine about 0.47 to the probe
+    sim = float(face @ probe)
+    assert 0.44 < sim < 0.5, sim
+    cache.add_pending("f", face)
+    cache.resolve("f", "p", "Bob")
+    assert cache.match(probe) is not None  # one person: 0.42 names it
+    for i in range(2000):  # 2,000 more persons: the threshold rises above this similarity
+        cache.add_pending(f"g{i}", unit(100 + i))
+        cache.resolve(f"g{i}", f"q{i}", None)
+    assert cache.identity.naming_threshold(cache.persons_count()) > sim
+    assert cache.match(probe) is None
+
+
+def test_reject_and_merge(tmp_path):
+    cache = FaceCache(tmp_path / "c.db", CacheConfig(new_view_below=0.9))
+    cache.add_pending("f", unit(1))
+    cache.resolve("f", "p", "Bob", similarity=1.0)
+    assert cache.add_view("p", "Bob", near(unit(1), 0.7))  # learnt from f's view
+    cache.add_pending("g", unit(2))
+    cache.resolve("g", "q", None)
+    assert cache.merge("q", "p", "Bob") == 1
+    assert cache.match(unit(2)).entry.person_id == "p"
+    assert cache.reject("f") == 2  # f's own view and the view learnt from it
+    assert cache.match(unit(1)) is None and cache.match(unit(2)) is not None
 
 
 def test_forget(tmp_path):

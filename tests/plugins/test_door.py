@@ -31,6 +31,8 @@ def relay() -> Any:
 
 
 def door(tmp_path: Path, backend: dict[str, Any], **rules: Any) -> dict[str, Any]:
+    # An image folder's frames are one second apart in camera time: embeddings 10 frames apart are 10 s apart.
+    rules.setdefault("evidence_window_s", 30)
     return {"door": {"backend": backend, "allow": [OBAMA], "audit_log": str(tmp_path / "audit.jsonl"), **rules}}
 
 
@@ -45,18 +47,21 @@ def audit(tmp_path: Path) -> list[dict[str, Any]]:
 def test_allowlisted_face_unlocks_once_per_visit_and_others_are_denied(tmp_path, enrolled: Enrolled, relay):
     # cam0: Obama, a scene cut, Obama again (a second visit, inside the cooldown); cam1: Biden (enrolled,
     # not allowed); cam2: a stranger the resolver knows but nobody named.
-    visits = frames_dir(tmp_path / "door", (FIXTURES / "obama2.jpg", 6), ("blank", 1), (FIXTURES / "obama2.jpg", 6))
-    biden = frames_dir(tmp_path / "biden", (FIXTURES / "biden.jpg", 5))
-    stranger = frames_dir(tmp_path / "stranger", (enrolled.stranger, 5))
+    # 12 frames a visit: named at the first, verified again at the 11th (identity.reverify_frames = 10)
+    visits = frames_dir(tmp_path / "door", (FIXTURES / "obama2.jpg", 12), ("blank", 1), (FIXTURES / "obama2.jpg", 12))
+    biden = frames_dir(tmp_path / "biden", (FIXTURES / "biden.jpg", 12))
+    stranger = frames_dir(tmp_path / "stranger", (enrolled.stranger, 12))
     config = make_config(enrolled.state(tmp_path), visits, biden, stranger,
                          plugins=door(tmp_path, http_backend(relay), cooldown_s=3600, unlock_s=60))
     summary = run_daemon(config)
-    assert summary.frames == 23 and summary.resolver_calls == 0  # every face named from the device cache
+    assert summary.frames == 49 and summary.resolver_calls == 0  # every face named from the device cache
 
     records = audit(tmp_path)
     grants = [r for r in records if r["decision"] == "grant"]
-    assert [(g["name"], g["camera"], g["agreed_frames"]) for g in grants] == [(OBAMA, "cam0", 4)]
-    assert grants[0]["similarity"] >= 0.45 and grants[0]["person_id"] == enrolled.person_id(OBAMA)
+    # two of the track's own embeddings agreed (the first frame's and the 11th's), not merely frames followed
+    assert [(g["name"], g["camera"], len(g["evidence"])) for g in grants] == [(OBAMA, "cam0", 2)]
+    assert all(e >= 0.5 for e in grants[0]["evidence"]) and grants[0]["agreed_frames"] == 11
+    assert grants[0]["similarity"] >= 0.5 and grants[0]["person_id"] == enrolled.person_id(OBAMA)
     denials = {(r["camera"], r["reason"]) for r in records if r["decision"] == "deny"}
     assert denials == {("cam0", "cooldown"), ("cam1", "not on allowlist"), ("cam2", "unknown face")}, records
     biden_denial = next(r for r in records if r["camera"] == "cam1")
@@ -81,7 +86,7 @@ def test_face_between_recognition_and_unlock_thresholds_is_denied(tmp_path, enro
 
 def test_outside_the_schedule_is_denied(tmp_path, enrolled: Enrolled, relay):
     other_days = [d for d in DAYS if d != DAYS[datetime.now().weekday()]]
-    visit = frames_dir(tmp_path / "door", (FIXTURES / "obama2.jpg", 5))
+    visit = frames_dir(tmp_path / "door", (FIXTURES / "obama2.jpg", 12))
     config = make_config(enrolled.state(tmp_path), visit, plugins=door(
         tmp_path, http_backend(relay), schedule=[{"days": other_days, "start": "00:00", "end": "23:59"}]))
     run_daemon(config)
@@ -102,36 +107,39 @@ def test_schedule_windows_including_overnight():
         Window.model_validate({"start": "08:00", "end": "08:00"})
 
 
-def test_too_few_agreeing_frames_is_denied_when_the_track_ends(tmp_path, enrolled: Enrolled, relay):
-    visit = frames_dir(tmp_path / "door", (FIXTURES / "obama2.jpg", 2))
+def test_too_few_agreeing_embeddings_is_denied_when_the_track_ends(tmp_path, enrolled: Enrolled, relay):
+    # ten frames followed, but only one embedding of the track (the next is due at the 11th frame)
+    visit = frames_dir(tmp_path / "door", (FIXTURES / "obama2.jpg", 10))
     config = make_config(enrolled.state(tmp_path), visit, plugins=door(tmp_path, http_backend(relay)))
     run_daemon(config)
     [record] = audit(tmp_path)
-    assert (record["decision"], record["reason"], record["detail"]) == ("deny", "too few agreeing frames",
-                                                                        "2 of 3 frames agreed")
+    assert (record["decision"], record["reason"], record["detail"]) == ("deny", "too few agreeing embeddings",
+                                                                        "1 of 2 recent embeddings agreed")
+    assert len(record["evidence"]) == 1
     assert "/unlock" not in relay.paths()
 
 
 @pytest.mark.parametrize("fault", ["error", "timeout"])
 def test_failing_relay_leaves_the_door_locked(tmp_path, enrolled: Enrolled, relay, fault):
     relay.answers["/unlock"] = (500, 0.0) if fault == "error" else (200, 3.0)
-    # 10 frames at 5 fps: the visit lasts about 2 s, so the 0.5 s timeout runs out while the face is there
-    visit = frames_dir(tmp_path / "door", (FIXTURES / "obama2.jpg", 10))
+    # 25 frames at 10 fps: the visit lasts 2.5 s, so the 0.5 s timeout runs out while the face is there
+    visit = frames_dir(tmp_path / "door", (FIXTURES / "obama2.jpg", 25))
     config = make_config(enrolled.state(tmp_path), visit,
-                         cameras=[{"id": "cam0", "source": str(visit), "pace": "realtime", "fps": 5}],
+                         cameras=[{"id": "cam0", "source": str(visit), "pace": "realtime", "fps": 10}],
                          plugins=door(tmp_path, http_backend(relay, timeout_s=0.5), cooldown_s=3600))
     run_daemon(config)
     records = audit(tmp_path)
     assert records and all(r["decision"] == "deny" and r["reason"] == "backend failed" for r in records), records
     assert all(("HTTP 500" in r["detail"]) if fault == "error" else (r["detail"] == "timed out") for r in records)
-    # each failed unlock (agreed frames 4, and 8 may retry) is followed at once by a lock, and the last word is lock
+    # each failed unlock (2 embeddings at frame 11, and 3 at 21 may retry) is followed at once by a lock, and the
+    # last word is lock
     paths = relay.paths()
     assert paths[0] == "/lock" and paths[-1] == "/lock" and 1 <= paths.count("/unlock") <= 2
     assert all(paths[i + 1] == "/lock" for i, p in enumerate(paths) if p == "/unlock")
 
 
 async def test_mqtt_backend_publishes_unlock_then_lock(tmp_path, enrolled: Enrolled, broker: Mosquitto):
-    visit = frames_dir(tmp_path / "door", (FIXTURES / "obama2.jpg", 5))
+    visit = frames_dir(tmp_path / "door", (FIXTURES / "obama2.jpg", 12))
     backend = {"type": "mqtt", "host": broker.host, "port": broker.port, "command_topic": "zigbee2mqtt/front/set",
                "payload_unlock": '{"state":"UNLOCK"}', "payload_lock": '{"state":"LOCK"}'}
     config = make_config(enrolled.state(tmp_path), visit, plugins=door(tmp_path, backend, unlock_s=0.3))
@@ -213,7 +221,7 @@ def test_gpio_backend_drives_the_line_and_releases_it(tmp_path, enrolled: Enroll
     gpiod = pytest.importorskip("gpiod")  # the `gpio` extra (in dev): the real bindings and their types
     chip = FakeChip("/dev/gpiochip7")
     monkeypatch.setattr(gpiod, "request_lines", chip.request_lines)
-    visit = frames_dir(tmp_path / "door", (FIXTURES / "obama2.jpg", 5))
+    visit = frames_dir(tmp_path / "door", (FIXTURES / "obama2.jpg", 12))
     backend = {"type": "gpio", "chip": "/dev/gpiochip7", "line": 17}
     run_daemon(make_config(enrolled.state(tmp_path), visit, plugins=door(tmp_path, backend, unlock_s=30)))
     Value = gpiod.line.Value
@@ -225,7 +233,7 @@ def test_gpio_backend_drives_the_line_and_releases_it(tmp_path, enrolled: Enroll
 
 def test_gpio_chip_missing_denies_with_the_real_bindings_error(tmp_path, enrolled: Enrolled):
     pytest.importorskip("gpiod")
-    visit = frames_dir(tmp_path / "door", (FIXTURES / "obama2.jpg", 5))
+    visit = frames_dir(tmp_path / "door", (FIXTURES / "obama2.jpg", 12))
     backend = {"type": "gpio", "chip": str(tmp_path / "no-such-gpiochip"), "line": 17}
     run_daemon(make_config(enrolled.state(tmp_path), visit, plugins=door(tmp_path, backend)))
     records = audit(tmp_path)

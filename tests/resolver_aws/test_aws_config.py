@@ -29,7 +29,7 @@ def test_resolver_type_selects_its_schema(tmp_path):
     assert isinstance(config.resolver, AwsResolverConfig)
     assert (config.resolver.region, config.resolver.face_match_threshold) == ("eu-west-1", 90)
     # A [resolver] table without `type` is the embedded one, as it always was.
-    assert isinstance(parse_config({"resolver": {"match_threshold": 0.4}}).resolver, LocalResolverConfig)
+    assert isinstance(parse_config({"resolver": {"templates_per_person": 3}}).resolver, LocalResolverConfig)
     assert isinstance(parse_config({}).resolver, LocalResolverConfig)
 
 

@@ -83,9 +83,11 @@ def test_one_batch_two_people_two_devices_sequential(aws_stack, container):
 
     assert handle(container, query_record(obama), query_record(biden), query_record(biden_again)) == []
 
-    assert rek.calls["SearchFacesByImage"] == 3 and rek.calls["IndexFaces"] == 2
+    # two new persons, and Biden's second photo, a strong match (>= learn_threshold), as his second template
+    assert rek.calls["SearchFacesByImage"] == 3 and rek.calls["IndexFaces"] == 3
     by_person = persons(aws_stack)
     assert sorted(len(e["faces"]) for e in by_person.values()) == [1, 2]
+    assert sorted(len(rek.faces_of(aws_stack.collection_id, pid)) for pid in by_person) == [1, 2]
     obama_pid = aws_stack.desired()["faces"][obama.face_id]["person_id"]
     shadow = aws_stack.desired(other)["faces"]
     assert shadow[biden.face_id]["person_id"] == shadow[biden_again.face_id]["person_id"] != obama_pid

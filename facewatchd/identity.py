@@ -1,0 +1,128 @@
+"""Identity decisions: who a face is, from its similarities to the persons we know. No I/O.
+
+A name is access control, so the rules here are the product's safety rules, in one place, used by the
+device cache (what a device names on its own), the resolver core (what the shared collection names, or
+creates), the recognizer's track checks and, through the evidence it reports, the door.
+
+- **Naming holds at scale.** A stranger searched against G persons is falsely named with a probability
+  of about G times the single-comparison false match rate (FMR) at the threshold, so a fixed threshold
+  that is safe for 10 persons names half of all strangers at 1,000. The naming threshold therefore rises
+  with the number of persons searched: it is SFace's impostor tail at FMR = `fpir / G` (measured on LFW:
+  `impostor_threshold`), never below `name_threshold`.
+- **The uncertain band.** A face below the naming threshold but above `new_below` is neither merged into
+  its nearest person nor silently treated as nobody: the resolver makes it a new person marked
+  "possibly X", for review.
+- **Learning is stricter than naming.** A view joins a person's templates only at `learn_threshold`,
+  so one false match never becomes a view that matches strangers from then on.
+- **Tracks are re-verified.** Every embedding a track makes must stay with the track's person
+  (`verify_threshold`); a track is re-embedded every `reverify_frames` frames and whenever its box
+  jumps, so a face replaced in place by another is split off, not named as the first.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# SFace's impostor score tail (flip-averaged embeddings), measured on LFW's development half: 14.4 M
+# different-person pairs of 5,373 images. The cosine at which one comparison is a false match with
+# probability FMR is close to linear in log10(FMR): 0.366 at 1e-3, 0.422 at 1e-4, 0.472 at 1e-5, 0.521
+# at 1e-6. Below 1e-6 there are too few pairs to say, so the fit stops there.
+_TAIL_AT_1E3 = 0.366
+_TAIL_PER_DECADE = 0.052
+_TAIL_LOWEST_FMR = 1e-6
+
+
+def impostor_threshold(fmr: float) -> float:
+    """The SFace cosine at which a single comparison falsely matches with probability `fmr`."""
+    fmr = min(1e-3, max(_TAIL_LOWEST_FMR, fmr))
+    return _TAIL_AT_1E3 + _TAIL_PER_DECADE * math.log10(1e-3 / fmr)
+
+
+class IdentityConfig(BaseModel):
+    """`[identity]`: the thresholds (SFace cosine) that decide who a face is, everywhere."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name_threshold: float = Field(0.42, gt=0, lt=1, description="the least similarity that names a face as a "
+                                  "known person, with few persons known; it rises with their number (fpir)")
+    fpir: float | None = Field(0.005, gt=0, le=0.1, description="share of strangers that may be named as "
+                               "someone, whatever the number of persons known: the naming threshold rises to "
+                               "keep it (SFace's calibration); none keeps name_threshold fixed")
+    new_below: float = Field(0.363, gt=0, lt=1, description="below this a face is surely someone new; between "
+                             "this and the naming threshold it is a new person marked \"possibly X\"")
+    learn_threshold: float = Field(0.55, gt=0, lt=1, description="a view is learnt as another template of a "
+                                   "person only at or above this (stricter than naming)")
+    verify_threshold: float = Field(0.363, gt=0, lt=1, description="each new embedding of a named track must reach "
+                                    "this against its person, or the track is split and recognised afresh")
+    reverify_frames: int = Field(10, ge=1, le=1000, description="a named or pending track is embedded again at "
+                                 "least this often (frames), to verify it and as fresh evidence for the door")
+    reverify_jump: float = Field(0.5, gt=0, description="a box that moves by this share of its size, or grows or "
+                                 "shrinks by 1 + this, in one frame is embedded and verified at once")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "IdentityConfig":
+        if not self.new_below <= self.name_threshold <= self.learn_threshold:
+            raise ValueError(f"need new_below ({self.new_below}) <= name_threshold ({self.name_threshold}) "
+                             f"<= learn_threshold ({self.learn_threshold})")
+        return self
+
+    def naming_threshold(self, persons: int) -> float:
+        """The least similarity that names a face when `persons` persons are searched."""
+        if self.fpir is None:
+            return self.name_threshold
+        return max(self.name_threshold, impostor_threshold(self.fpir / max(1, persons)))
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Who a face is: `named` (person_id), `uncertain` (a new person, possibly person_id) or `new`."""
+
+    kind: Literal["named", "uncertain", "new"]
+    person_id: str | None  # named: the person; uncertain: the nearest person; new: None
+    similarity: float  # to the nearest allowed person (-1 when there is none)
+    threshold: float  # the naming threshold this decision used
+
+    @property
+    def named(self) -> bool:
+        return self.kind == "named"
+
+
+def decide(best: tuple[str, float] | None, persons: int, config: IdentityConfig) -> Decision:
+    """The decision for a face whose nearest allowed person is `best` (person id, similarity) among
+    `persons` persons searched."""
+    threshold = config.naming_threshold(persons)
+    if best is None:
+        return Decision("new", None, -1.0, threshold)
+    person_id, similarity = best
+    if similarity >= threshold:
+        return Decision("named", person_id, similarity, threshold)
+    if similarity >= config.new_below:
+        return Decision("uncertain", person_id, similarity, threshold)
+    return Decision("new", None, similarity, threshold)
+
+
+def nearest_person(similarities: np.ndarray, person_of_row: list[str | None],
+                   exclude: Iterable[str] = ()) -> tuple[str, float] | None:
+    """The person with the most similar template (rows without a person are skipped), or None."""
+    excluded = set(exclude)
+    for i in np.argsort(-similarities):
+        person = person_of_row[int(i)]
+        if person is not None and person not in excluded:
+            return person, float(similarities[int(i)])
+    return None
+
+
+def box_jumped(previous: tuple[float, float, float, float], current: tuple[float, float, float, float],
+               jump: float) -> bool:
+    """True when a box moved by `jump` of its size, or changed size by a factor of 1 + jump, in one step."""
+    px, py, pw, ph = previous
+    cx, cy, cw, ch = current
+    size = max(1.0, (pw * ph) ** 0.5)
+    moved = math.hypot((cx + cw / 2) - (px + pw / 2), (cy + ch / 2) - (py + ph / 2)) / size
+    ratio = max(cw * ch, 1e-6) / max(pw * ph, 1e-6)
+    return moved > jump or not 1 / (1 + jump) ** 2 <= ratio <= (1 + jump) ** 2
