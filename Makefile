@@ -44,6 +44,7 @@ bench-extras: venv
 bench: bench-extras
 	$(BIN)/python bench/accuracy.py --pairs $(LFW)/pairs-dev.txt --images $(LFW)/images
 	$(BIN)/python bench/accuracy.py --pairs $(LFW)/pairs-dev.txt --images $(LFW)/images --backend torch --int8
+	$(BIN)/python bench/openset.py --images $(LFW)/images --gallery 1000
 	$(BIN)/python bench/visits.py --faces $(LFW)/images --min-photos 3 --people 12 --visits 40
 	$(BIN)/python bench/visits.py --faces $(KNN) --people 5 --visits 16
 	$(BIN)/python bench/throughput.py samples/short_hamilton_clip.mp4

@@ -29,6 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facewatchd.identity import IdentityConfig
 from facewatchd.logs import configure_logging
 from facewatchd.vision.detector import DetectorConfig, YuNetDetector
 from facewatchd.vision.embedder import SFACE_COSINE_THRESHOLD, EmbedderConfig, create_embedder
@@ -179,7 +180,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=Path, required=True)
     parser.add_argument("--images", type=Path, required=True)
-    parser.add_argument("--threshold", type=float, default=SFACE_COSINE_THRESHOLD, help="the cache's match threshold")
+    parser.add_argument("--threshold", type=float, default=IdentityConfig().name_threshold,
+                        help="the naming threshold's floor ([identity] name_threshold)")
     parser.add_argument("--unlock-threshold", type=float, default=door_unlock_threshold(),
                         help="the door plugin's unlock threshold (default: its configured default)")
     parser.add_argument("--backend", choices=["opencv", "torch"], default="opencv")

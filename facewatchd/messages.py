@@ -164,16 +164,16 @@ class Resolution:
 def face_label_patch(r: Resolution) -> dict[str, Any]:
     """Desired-state patch that names one face on the device. A shadow cannot hold null (null deletes
     a key), so a person with no name yet has no `name` key."""
-    label: dict[str, Any] = {"person_id": r.person_id, "similarity": round(r.similarity, 4)}
-    if r.name is not None:
-        label["name"] = r.name
+    label: dict[str, Any] = {"person_id": r.person_id, "similarity": round(r.similarity, 4), "reject": None}
+    label["name"] = r.name  # None deletes a stale name (a moved face's earlier answer)
     return {"faces": {r.face_id: label}}
 
 
 def face_reject_patch(face_id: str) -> dict[str, Any]:
     """Desired-state patch that takes one face away from its person on the device ("not this person"):
     the view sent under that face id, and every view learnt from it, are dropped."""
-    return {"faces": {face_id: {"reject": True}}}
+    # nulls delete an earlier answer for the face that no device has cleared yet
+    return {"faces": {face_id: {"reject": True, "person_id": None, "name": None, "similarity": None}}}
 
 
 def person_merge_patch(gone: str, keep: str, name: str | None) -> dict[str, Any]:

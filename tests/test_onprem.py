@@ -352,3 +352,43 @@ async def test_kill_9_with_a_full_outbox_then_restart_drains_it(broker: Mosquitt
         assert {e.face_id for e in cache.entries() if e.face_id in waiting and e.person_id} == waiting
     finally:
         cache.close()
+
+
+# -- 4. the operator's corrections reach a running device ------------------------------------------
+
+async def test_merge_move_and_reject_reach_the_running_device(
+        broker: Mosquitto, service: ResolverService, tmp_path: Path, known_crops: list[np.ndarray]) -> None:
+    obama_id = await enroll(service, "Barack Obama", FIXTURES / "obama.jpg")
+    biden_id = await enroll(service, "Joe Biden", FIXTURES / "biden.jpg")
+    known = write_frames(tmp_path / "known", known_crops, lambda i: (0, 5)[i])
+    config = make_config(tmp_path / "state", link=link_section(broker), cameras=[
+        {"id": "door", "source": str(known), "pace": "realtime", "fps": 8, "loop": True}])
+    daemon = Daemon(config, PluginHost(config))
+    task = asyncio.create_task(daemon.run())
+    thing = config.device.thing
+
+    def cached() -> dict[str, Any]:
+        assert daemon.recognizer is not None
+        return daemon.recognizer.cache.persons()
+
+    try:
+        await eventually(lambda: daemon.recognizer is not None and cached() == {
+            obama_id: "Barack Obama", biden_id: "Joe Biden"}, 60, "both to be named")
+        await settled(service, thing)
+        biden_face = next(e.face_id for e in daemon.recognizer.cache.entries() if e.person_id == biden_id)
+
+        await service.resolver.merge(obama_id, biden_id)  # (a wrong merge, on purpose)
+        await eventually(lambda: cached() == {obama_id: "Barack Obama"}, 30, "the merge on the device")
+        await service.resolver.move(biden_face, obama_id)  # nothing to do: already Obama's after the merge
+        biden_again = await enroll(service, "Joe Biden", FIXTURES / "biden.jpg")
+        await service.resolver.move(biden_face, biden_again)  # the operator's correction
+        await eventually(lambda: cached().get(biden_again) == "Joe Biden", 30, "the moved face on the device")
+        await service.resolver.reject(biden_face)
+        await eventually(lambda: all(biden_face not in (e.face_id, e.origin)
+                                     for e in daemon.recognizer.cache.entries()), 30, "the rejected face to go")
+        await settled(service, thing)
+    finally:
+        daemon.request_stop()
+        await asyncio.wait_for(task, 60)
+    person = await service.stores.names.get(obama_id)
+    assert person is not None and biden_face not in person.faces

@@ -56,7 +56,8 @@ class Settings(BaseModel):
         names = {"region": "AWS_REGION", "bucket": "BUCKET", "table": "TABLE", "collection_id": "COLLECTION_ID",
                  "face_match_threshold": "FACE_MATCH_THRESHOLD", "quality_filter": "QUALITY_FILTER",
                  "max_faces": "MAX_FACES", "retention_days": "RETENTION_DAYS", "crop_prefix": "CROP_PREFIX",
-                 "max_attempts": "MAX_ATTEMPTS"}
+                 "max_attempts": "MAX_ATTEMPTS", "uncertain_above": "UNCERTAIN_ABOVE",
+                 "learn_threshold": "LEARN_THRESHOLD", "templates_per_person": "TEMPLATES_PER_PERSON"}
         resolver = {field: env[var] for field, var in names.items() if env.get(var)}
         return cls(resolver=AwsResolverConfig.model_validate(resolver), dlq_url=env.get("DLQ_URL") or None,
                    concurrency=int(env.get("BATCH_CONCURRENCY", "1")),
@@ -116,8 +117,33 @@ class ForgetAction(BaseModel):
     person_id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
-OPERATOR_REQUEST: TypeAdapter[ListAction | LabelAction | ForgetAction] = TypeAdapter(
-    Annotated[Union[ListAction, LabelAction, ForgetAction], Field(discriminator="action")])
+class MergeAction(BaseModel):
+    """Person `gone` was `person_id` all along."""
+
+    action: Literal["merge"]
+    person_id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
+    gone: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+class MoveAction(BaseModel):
+    """One face was the wrong person: it becomes `person_id`'s."""
+
+    action: Literal["move"]
+    face_id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
+    person_id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+class RejectAction(BaseModel):
+    """Not this person: the face leaves its person."""
+
+    action: Literal["reject"]
+    face_id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+OperatorAction = ListAction | LabelAction | ForgetAction | MergeAction | MoveAction | RejectAction
+OPERATOR_REQUEST: TypeAdapter[OperatorAction] = TypeAdapter(
+    Annotated[Union[ListAction, LabelAction, ForgetAction, MergeAction, MoveAction, RejectAction],
+              Field(discriminator="action")])
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,10 +268,19 @@ class Container:
                 return {"ok": True, "persons": [dataclasses.asdict(p) for p in await resolver.persons()]}
             if isinstance(request, LabelAction):
                 person = await resolver.label(request.person_id, request.name)
-            else:
+            elif isinstance(request, ForgetAction):
                 person = await resolver.forget(request.person_id)
-        except KeyError:
-            return {"ok": False, "error": f"unknown person {request.person_id}"}
+            elif isinstance(request, MergeAction):
+                person = await resolver.merge(request.person_id, request.gone)
+            elif isinstance(request, MoveAction):
+                person = await resolver.move(request.face_id, request.person_id)
+            else:
+                person = await resolver.reject(request.face_id)
+        except KeyError as e:
+            what = "face" if isinstance(request, (MoveAction, RejectAction)) and e.args[0] == request.face_id else "person"
+            return {"ok": False, "error": f"unknown {what} {e.args[0]}"}
+        except ValueError as e:
+            return {"ok": False, "error": str(e)}
         return {"ok": True, "person": dataclasses.asdict(person)}
 
 

@@ -91,7 +91,8 @@ class Resolver:
         log.info("face_resolved", face_id=query.face_id, thing=query.thing, camera=query.camera,
                  track_id=query.track, person_id=resolution.person_id, name=resolution.name,
                  similarity=round(resolution.similarity, 3), new_person=resolution.new_person,
-                 decision=decision.kind, possibly=resolution.possibly, template=face_ref is not None and decision.named)
+                 decision=decision.kind, nearest=decision.person_id, nearest_similarity=round(decision.similarity, 3),
+                 template=face_ref is not None and decision.named)
         return resolution
 
     def _learns(self, decision: Decision, person: Person) -> bool:
@@ -161,7 +162,7 @@ class Resolver:
         for thing in things:
             await self.shadow.update_desired(thing, face_reject_patch(face_id))
         log.info("face_rejected", face_id=face_id, person_id=face.person_id)
-        return person or Person(face.person_id, None)
+        return await self.names.get(face.person_id) or Person(face.person_id, None)
 
     async def merge(self, keep: str, gone: str) -> Person:
         """`gone` was `keep` all along: every face, template and device view of `gone` becomes `keep`'s."""

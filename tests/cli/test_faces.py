@@ -54,3 +54,41 @@ def test_enroll_rejects_photos_without_exactly_one_face(tmp_path):
 def test_label_unknown_person_is_an_error(tmp_path):
     bad = cli("faces", "label", "person-nope", "Alice", "--config", config_file(tmp_path), check=False)
     assert bad.returncode == 1 and "no person" in bad.stderr
+
+
+def test_merge_move_and_reject_change_what_the_device_names(tmp_path):
+    """The corrections on the embedded resolver, through the command line, seen by the next runs."""
+    cfg = config_file(tmp_path)
+    state = tmp_path / "state"
+    cli("faces", "enroll", "Barack Obama", str(FIXTURES / "obama.jpg"), "--config", cfg)
+    first = run_daemon(make_config(state, FIXTURES / "biden.jpg"))  # Biden: a new, unnamed person
+    [(biden_id, _)] = first.persons.items()
+    listed = {p["name"]: p for p in json.loads(cli("faces", "list", "--json", "--config", cfg).stdout)}
+    obama_id, [biden_face] = listed["Barack Obama"]["person_id"], listed[None]["face_ids"]
+
+    # merge (a wrong one, on purpose): the device names Biden as Obama at once, from its own cache
+    out = cli("faces", "merge", obama_id, biden_id, "--config", cfg)
+    assert "1 cached view(s) moved" in out.stdout
+    merged = run_daemon(make_config(state, FIXTURES / "biden.jpg"))
+    assert merged.persons == {obama_id: {"name": "Barack Obama", "tracks": 1}} and merged.resolver_calls == 0
+
+    # reject: Biden's face is not Obama; his view leaves the device cache and the collection
+    out = cli("faces", "reject", biden_face, "--config", cfg)
+    assert "1 cached view(s) dropped" in out.stdout
+    rejected = run_daemon(make_config(state, FIXTURES / "biden.jpg"))
+    assert obama_id not in rejected.persons and rejected.resolver_calls == 1
+    [(new_biden, info)] = rejected.persons.items()
+    assert info["name"] is None
+
+    # move: Biden's new face filed under Obama (on purpose), then the device names him Obama again
+    [new_face] = {p["person_id"]: p for p in json.loads(
+        cli("faces", "list", "--json", "--config", cfg).stdout)}[new_biden]["face_ids"]
+    out = cli("faces", "move", new_face, obama_id, "--config", cfg)
+    assert f"moved face {new_face} to {obama_id}" in out.stdout
+    moved = run_daemon(make_config(state, FIXTURES / "biden.jpg"))
+    assert moved.persons == {obama_id: {"name": "Barack Obama", "tracks": 1}} and moved.resolver_calls == 0
+
+    bad = cli("faces", "merge", obama_id, obama_id, "--config", cfg, check=False)
+    assert bad.returncode == 1 and "itself" in bad.stderr
+    bad = cli("faces", "reject", "no-such-face", "--config", cfg, check=False)
+    assert bad.returncode == 1 and "no-such-face" in bad.stderr

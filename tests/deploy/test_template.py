@@ -96,9 +96,12 @@ def test_handlers_and_environment_match_the_code(template):
     env = {k: "x" for k in variables} | {"FACE_MATCH_THRESHOLD": "80", "MAX_FACES": "1", "RETENTION_DAYS": "30",
                                          "QUALITY_FILTER": "AUTO", "BATCH_CONCURRENCY": "1",
                                          "ENSURE_COLLECTION": "false", "COLLECTION_ID": "c", "BUCKET": "bkt",
-                                         "TABLE": "tbl", "DLQ_URL": "https://sqs/dlq"}
+                                         "TABLE": "tbl", "DLQ_URL": "https://sqs/dlq", "UNCERTAIN_ABOVE": "65",
+                                         "LEARN_THRESHOLD": "97", "TEMPLATES_PER_PERSON": "3"}
     settings = mod.Settings.from_env(env)
     assert (settings.resolver.bucket, settings.resolver.table, settings.dlq_url) == ("bkt", "tbl", "https://sqs/dlq")
+    r = settings.resolver
+    assert (r.uncertain_above, r.learn_threshold, r.templates_per_person) == (65, 97, 3)
     assert settings.ensure_collection is False
 
 

@@ -1,0 +1,85 @@
+"""The resolver core's identity decisions over the local adapters, on real faces: the uncertain band,
+templates learnt only from strong matches, and the naming threshold that rises with the collection."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facewatchd.identity import IdentityConfig
+from facewatchd.messages import FaceQuery, new_face_id
+from facewatchd.pipeline.uplink import UplinkConfig, encode_jpeg
+from facewatchd.resolver.embedded import EmbeddedResolver
+from facewatchd.resolver.local import LocalResolverConfig
+from facewatchd.vision.analyzer import FaceAnalyzer
+from tests.support.faces import face_square, lookalike, scene
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> FaceAnalyzer:
+    return FaceAnalyzer()
+
+
+def query(analyzer: FaceAnalyzer, face: np.ndarray) -> FaceQuery:
+    found = analyzer.largest(scene(face))
+    assert found is not None
+    return FaceQuery(new_face_id(), "door-1", "cam", "t1", encode_jpeg(face, UplinkConfig()), found.embedding,
+                     time.time())
+
+
+@pytest.fixture
+def resolver(tmp_path: Path) -> EmbeddedResolver:
+    backend = EmbeddedResolver(tmp_path, LocalResolverConfig(templates_per_person=2))
+    yield backend
+    backend.close()
+
+
+async def test_a_face_in_the_uncertain_band_is_a_new_person_marked_possibly(resolver, analyzer) -> None:
+    obama = await resolver.resolver.enroll("Barack Obama", [query(analyzer, face_square("obama2.jpg"))])
+    identity = resolver.resolver.identity
+    for alpha in (0.68, 0.7, 0.72, 0.74):  # a look-alike, from near Obama towards Biden
+        q = query(analyzer, lookalike("obama2.jpg", "biden.jpg", alpha))
+        decision = await resolver.resolver.identify(q)
+        if decision.kind == "uncertain":
+            break
+    else:
+        pytest.fail("no look-alike fell in the uncertain band")
+    assert identity.new_below <= decision.similarity < identity.naming_threshold(1)
+    answer = await resolver.resolver.resolve(q)
+    assert answer.new_person and answer.person_id != obama.person_id and answer.name is None
+    person = await resolver.stores.names.get(answer.person_id)
+    assert person is not None and person.possibly == obama.person_id  # for review, never merged
+    assert resolver.resolver.stats.uncertain == 1
+
+
+async def test_only_strong_matches_become_templates_and_their_number_is_bounded(resolver, analyzer) -> None:
+    obama = await resolver.resolver.enroll("Barack Obama", [query(analyzer, face_square("obama2.jpg"))])
+    collection = resolver.stores.collection
+    weak = query(analyzer, lookalike("obama2.jpg", "biden.jpg", 0.62))
+    decision = await resolver.resolver.identify(weak)
+    assert decision.named and decision.similarity < resolver.resolver.identity.learn_threshold
+    assert (await resolver.resolver.resolve(weak)).person_id == obama.person_id
+    assert await collection.count() == 1  # named, but not learnt: one false match never becomes a template
+    strong = [query(analyzer, face_square(p)) for p in ("obama1.jpg", "obama3.jpg", "obama.jpg")]
+    for q in strong:
+        answer = await resolver.resolver.resolve(q)
+        assert answer.person_id == obama.person_id and answer.similarity >= 0.55
+    assert await collection.count() == 2  # templates_per_person = 2: the enrolled photo and one more
+    person = await resolver.stores.names.get(obama.person_id)
+    assert person is not None and person.templates == 2 and len(person.faces) == 5
+
+
+async def test_the_naming_threshold_rises_with_the_collection(resolver, analyzer) -> None:
+    await resolver.resolver.enroll("Barack Obama", [query(analyzer, face_square("obama2.jpg"))])
+    q = query(analyzer, lookalike("obama2.jpg", "biden.jpg", 0.65))  # cosine about 0.46 to Obama's photo
+    assert (await resolver.resolver.identify(q)).named
+    rng = np.random.default_rng(1)
+    for i in range(1500):  # a collection of 1,500 more persons (random faces: they match nobody)
+        v = rng.normal(size=128).astype(np.float32)
+        other = FaceQuery(new_face_id(), "", "enroll", "enroll", q.crop_jpeg, v / np.linalg.norm(v), time.time())
+        await resolver.stores.collection.index(other, f"person-{i:05d}")
+    decision = await resolver.resolver.identify(q)
+    assert decision.threshold > IdentityConfig().name_threshold and decision.kind == "uncertain"
