@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from facewatchd.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from facewatchd.state import PRIVATE_UMASK, StateError
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -88,8 +90,13 @@ def _embedded(config: Config) -> Any:
 
     if config.resolver.type != "local":
         raise ConfigError(f"faces commands for resolver type {config.resolver.type!r} need its own backend")
-    return EmbeddedResolver(config.device.state_dir, config.resolver, config.detector, config.embedder,
-                            config.identity)
+    # the on-prem service's own shadow store, so devices hear of a change made while it was stopped
+    resolver, shadows = config.resolver, None
+    if config.server is not None:  # the on-prem service's stores, exactly: its data dir and its shadows
+        resolver = config.resolver.model_copy(update={"data_dir": _resolver_dir(config)})
+        shadows = _resolver_dir(config) / "shadows.db"
+    return EmbeddedResolver(config.device.state_dir, resolver, config.detector, config.embedder, config.identity,
+                            shadows)
 
 
 def _on_device_cache(config: Config, change: Callable[[Any], int]) -> int:
@@ -109,12 +116,37 @@ def _on_device_cache(config: Config, change: Callable[[Any], int]) -> int:
 async def _faces(args: argparse.Namespace, config: Config) -> int:
     if config.resolver.type == "aws":
         return await _faces_on_aws(args, config)
+    from facewatchd.control import ControlClient, socket_path
+
+    # A running daemon or resolver service does it itself: one resolver, and devices hear of it at once.
+    running = await ControlClient.connect(socket_path(_resolver_dir(config)))
+    if running is not None:
+        try:
+            return await _faces_command(args, running, lambda: _analyzer(config))
+        finally:
+            await running.close()
     backend = _embedded(config)
     try:
         return await _faces_command(args, backend.resolver, lambda: backend.analyzer,
-                                    lambda change: _on_device_cache(config, change))
+                                    None if config.server else lambda change: _on_device_cache(config, change))
     finally:
         backend.close()
+
+
+def _resolver_dir(config: Config) -> Path:
+    """Where the resolver of this config keeps its state: the on-prem service's data dir for a config with
+    a [server] table, else the daemon's state dir."""
+    if config.server is not None:
+        from facewatchd.resolver.service import service_data_dir
+
+        return service_data_dir(config)
+    return config.device.state_dir
+
+
+def _analyzer(config: Config) -> Any:
+    from facewatchd.vision.analyzer import FaceAnalyzer
+
+    return FaceAnalyzer(config.detector, config.embedder)
 
 
 async def _faces_on_aws(args: argparse.Namespace, config: Config) -> int:
@@ -213,17 +245,17 @@ async def _correct(args: argparse.Namespace, resolver: Any,
 def _enroll_queries(analyzer: Callable[[], Any], images: list[str]) -> list[Any] | str:
     import time
 
-    import cv2
-
     from facewatchd.messages import FaceQuery
     from facewatchd.pipeline.uplink import UplinkConfig, face_crop_jpeg
+    from facewatchd.vision.analyzer import ImageError, read_image
 
     face_analyzer = analyzer()  # loads the models: in this worker thread, never on the event loop
     queries = []
     for path in images:
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
-        if image is None:
-            return f"{path}: not a readable image"
+        try:
+            image = read_image(path)
+        except ImageError as e:
+            return f"{path}: {e}"
         faces = face_analyzer.faces(image)
         if len(faces) != 1:
             return f"{path}: expected exactly one face, found {len(faces)}"
@@ -283,13 +315,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_STATE = 78  # EX_CONFIG: the units' RestartPreventExitStatus, so damaged state is no crash loop
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Faces are personal data: whatever this process writes (state, crops, databases) is the owner's only.
+    os.umask(PRIVATE_UMASK)
     try:
         return int(args.func(args))
     except ConfigError as e:
         print(f"config error:\n{e}", file=sys.stderr)
         return 2
+    except StateError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_STATE
     except KeyboardInterrupt:
         return 130
 

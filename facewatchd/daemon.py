@@ -20,6 +20,7 @@ import structlog
 
 from facewatchd.aio import cancel_and_wait
 from facewatchd.config import Config
+from facewatchd.control import ControlServer, socket_path
 from facewatchd.link.base import Link, LinkDown
 from facewatchd.outbox import Outbox
 from facewatchd.pipeline.cache import FaceCache
@@ -28,6 +29,7 @@ from facewatchd.pipeline.recognizer import Recognizer
 from facewatchd.pipeline.tracker import SceneCutDetector, Tracker
 from facewatchd.pipeline.uplink import Uplink
 from facewatchd.plugins import PluginHost
+from facewatchd.state import StateDirLock
 from facewatchd.systemd import notify_systemd
 from facewatchd.vision.detector import Face, YuNetDetector
 from facewatchd.vision.embedder import create_embedder
@@ -70,6 +72,8 @@ class Daemon:
         self.link: Link | None = None
         self._embedded: Any = None
         self._online_at_end = False
+        self._background: list[asyncio.Task[Any]] = []
+        self.plugins.health = self.problem  # /healthz (metrics plugin) asks the daemon itself
         cv2.setNumThreads(1)  # parallelism comes from the thread pool, not OpenCV's own threads
 
     def _build_link(self) -> Link:
@@ -89,16 +93,38 @@ class Daemon:
     def request_stop(self) -> None:
         self.stop_event.set()
 
+    def problem(self) -> str | None:
+        """What is broken, or None while every background task (uplink, deltas, housekeeping) runs. A
+        task that died leaves the daemon half-alive: the watchdog and /healthz report it."""
+        if self.stop_event.is_set():
+            return None
+        dead = [t.get_name() for t in self._background if t.done()]
+        return f"background task(s) ended: {', '.join(dead)}" if dead else None
+
     async def run(self) -> Summary:
         started = time.monotonic()
+        async with contextlib.AsyncExitStack() as stack:
+            # Plugins first: a door locks before anything below (the state, the models) can fail.
+            await self.plugins.start()
+            stack.push_async_callback(self.plugins.stop)
+            stack.enter_context(StateDirLock(self.config.device.state_dir))
+            summary = await self._run(stack)
+        log.info("daemon_stopped", **{k: v for k, v in summary.as_dict().items() if k != "persons"})
+        summary.seconds = round(time.monotonic() - started, 2)
+        return summary
+
+    async def _run(self, stack: contextlib.AsyncExitStack) -> Summary:
+        started = time.monotonic()
         cfg = self.config
-        cfg.device.state_dir.mkdir(parents=True, exist_ok=True)
         executor = ThreadPoolExecutor(max_workers=cfg.device.workers, thread_name_prefix="cv")
+        stack.callback(executor.shutdown, wait=True, cancel_futures=True)
         loop = asyncio.get_running_loop()
         embedder, detectors = await loop.run_in_executor(
             executor, lambda: (create_embedder(cfg.embedder), [YuNetDetector(cfg.detector) for _ in self.cameras]))
         cache = FaceCache(cfg.device.state_dir / "cache.db", cfg.cache, cfg.identity)
+        stack.callback(cache.close)
         outbox = Outbox(cfg.device.state_dir / "outbox.db", cfg.uplink.outbox_max_rows)
+        stack.callback(outbox.close)
         for face_id in cache.pending_faces() - outbox.face_ids():
             # killed between the cache write and the outbox write: forget the orphan, the face will be seen anew
             cache.drop_face(face_id)
@@ -110,9 +136,12 @@ class Daemon:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self.request_stop)
+        if self._embedded is not None:
+            stack.callback(self._embedded.close)
+            # `facewatchd faces …` acts through this process while it runs: labels reach it at once
+            await stack.enter_async_context(ControlServer(self._embedded.resolver, socket_path(cfg.device.state_dir)))
         log.info("daemon_started", thing=cfg.device.thing, cameras=[c.config.id for c in self.cameras],
                  link=cfg.link.type, cache_entries=len(cache), outbox=len(outbox))
-        await self.plugins.start()
         self.plugins.fire("link_status", online=True, link=cfg.link.type) if cfg.link.type == "local" else None
         try:
             async with link:
@@ -124,6 +153,7 @@ class Daemon:
                               loop.create_task(notify_systemd(self), name="systemd")]  # READY, watchdog, STOPPING
                 camera_tasks = [loop.create_task(self._camera(cam, det, executor), name=f"camera-{cam.config.id}")
                                 for cam, det in zip(self.cameras, detectors)]
+                self._background = background
                 for task in background + camera_tasks:
                     task.add_done_callback(_log_failure)
                 await self._wait_for_end(camera_tasks)
@@ -135,15 +165,8 @@ class Daemon:
                     await cancel_and_wait(task)
                 await asyncio.gather(*camera_tasks, return_exceptions=True)
         finally:
-            await self.plugins.stop()
-            summary = self._summary(time.monotonic() - started)
-            cache.close()
-            outbox.close()
-            if self._embedded is not None:
-                self._embedded.close()
-            executor.shutdown(wait=True, cancel_futures=True)
-        log.info("daemon_stopped", **{k: v for k, v in summary.as_dict().items() if k != "persons"})
-        return summary
+            await self.plugins.stop()  # before the state closes: the last hooks may still read it
+        return self._summary(time.monotonic() - started)
 
     async def _wait_for_end(self, camera_tasks: list[asyncio.Task[None]]) -> None:
         """Until a signal, or until every camera has ended when all of them are files."""
@@ -238,6 +261,9 @@ class Daemon:
                 if isinstance(label, dict) and label.get("reject") is True:  # "not this person"
                     rec.reject_face(face_id)
                     continue
+                if isinstance(label, dict) and isinstance(label.get("unresolvable"), str):  # a refusal
+                    rec.unresolvable(face_id, label["unresolvable"])
+                    continue
                 # A shadow cannot hold null (null deletes a key), so "no name" arrives as a missing name.
                 if not (isinstance(label, dict) and isinstance(label.get("person_id"), str)
                         and isinstance(label.get("name"), (str, type(None)))):
@@ -280,6 +306,8 @@ class Daemon:
                 self.plugins.fire("link_status", online=online, link=self.config.link.type)
                 log.warning("link_online" if online else "link_offline", link=self.config.link.type)
             was_online = online
+            if self.recognizer is not None:
+                self.recognizer.drop_unanswerable()  # given up by the uplink (expired, unsendable)
             if time.monotonic() - last_evict > EVICT_EVERY_S:
                 last_evict = time.monotonic()
                 if evicted := cache.evict():

@@ -80,6 +80,13 @@ def link_status(online: bool, link: str) -> Any:
 
 
 @hookspec
+def door_status(door: str, locked: bool, failures: int, detail: str) -> Any:
+    """The door plugin could not confirm that the door is locked (`locked` False, `failures` attempts so
+    far, `detail` the last error; fired again at each failed retry, which goes on with backoff until the
+    lock answers), or confirmed it locked again after that (`locked` True). An alert, not a routine."""
+
+
+@hookspec
 def camera_status(camera: str, online: bool, reason: str) -> Any:
     """A live camera became unavailable (it is being reopened; `reason` says why) or delivers frames
     again. File sources that end are not offline."""

@@ -23,6 +23,7 @@ import numpy as np
 MAX_CROP_BYTES = 80 * 1024  # base64 (4/3) plus the rest stays under AWS IoT's 128 KB payload limit
 EMBEDDING_DIM = 128
 MAX_OTHERS = 64  # co-visible faces listed in one query
+MAX_TS = 1e10  # seconds since 1970: the year 2286
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
@@ -43,6 +44,8 @@ def json_object(payload: Any) -> dict[str, Any]:
         body = json.loads(payload)
     except ValueError as e:
         raise MessageError(f"not JSON: {e}") from None
+    except RecursionError:  # "[[[[…": json recurses per level; no message of ours nests deeply
+        raise MessageError("not JSON: nested too deeply") from None
     if not isinstance(body, dict):
         raise MessageError("expected a JSON object")
     return body
@@ -104,6 +107,8 @@ class FaceQuery:
             body = json.loads(payload)
         except (ValueError, UnicodeDecodeError) as e:
             raise MessageError(f"not JSON: {e}") from None
+        except RecursionError:
+            raise MessageError("not JSON: nested too deeply") from None
         if not isinstance(body, dict):
             raise MessageError("expected a JSON object")
         face_id = body.get("face_id")
@@ -137,8 +142,8 @@ class FaceQuery:
             if not np.all(np.isfinite(embedding)):
                 raise MessageError("embedding: not finite")
         ts = body.get("ts", 0.0)
-        if not isinstance(ts, (int, float)):
-            raise MessageError(f"ts: must be a number, got {ts!r}")
+        if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not 0 <= ts < MAX_TS:
+            raise MessageError(f"ts: must be a time in seconds since 1970, got {ts!r}")  # NaN fails the range
         others = {}
         for key in ("other_faces", "other_persons"):
             value = body.get(key, [])
@@ -147,6 +152,16 @@ class FaceQuery:
                 raise MessageError(f"{key}: must be a list of at most {MAX_OTHERS} ids")
             others[key] = tuple(value)
         return cls(str(face_id), thing, body["camera"], body["track"], crop, embedding, float(ts), **others)
+
+
+def face_id_of(payload: object) -> str:
+    """Only the face id of an uplink payload that may be broken otherwise (to answer it with a refusal)."""
+    body = json_object(payload)
+    face_id = body.get("face_id")
+    try:
+        return str(uuid.UUID(str(face_id)))
+    except ValueError:
+        raise MessageError(f"face_id: must be a uuid, got {face_id!r}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +182,12 @@ def face_label_patch(r: Resolution) -> dict[str, Any]:
     label: dict[str, Any] = {"person_id": r.person_id, "similarity": round(r.similarity, 4), "reject": None}
     label["name"] = r.name  # None deletes a stale name (a moved face's earlier answer)
     return {"faces": {r.face_id: label}}
+
+
+def face_unresolvable_patch(face_id: str, reason: str) -> dict[str, Any]:
+    """Desired-state patch that answers a face the resolver can never resolve (no face in the crop, an
+    unreadable or oversized image): the device drops the request instead of resending it forever."""
+    return {"faces": {face_id: {"unresolvable": reason[:200]}}}
 
 
 def face_reject_patch(face_id: str) -> dict[str, Any]:

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from facewatchd.state import open_sqlite
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
@@ -27,7 +29,8 @@ class Outbox:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.max_rows = max_rows
         self.dropped = 0
-        self._db = sqlite3.connect(str(path), isolation_level=None)
+        # Never rebuilt silently: its rows are faces still waiting for an answer.
+        self._db = open_sqlite(path, "outbox of unanswered faces")
         self._db.executescript("""
             PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
             CREATE TABLE IF NOT EXISTS outbox (

@@ -146,6 +146,7 @@ class PluginHost:
         self._tasks: set[asyncio.Task[None]] = set()
         self._workers: dict[str, HookWorker] = {}
         self.context: PluginContext | None = None
+        self.health: Callable[[], str | None] = lambda: None  # what is broken in the process, set by its owner
 
     # -- loading --------------------------------------------------------------------------------
     def _enabled(self, name: str, default: bool) -> bool:
@@ -252,9 +253,11 @@ class PluginHost:
         await self._call_all("facewatchd_start", {"context": self.context}, self._lifecycle_timeout)
 
     async def stop(self) -> None:
+        """Stop every plugin once (a second call does nothing)."""
         await self.drain()
         if self.context is not None:
-            await self._call_all("facewatchd_stop", {"context": self.context}, self._lifecycle_timeout)
+            context, self.context = self.context, None
+            await self._call_all("facewatchd_stop", {"context": context}, self._lifecycle_timeout)
         for worker in self._workers.values():
             worker.close()
         self._workers.clear()

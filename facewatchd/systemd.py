@@ -72,9 +72,10 @@ class SystemdNotifier:
             self._socket.close()
             self._socket = None
 
-    async def run(self, status: Callable[[], str]) -> None:
+    async def run(self, status: Callable[[], str], problem: Callable[[], str | None] = lambda: None) -> None:
         """READY=1, then WATCHDOG=1 and STATUS= until cancelled, then STOPPING=1. Run it as a task of the
-        loop it vouches for: if that loop stops turning, the pings stop."""
+        loop it vouches for: if that loop stops turning, the pings stop; and while `problem()` says what is
+        broken (a dead background task), they stop too, so systemd restarts a half-alive process."""
         if not self.enabled:
             return
         self.notify("READY=1", f"STATUS={_status(status)}")
@@ -82,8 +83,9 @@ class SystemdNotifier:
         try:
             while True:
                 await asyncio.sleep(self.watchdog_s or STATUS_EVERY_S)
-                lines = [f"STATUS={_status(status)}"]
-                self.notify(*(["WATCHDOG=1"] + lines if self.watchdog_s else lines))
+                broken = problem()
+                lines = [f"STATUS={'UNHEALTHY: ' + broken if broken else _status(status)}"]
+                self.notify(*(["WATCHDOG=1"] + lines if self.watchdog_s and not broken else lines))
         finally:
             self.notify("STOPPING=1", "STATUS=stopping")
             self.close()
@@ -105,4 +107,4 @@ def daemon_status(daemon: "Daemon") -> str:
 
 async def notify_systemd(daemon: "Daemon") -> None:
     """What Daemon.run starts beside its other background tasks."""
-    await SystemdNotifier().run(lambda: daemon_status(daemon))
+    await SystemdNotifier().run(lambda: daemon_status(daemon), daemon.problem)

@@ -65,3 +65,19 @@ def test_check_config_command(tmp_path):
               check=False)
     assert bad.returncode != 0
     assert "cameras[0].fps: must be > 0, got -1" in bad.stderr
+
+
+def test_non_utf8_and_deeply_nested_toml_are_config_errors(tmp_path):
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes('[device]\nthing = "caf\u00e9"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.toml: not UTF-8 text \(byte 21\)"):
+        load_config(latin1)
+    nested = tmp_path / "nested.toml"
+    nested.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="nested.toml: not valid TOML: nested too deeply"):
+        load_config(nested)
+    nested.write_text("x = " + "{a = " * 3000 + "1" + "}" * 3000 + "\n")
+    with pytest.raises(ConfigError, match="nested.toml: not valid TOML"):
+        load_config(nested)
+    out = cli("check-config", "--config", str(nested), check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stderr

@@ -14,7 +14,16 @@ import pytest
 from facewatchd.config import parse_config
 from facewatchd.hookspecs import hookimpl
 from facewatchd.plugins import PluginHost
-from tests.support.daemon import FIXTURES, ROOT, SAMPLE_CLIP, cli, make_config, run_daemon
+from tests.support.daemon import FIXTURES, ROOT, SAMPLE_CLIP, Lines, cli, make_config, run_daemon
+
+
+async def wait_for(check, what: str, timeout: float = 20.0) -> None:
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
 
 
 class TrackLog:
@@ -177,11 +186,10 @@ def test_malformed_deltas_are_logged_and_skipped(tmp_path):
         for bad in ({"faces": "x"}, {"faces": {"f": 3}}, {"persons": {"p": {"name": 5}}},
                     {"faces": {"00000000-0000-0000-0000-000000000000": {"person_id": "p-x"}}}):
             hub.update(config.device.thing, {"state": {"desired": bad}})
-        await asyncio.sleep(0.5)
+        # the daemon applied (skipped) them and cleared them: the shadow stays bounded
+        await wait_for(lambda: not hub.store.get(config.device.thing).delta_state(), "the bad keys cleared")
         frames_before = daemon.cameras[0].stats.frames
-        await asyncio.sleep(0.5)
-        assert daemon.cameras[0].stats.frames > frames_before  # still running
-        assert not hub.store.get(config.device.thing).delta_state()  # bad keys cleared: the shadow stays bounded
+        await wait_for(lambda: daemon.cameras[0].stats.frames > frames_before + 2, "frames after them")
         daemon.request_stop()
         s = await task
         return daemon, s, hub
@@ -200,14 +208,11 @@ def test_kill_9_mid_run_keeps_state_intact(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "facewatchd", "run", "--config", str(config_path)], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    resolved = 0
-    while time.time() < deadline and resolved < 3:  # kill once a few faces went round trip
-        line = proc.stderr.readline()
-        resolved += '"face_resolved"' in line
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert resolved >= 3
+    try:  # kill once a few faces went round trip
+        Lines(proc.stderr).until(lambda seen: seen.count('"face_resolved"') >= 3, timeout=120)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     # restart on the same state: nothing lost or corrupt, the persons it learnt are still known
     from facewatchd.pipeline.cache import FaceCache
 
@@ -228,11 +233,13 @@ def test_sigterm_stops_gracefully_with_a_summary(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "facewatchd", "run", "--config", str(config_path)], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline and '"face_resolved"' not in proc.stderr.readline():
-        pass
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=60)
+    try:
+        Lines(proc.stderr).until(lambda seen: '"face_resolved"' in seen, timeout=60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
     assert proc.returncode == 0
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["tracks"] == 1 and summary["pending"] == 0 and summary["frames"] > 1
@@ -258,9 +265,11 @@ def test_a_repeated_answer_is_applied_once(tmp_path):
         (face_id,) = {e.face_id for e in rec.cache.entries()}
         (person_id,) = rec.cache.persons()
         before = (rec.stats.labels_applied, dict(rec.stats.person_tracks))
-        daemon._embedded.hub.update(config.device.thing, {"state": {"desired": {
+        hub = daemon._embedded.hub
+        hub.update(config.device.thing, {"state": {"desired": {
             "faces": {face_id: {"person_id": person_id, "similarity": 1.0}}}}})
-        await asyncio.sleep(0.5)
+        # the repeat was applied (and cleared from the shadow) before we look at what changed
+        await wait_for(lambda: not hub.store.get(config.device.thing).delta_state(), "the repeat applied")
         after = (rec.stats.labels_applied, dict(rec.stats.person_tracks))
         daemon.request_stop()
         await task

@@ -161,3 +161,31 @@ def test_unit_files_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     proc = subprocess.run([analyze, "verify", "--man=no", *units], capture_output=True, text=True, timeout=60)
     ours = [line for line in (proc.stdout + proc.stderr).splitlines() if "facewatchd" in line]
     assert proc.returncode == 0 and not ours, proc.stdout + proc.stderr
+
+
+def test_the_watchdog_stops_while_the_daemon_is_half_alive(tmp_path: Path) -> None:
+    """While a background task is dead the pings stop (systemd restarts the service after WatchdogSec)
+    and STATUS says why; they come back when it is healthy again."""
+    import asyncio
+
+    notify = NotifySocket(tmp_path / "n.sock")
+    broken: list[str | None] = ["background task(s) ended: uplink"]
+    try:
+        notifier = SystemdNotifier({"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "200000",
+                                    "WATCHDOG_PID": str(os.getpid())})
+
+        async def main() -> None:
+            task = asyncio.create_task(notifier.run(lambda: "fine", lambda: broken[0]))
+            await asyncio.to_thread(notify.until, lambda r: len(lines(r, "STATUS=UNHEALTHY")) >= 3)
+            broken[0] = None
+            await asyncio.to_thread(notify.until, lambda r: len(lines(r, "WATCHDOG=1")) >= 2)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+        asyncio.run(main())
+        datagrams = notify.received
+        unhealthy = [d for d in datagrams if "UNHEALTHY" in d]
+        assert unhealthy and all("WATCHDOG=1" not in d for d in unhealthy)
+        assert "uplink" in unhealthy[0]
+    finally:
+        notify.close()

@@ -91,6 +91,8 @@ def parse_record(record: Mapping[str, Any]) -> FaceQuery:
         doc = json.loads(body)
     except ValueError as e:
         raise Poison("not_json", f"not JSON: {e}") from None
+    except RecursionError:
+        raise Poison("not_json", "not JSON: nested too deeply") from None
     if not isinstance(doc, dict):
         raise Poison("schema", "expected a JSON object")
     topic = doc.get("topic")
@@ -199,6 +201,9 @@ class Container:
             except Poison as p:
                 jobs.append(self._dead_letter(state, record, p))
                 continue
+            except Exception as e:  # whatever else a hostile body does, it fails only its own record
+                jobs.append(self._dead_letter(state, record, Poison("schema", f"{type(e).__name__}: {e}")))
+                continue
             by_thing.setdefault(query.thing, []).append((record, query))
         limit = asyncio.Semaphore(self.settings.concurrency)
         # One thing's faces always in order (a person seen twice by one camera is indexed once).
@@ -221,6 +226,10 @@ class Container:
         except NoFaceError as e:
             await self._drop_crop(state, query)
             kind = "bad_image" if isinstance(e, UnreadableImageError) else "no_face"
+            try:  # tell the device, so it stops resending a face that can never be resolved
+                await state.resolver.refuse(query.thing, query.face_id, f"{kind}: {e}")
+            except Exception as refusal:
+                log.warning("refusal_not_sent", face_id=query.face_id, error=f"{type(refusal).__name__}: {refusal}")
             return await self._dead_letter(state, record, Poison(kind, str(e)))
         except Exception as e:  # an outage or throttling beyond botocore's retries: SQS redelivers it
             log.warning("face_failed", message_id=record["messageId"], face_id=query.face_id, thing=query.thing,

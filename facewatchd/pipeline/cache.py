@@ -29,6 +29,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from facewatchd.identity import IdentityConfig
+from facewatchd.state import StateError, open_sqlite, quarantine
 from facewatchd.vision.embedder import EMBEDDING_DIM
 
 log = structlog.get_logger("facewatchd.cache")
@@ -88,7 +89,21 @@ class FaceCache:
         self.identity = identity or IdentityConfig()
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), isolation_level=None)
+        try:
+            self._open(path)
+        except (StateError, sqlite3.DatabaseError) as e:
+            if str(path) == ":memory:":
+                raise
+            # A cache is only a cache: move the damaged file aside and start empty (each person then costs
+            # one resolver call again), rather than keep the daemon from starting.
+            half_open = getattr(self, "_db", None)
+            if half_open is not None:
+                half_open.close()
+            quarantine(Path(path), str(e))
+            self._open(path)
+
+    def _open(self, path: Path | str) -> None:
+        self._db = open_sqlite(path, "face cache")
         self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
         columns = {r[1] for r in self._db.execute("PRAGMA table_info(entries)")}
         if columns and not {"trust", "origin"} <= columns:

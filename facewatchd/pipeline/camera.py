@@ -21,6 +21,8 @@ import numpy as np
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
+from facewatchd.vision.analyzer import ImageError, read_image
+
 log = structlog.get_logger("facewatchd.camera")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -100,9 +102,11 @@ class ImageDirReader:
         if path is None:
             return None
         self._n += 1
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            log.warning("image_unreadable", path=str(path))
+        try:
+            image: np.ndarray | None = read_image(path)
+        except ImageError as e:  # corrupt, or too large to decode safely: skipped and counted
+            log.warning("image_unreadable", path=str(path), error=str(e))
+            image = None
         return image, float(self._n)
 
     def close(self) -> None:

@@ -270,9 +270,9 @@ class Recognizer:
         other_faces, other_persons = self._others(track)
         query = FaceQuery(face_id, self.thing, track.camera, track.id, self._jpeg(view), view.embedding, view.ts,
                           tuple(sorted(other_faces)), tuple(sorted(other_persons)))
-        for dropped in self.uplink.submit(query) + self.uplink.take_rejected():
-            self.cache.drop_face(dropped)  # never answered now: let the next sighting ask again
-            self._pending_tracks.pop(dropped, None)
+        for dropped in self.uplink.submit(query):
+            self._forget_query(dropped)
+        self.drop_unanswerable()
         track.state, track.face_id, track.joined = "pending", face_id, False
         self.stats.resolver_calls += 1
         log.info("face_query_sent", camera=track.camera, track_id=track.id, face_id=face_id, person_id=None,
@@ -346,6 +346,27 @@ class Recognizer:
                 t.person_id, t.name = person_id, name
         self.stats.person_tracks[person_id] += max(0, waiting)
         return True
+
+    def drop_unanswerable(self) -> None:
+        """Forget the queries the uplink gave up on (expired, unsendable): the next sighting asks again."""
+        for face_id in self.uplink.take_rejected():
+            self._forget_query(face_id)
+
+    def _forget_query(self, face_id: str) -> None:
+        self.cache.drop_face(face_id)
+        self._pending_tracks.pop(face_id, None)
+
+    def unresolvable(self, face_id: str, reason: str) -> None:
+        """The resolver refused a face it can never resolve (no face in the crop, an unreadable image):
+        stop asking. Tracks waiting on it stay unnamed and do not ask again."""
+        known = self.uplink.acknowledge(face_id)
+        self._forget_query(face_id)
+        for t in self._live.values():
+            if t.face_id == face_id and t.state == "pending":
+                t.state = "unresolvable"
+        if known:
+            self.uplink.stats.unresolvable += 1
+            log.warning("face_unresolvable", face_id=face_id, reason=reason)
 
     def _verify_joined(self, track: Track, person_id: str) -> float | None:
         """The evidence of a track's own embedding for `person_id`, if the cache names it so; else None."""

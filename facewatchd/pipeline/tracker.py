@@ -40,7 +40,8 @@ class Track:
     hits: int = 1
     missed: int = 0
     # recognition state, owned by the recognizer
-    state: str = "new"  # new → collecting → pending → known (person_id set), or known at once from the cache
+    state: str = "new"  # new → collecting → pending → known (person_id set), or known at once from the cache;
+    # "unresolvable" when the resolver refused its face (no face in the crop): it does not ask again
     person_id: str | None = None
     name: str | None = None
     similarity: float = 0.0

@@ -154,7 +154,9 @@ class RekognitionCollection:
         code, message = _code(e), str(e.response.get("Error", {}).get("Message", ""))
         if code in _IMAGE_ERRORS:
             raise UnreadableImageError(f"{code}: {message} (face {query.face_id})") from None
-        if code == "InvalidParameterException" and "no faces" in message.lower():
+        if code == "InvalidParameterException":
+            # Every other parameter is ours and valid: the image is what Rekognition cannot use (no face in
+            # it, smaller than 80x80 px). A poison, whatever the message's wording: never retried.
             raise NoFaceError(f"{code}: {message} (face {query.face_id})") from None
 
     async def search(self, query: FaceQuery, threshold: float, exclude: frozenset[str] = frozenset()) -> Match | None:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import structlog
 
 from facewatchd.identity import Decision, IdentityConfig, decide
-from facewatchd.messages import (FaceQuery, Resolution, face_label_patch, face_reject_patch, person_label_patch,
-                                 person_merge_patch)
+from facewatchd.messages import (FaceQuery, Resolution, face_label_patch, face_reject_patch,
+                                 face_unresolvable_patch, person_label_patch, person_merge_patch)
 from facewatchd.resolver.ports import CropStore, FaceCollection, FaceRecord, NameDirectory, Person, ShadowPort
 
 log = structlog.get_logger("facewatchd.resolver")
@@ -94,6 +94,12 @@ class Resolver:
                  decision=decision.kind, nearest=decision.person_id, nearest_similarity=round(decision.similarity, 3),
                  template=face_ref is not None and decision.named)
         return resolution
+
+    async def refuse(self, thing: str, face_id: str, reason: str) -> None:
+        """Answer a face that can never be resolved (no face, an unreadable image), so the device stops
+        asking; nothing is stored."""
+        await self.shadow.update_desired(thing, face_unresolvable_patch(face_id, reason))
+        log.info("face_refused", face_id=face_id, thing=thing, reason=reason)
 
     def _learns(self, decision: Decision, person: Person) -> bool:
         """A named face becomes another template of its person only when it verifies at the learning

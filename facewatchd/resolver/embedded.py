@@ -19,12 +19,13 @@ from facewatchd.vision.embedder import EmbedderConfig
 
 class EmbeddedResolver:
     def __init__(self, state_dir: Path, config: LocalResolverConfig, detector: DetectorConfig | None = None,
-                 embedder: EmbedderConfig | None = None, identity: IdentityConfig | None = None) -> None:
+                 embedder: EmbedderConfig | None = None, identity: IdentityConfig | None = None,
+                 shadow_path: Path | None = None) -> None:
         self._detector_config = detector
         self._embedder_config = embedder
         self._analyzer: FaceAnalyzer | None = None  # loaded only when a request carries no embedding
         self.stores = LocalResolverStores(config.data_dir or state_dir / "resolver", self.embed_crop)
-        self.shadow_store = ShadowStore(state_dir / "shadow.db")
+        self.shadow_store = ShadowStore(shadow_path or state_dir / "shadow.db")
         self.hub = ShadowHub(self.shadow_store)
         self.resolver = Resolver(self.stores.crops, self.stores.collection, self.stores.names, HubShadowPort(self.hub),
                                  identity or IdentityConfig(), config.templates_per_person)

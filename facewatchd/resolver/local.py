@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from facewatchd.messages import FaceQuery, Resolution
+from facewatchd.state import open_sqlite, private_dir
 from facewatchd.resolver.ports import FaceRecord, Match, NoFaceError, Person
 from facewatchd.vision.embedder import EMBEDDING_DIM
 
@@ -35,7 +36,7 @@ class _Db:
     """One SQLite connection shared by the adapters, serialised by a lock, used from worker threads."""
 
     def __init__(self, path: Path | str) -> None:
-        self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._conn = open_sqlite(path, "resolver's collection and names", check_same_thread=False)
         self._lock = threading.Lock()
         self._conn.executescript("""
             PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
@@ -285,7 +286,7 @@ class LocalResolverStores:
     """The three local adapters over one data directory."""
 
     def __init__(self, data_dir: Path, embed_crop: Callable[[bytes], np.ndarray | None]) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)
         self.db = _Db(data_dir / "resolver.db")
         self.crops = DirectoryCropStore(data_dir / "crops")
         self.collection = SqliteFaceCollection(self.db, embed_crop)

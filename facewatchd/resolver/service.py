@@ -34,14 +34,16 @@ import structlog
 from facewatchd.aio import cancel_and_wait
 from pydantic import Field, model_validator
 
+from facewatchd.control import ControlServer, socket_path
 from facewatchd.identity import IdentityConfig
 from facewatchd.link.mqtt import MAX_PAYLOAD_BYTES, Backoff, BrokerConfig, PahoLog, connect_client, describe_failure, tls_params
-from facewatchd.messages import FaceQuery, MessageError, Resolution, thing_from_uplink_topic
+from facewatchd.messages import FaceQuery, MessageError, Resolution, face_id_of, thing_from_uplink_topic
 from facewatchd.resolver.core import Resolver
 from facewatchd.resolver.local import LocalResolverStores
 from facewatchd.resolver.ports import NoFaceError
 from facewatchd.shadow.service import ShadowService, shadow_prefix
 from facewatchd.shadow.store import ShadowStore
+from facewatchd.state import StateDirLock
 from facewatchd.systemd import SystemdNotifier
 from facewatchd.vision.analyzer import FaceAnalyzer, ImageError, decode_image
 from facewatchd.vision.detector import DetectorConfig
@@ -64,6 +66,11 @@ class ResolverServiceConfig(BrokerConfig):
     data_dir: Path | None = Field(None, description="default: the [resolver] data dir, so `facewatchd faces` "
                                   "commands with the same config see the same persons")
     templates_per_person: int = Field(5, ge=1, le=100, description="faces kept per person in the collection")
+    shadow_cert_file: Path | None = Field(None, description="the in-process shadow service's own client "
+                                          "certificate (default: cert_file); its own identity is needed where "
+                                          "the broker makes the certificate's CN the client id "
+                                          "(deploy/mosquitto: CN facewatchd-shadow)")
+    shadow_key_file: Path | None = None
     run_shadow_service: bool = Field(True, description="serve the device shadows in the same process")
 
     @model_validator(mode="after")
@@ -246,13 +253,14 @@ class ResolverService:
             query = parse_uplink(topic, payload)
             try:
                 await asyncio.to_thread(decode_image, query.crop_jpeg)
-            except ImageError:
-                raise Skipped("not_jpeg", "crop: not a decodable JPEG") from None
+            except ImageError as e:
+                raise Skipped("bad_image", f"crop: {e}") from None
             resolution = await self.resolver.resolve(query)
         except (Skipped, NoFaceError) as e:
             reason, detail = (e.reason, e.detail) if isinstance(e, Skipped) else ("no_face", str(e))
             self.stats.skipped[reason] += 1
             self._log.warning("uplink_skipped", topic=topic[:200], reason=reason, error=detail)
+            await self._refuse(topic, payload, reason, detail)
             return None
         except Exception as e:  # a store or the shadow failed: the device resends, the core is idempotent
             self.stats.failed += 1
@@ -260,6 +268,19 @@ class ResolverService:
             return None
         self.stats.resolved += 1
         return resolution
+
+    async def _refuse(self, topic: str, payload: object, reason: str, detail: str) -> None:
+        """Answer a message that can never be resolved, so its device stops resending it: when its thing
+        (from the topic) and face id can be read, the shadow says why (`desired.faces.<id>.unresolvable`)."""
+        try:
+            thing = thing_from_uplink_topic(topic)
+            face_id = face_id_of(payload)
+        except MessageError:
+            return  # nothing to answer to: the device's own attempts limit ends it
+        try:
+            await self.resolver.refuse(thing, face_id, f"{reason}: {detail}")
+        except Exception as e:
+            self._log.warning("refusal_not_sent", thing=thing, face_id=face_id, error=f"{type(e).__name__}: {e}")
 
     async def _run(self) -> None:
         c = self.config
@@ -298,8 +319,9 @@ class ResolverService:
 
 def shadow_service(config: ResolverServiceConfig, store: ShadowStore) -> ShadowService:
     """The shadow service on the broker of `config`, as client <client_id>-shadow."""
-    return ShadowService(store, config.host, config.port, ca_file=config.ca_file, cert_file=config.cert_file,
-                         key_file=config.key_file, username=config.username,
+    return ShadowService(store, config.host, config.port, ca_file=config.ca_file,
+                         cert_file=config.shadow_cert_file or config.cert_file,
+                         key_file=config.shadow_key_file or config.key_file, username=config.username,
                          password=config.password.get_secret_value() if config.password else None,
                          client_id=f"{config.client_id}-shadow", keepalive=config.keepalive,
                          reconnect_min_s=config.reconnect_min_s, reconnect_max_s=config.reconnect_max_s)
@@ -330,9 +352,11 @@ async def _serve(status: Callable[[], str]) -> None:
 async def run_resolver(config: "Config") -> ServiceStats:
     """`facewatchd resolver`: the resolver service (and, by default, the shadow service) until a signal."""
     server = config.server or ResolverServiceConfig()
-    async with ResolverService(server, service_data_dir(config), config.detector, config.embedder,
-                               config.identity) as svc:
-        await _serve(svc.status)
+    data_dir = service_data_dir(config)
+    with StateDirLock(data_dir, "resolver"):
+        async with ResolverService(server, data_dir, config.detector, config.embedder, config.identity) as svc, \
+                ControlServer(svc.resolver, socket_path(data_dir)):
+            await _serve(svc.status)
     return svc.stats
 
 
@@ -340,8 +364,7 @@ async def run_shadow(config: "Config") -> None:
     """`facewatchd shadow`: only the shadow service, for a resolver running with run_shadow_service = false."""
     server = config.server or ResolverServiceConfig()
     data_dir = service_data_dir(config)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with ShadowStore(data_dir / "shadows.db") as store:
+    with StateDirLock(data_dir, "shadow"), ShadowStore(data_dir / "shadows.db") as store:
         async with shadow_service(server, store) as svc:
             log.info("shadow_service_started", data_dir=str(data_dir), broker=f"{server.host}:{server.port}")
             await _serve(lambda: "connected" if svc.connected else "disconnected")

@@ -7,9 +7,12 @@ AWS Device Shadow service does and returns the payloads AWS would publish on /up
 - objects merge key by key, recursively; any other value (scalars, arrays) replaces the old one whole;
 - a `null` value deletes its key; objects left empty disappear; `"desired": null` removes the section;
 - the delta is every desired key missing from reported or different from it, recursing into objects
-  and comparing arrays whole;
-- `version` in a request must equal the current version (409); the state (desired + reported, compact
-  JSON) is capped at 8 KB (413); malformed requests get a 400 naming what is wrong.
+  and comparing arrays whole; it is published after every accepted update while it is not empty (all
+  differing attributes, whether or not this update touched them);
+- `{"state": null}` clears both sections; request fields other than state, version and clientToken are
+  ignored;
+- `version` in a request must equal the current version (409); the desired and reported data (compact
+  JSON, without the wrapper) are capped at 8 KB (413); malformed requests get a 400 naming what is wrong.
 
 Metadata mirrors the state tree with `{"timestamp": N}` at each leaf (and per array element).
 """
@@ -26,7 +29,6 @@ MAX_STATE_BYTES = 8 * 1024
 MAX_DEPTH = 6
 MAX_CLIENT_TOKEN_BYTES = 64
 SECTIONS = ("desired", "reported")
-_REQUEST_KEYS = frozenset({"state", "version", "clientToken"})
 
 Json = Any
 Obj = dict[str, Any]
@@ -51,7 +53,7 @@ class ShadowError(Exception):
 @dataclass(frozen=True, slots=True)
 class UpdateResult:
     accepted: Obj  # /update/accepted
-    delta: Obj | None  # /update/delta, None when the delta is empty or the update did not change it
+    delta: Obj | None  # /update/delta, None when desired and reported agree
     documents: Obj  # /update/documents
 
 
@@ -146,11 +148,10 @@ class ShadowDocument:
             else:
                 state.pop(section, None)
                 meta.pop(section, None)
-        size = len(_compact(state))
+        size = sum(len(_compact(section)) for section in state.values())
         if size > MAX_STATE_BYTES:
             raise ShadowError(413, f"Payload too large: state is {size} bytes, the limit is {MAX_STATE_BYTES}")
 
-        delta_before = self.delta_state()
         previous = self._snapshot() if self.exists else None
         self._state, self._meta = state, meta
         self.version += 1
@@ -162,7 +163,7 @@ class ShadowDocument:
                          "version": self.version, "timestamp": now}
         delta_state, delta_meta = _delta(state.get("desired", {}), state.get("reported", {}), meta.get("desired", {}))
         delta: Obj | None = None
-        if delta_state and not _same(delta_state, delta_before):
+        if delta_state:
             delta = {"state": delta_state, "metadata": delta_meta, "version": self.version, "timestamp": now}
         documents: Obj = {"previous": previous, "current": self._snapshot(), "timestamp": now}
         if token is not None:
@@ -200,12 +201,11 @@ def _validate_update(request: Json) -> dict[str, Obj | None]:
     """Check the request's shape; returns its `state` (sections mapped to objects or None)."""
     if not isinstance(request, dict):
         raise ShadowError(400, "Invalid JSON: the request must be a JSON object")
-    unknown = sorted(set(request) - _REQUEST_KEYS)
-    if unknown:
-        raise ShadowError(400, f"Unexpected field(s) {unknown}: a request holds only state, version, clientToken")
     if "state" not in request:
         raise ShadowError(400, "Missing required node: state")
-    state = request["state"]
+    state = request["state"]  # other top-level fields are ignored, as AWS does
+    if state is None:  # "state": null clears the whole state
+        return {section: None for section in SECTIONS}
     if not isinstance(state, dict):
         raise ShadowError(400, "State node must be an object")
     for key, value in state.items():

@@ -79,6 +79,8 @@ def _request_body(payload: Any, *, empty_ok: bool) -> dict[str, Any]:
         raise ShadowError(415, "Unsupported documented encoding; supported encoding is UTF-8") from None
     except ValueError as e:
         raise ShadowError(400, f"Invalid JSON: {e}") from None
+    except RecursionError:
+        raise ShadowError(400, "Invalid JSON: nested too deeply") from None
     if not isinstance(body, dict):
         raise ShadowError(400, "Invalid JSON: the request must be a JSON object")
     return body

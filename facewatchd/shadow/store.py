@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Callable, TypeVar
 
+from facewatchd.state import open_sqlite
 from facewatchd.shadow.document import ShadowDocument, ShadowError, UpdateResult, validate_client_token
 
 TOMBSTONE_TTL_S = 48 * 3600
@@ -43,7 +44,7 @@ class ShadowStore:
         self._clock = clock
         self._tombstone_ttl_s = tombstone_ttl_s
         self._lock = threading.Lock()  # one connection shared by the threads asyncio.to_thread uses
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db = open_sqlite(path, "device shadow store", check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: atomic and crash-safe; fsync per checkpoint
         self._db.execute(_SCHEMA)

@@ -6,14 +6,19 @@ no embedding, and test servers. Thread-safe (one lock), so it can be called from
 
 from __future__ import annotations
 
+import io
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from facewatchd.vision.detector import DetectorConfig, Face, YuNetDetector
 from facewatchd.vision.embedder import EmbedderConfig, SFaceEmbedder
+
+MAX_IMAGE_PIXELS = 40_000_000  # a photo or frame: 8K video is 33 MP
+MAX_CROP_PIXELS = 4_000_000  # a face crop from a device (they are at most 1024 px a side)
 
 
 class ImageError(ValueError):
@@ -26,8 +31,42 @@ class AnalysedFace:
     embedding: np.ndarray
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+def image_size(source: bytes | Path) -> tuple[int, int]:
+    """(width, height) from the image's header alone: no pixel is decoded; raises ImageError."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+            return image.size
+    except Image.DecompressionBombError as e:  # Pillow's own limit, far above ours: the header says enough
+        raise ImageError(f"image too large: {e}") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise ImageError(f"not a readable image: {e}") from None
+
+
+def check_image_size(source: bytes | Path, max_pixels: int) -> None:
+    """Refuse an image whose header claims more than `max_pixels` before anything allocates its pixels (a
+    600-byte JPEG can claim 30000x30000, 2.7 GB once decoded)."""
+    width, height = image_size(source)
+    if width * height > max_pixels:
+        raise ImageError(f"{width}x{height} image: more than {max_pixels} pixels, refused before decoding")
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_CROP_PIXELS) -> np.ndarray:
+    """A JPEG (or other image) from bytes, within a pixel limit (by default a face crop's)."""
+    if not data:
+        raise ImageError("not a decodable image: empty")
+    check_image_size(data, max_pixels)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ImageError("not a decodable image")
+    return image
+
+
+def read_image(path: Path | str, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """An image file, within a pixel limit; raises ImageError (never returns None)."""
+    check_image_size(Path(path), max_pixels)
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise ImageError("not a decodable image")
     return image

@@ -124,6 +124,17 @@ class Plugin:
         self._alerted_tracks.discard((event.face.camera, event.face.track_id))
 
     @hookimpl
+    async def door_status(self, door: str, locked: bool, failures: int, detail: str) -> None:
+        if self.config is None:
+            return
+        if not locked and self._due(f"door:{door}"):  # rate-limited while the lock keeps failing
+            self._send({"alert": "door_not_locked", "thing": self.thing, "door": door, "failures": failures,
+                        "detail": detail, "ts": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        elif locked:
+            self._send({"alert": "door_locked_again", "thing": self.thing, "door": door, "failures": failures,
+                        "ts": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+
+    @hookimpl
     async def camera_status(self, camera: str, online: bool, reason: str) -> None:
         if self.config and self.config.on_camera_offline and not online and self._due(f"camera:{camera}"):
             self._send({"alert": "camera_offline", "thing": self.thing, "camera": camera, "reason": reason,

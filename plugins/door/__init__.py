@@ -9,8 +9,11 @@ verified; see FaceEvent.evidence), and the person's `cooldown_s` since their las
 Each track gets at most one unlock; a denial is written once per track and reason.
 
 Safety: the relock timer runs here, in the plugin, not in the lock. A backend that fails or times out
-while unlocking is told to lock again at once; the door is locked at start, when `unlock_s` ends, and
-when the daemon stops. Every decision (grant or deny, the reason, person, similarity, camera, track)
+while unlocking is told to lock again at once; the door is locked at start (the daemon starts plugins
+before it opens any of its own state, so no state problem can keep the door from locking), when
+`unlock_s` ends, and when the daemon stops. A lock that is not confirmed is never given up on: the
+plugin keeps locking with backoff (`relock_backoff_max_s`) until the lock answers, and fires the
+`door_status` hook (alerts, metrics) at each failure and when the door is locked again. Every decision (grant or deny, the reason, person, similarity, camera, track)
 goes to the audit log, one JSON object per line.
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -37,7 +41,7 @@ log = structlog.get_logger("facewatchd.plugins.door")
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-RELOCK_ATTEMPTS = 3
+RELOCK_FIRST_RETRY_S = 0.5
 
 
 class Window(BaseModel):
@@ -76,6 +80,8 @@ class DoorConfig(BaseModel):
     schedule: list[Window] = Field(default_factory=list, description="when unlocking is allowed; empty: always")
     cameras: list[str] = Field(default_factory=list, description="cameras that watch this door; empty: all")
     audit_log: Path | None = Field(None, description="JSON lines; default <state_dir>/door-audit.jsonl")
+    relock_backoff_max_s: float = Field(30.0, gt=0, le=600, description="longest wait between two attempts to "
+                                        "lock a door whose lock did not answer (they never stop)")
 
 
 @dataclass
@@ -97,6 +103,11 @@ class Plugin:
         self._relock_timer: asyncio.TimerHandle | None = None
         self._actions: set[asyncio.Task[None]] = set()  # unlocks and relocks: cancelled at stop, then we lock
         self._writes: set[asyncio.Task[None]] = set()  # audit lines: always finished
+        self._keeper: asyncio.Task[None] | None = None  # keeps locking a door not confirmed locked
+        self.locked: bool | None = None  # confirmed by the backend; None before the first answer
+        self.lock_failures = 0  # consecutive failed attempts to lock
+        self._name = "door"
+        self._fire: Callable[..., None] = lambda hook, **kwargs: None
 
     # -- hooks ----------------------------------------------------------------------------------
     @hookimpl
@@ -106,6 +117,7 @@ class Plugin:
     @hookimpl
     async def facewatchd_start(self, context: PluginContext) -> None:
         self.config = config = context.plugin_config("door")
+        self._name, self._fire = context.config.device.thing, context.host.fire
         self.audit_path = config.audit_log or context.config.device.state_dir / "door-audit.jsonl"
         await asyncio.to_thread(self.audit_path.parent.mkdir, parents=True, exist_ok=True)
         if config.unlock_threshold < context.config.identity.name_threshold:
@@ -116,13 +128,14 @@ class Plugin:
             await asyncio.wait_for(self.backend.open(), config.backend.timeout_s)
         except Exception as e:  # the door stays locked; each unlock tries the backend again
             log.error("door_backend_unavailable", backend=config.backend.type, error=describe(e))
-        await self._lock_door("start", attempts=1)  # whatever a crashed run left behind: locked
+        await self._lock_door("start")  # whatever a crashed run left behind: locked (or kept trying)
         log.info("door_ready", backend=config.backend.type, allow=len(config.allow), audit_log=str(self.audit_path))
 
     @hookimpl
     async def facewatchd_stop(self, context: PluginContext) -> None:
         if self._relock_timer is not None:
             self._relock_timer.cancel()
+        await self._stop_keeper()
         if self._actions:  # an unlock in flight gets its timeout to finish or fail, then is abandoned
             assert self.config is not None
             _, late = await asyncio.wait(set(self._actions), timeout=self.config.backend.timeout_s + 0.5)
@@ -130,7 +143,9 @@ class Plugin:
                 task.cancel()
             if late:
                 await asyncio.wait(late, timeout=1)
-        await self._lock_door("stopping", attempts=2)
+        async with self._backend_lock:  # a last try; a lock that fails now is reported, not retried
+            if not await self._lock_once("stopping"):
+                await self._lock_once("stopping")
         if self._writes:
             await asyncio.wait(set(self._writes), timeout=1)
         if self.backend is not None:
@@ -213,6 +228,7 @@ class Plugin:
     async def _unlock(self, record: dict[str, Any], memory: TrackMemory, event: FaceEvent) -> None:
         assert self.config is not None and self.backend is not None
         async with self._backend_lock:
+            await self._stop_keeper()  # an intended unlock; the relock after it keeps trying on its own
             try:
                 await asyncio.wait_for(self.backend.unlock(), self.config.backend.timeout_s)
             except asyncio.CancelledError:  # the daemon is stopping; facewatchd_stop locks next
@@ -222,9 +238,12 @@ class Plugin:
             except Exception as e:  # it may have half-worked (a timeout): lock again before anything else
                 memory.granted = False  # a later frame of this visit may try again
                 self._last_unlock.pop(self._person_key(event), None)
+                self.locked = False
                 await self._audit({**record, "decision": "deny", "reason": "backend failed", "detail": describe(e)})
-                await self._lock_now("unlock failed", RELOCK_ATTEMPTS)
+                if not await self._lock_once("unlock failed"):
+                    self._keep_locking("unlock failed")
                 return
+            self.locked = False
             await self._audit(record)
             if self._relock_timer is not None:
                 self._relock_timer.cancel()
@@ -232,23 +251,56 @@ class Plugin:
                 self.config.unlock_s, self._spawn, self._actions, lambda: self._lock_door("unlock_s elapsed"))
             log.info("door_unlocked", name=record["name"], camera=record["camera"], relock_in_s=self.config.unlock_s)
 
-    async def _lock_door(self, why: str, attempts: int = RELOCK_ATTEMPTS) -> None:
+    async def _lock_door(self, why: str) -> None:
         async with self._backend_lock:
-            await self._lock_now(why, attempts)
+            if not await self._lock_once(why):
+                self._keep_locking(why)
 
-    async def _lock_now(self, why: str, attempts: int) -> None:
+    async def _lock_once(self, why: str) -> bool:
+        """One attempt to lock; True when the backend confirmed it. Call with the backend lock held."""
         assert self.config is not None and self.backend is not None
-        for attempt in range(1, attempts + 1):
-            try:
-                await asyncio.wait_for(self.backend.lock(), self.config.backend.timeout_s)
-                log.info("door_locked", why=why)
-                return
-            except Exception as e:
-                error = describe(e)
-                log.error("door_lock_failed", why=why, attempt=attempt, error=error)
-                if attempt < attempts:
-                    await asyncio.sleep(0.5)
-        await self._audit({"ts": now_iso(), "decision": "relock failed", "reason": why, "detail": error})
+        try:
+            await asyncio.wait_for(self.backend.lock(), self.config.backend.timeout_s)
+        except Exception as e:
+            self.locked = False
+            self.lock_failures += 1
+            error = describe(e)
+            log.error("door_lock_failed", why=why, failures=self.lock_failures, error=error)
+            if self.lock_failures == 1:  # the audit says when it began and when it ended, not every retry
+                await self._audit({"ts": now_iso(), "decision": "lock failed", "reason": why, "detail": error})
+            self._fire("door_status", door=self._name, locked=False, failures=self.lock_failures, detail=error)
+            return False
+        if self.lock_failures:
+            log.warning("door_locked_again", why=why, after_failures=self.lock_failures)
+            await self._audit({"ts": now_iso(), "decision": "locked", "reason": why,
+                               "detail": f"after {self.lock_failures} failed attempt(s)"})
+            self._fire("door_status", door=self._name, locked=True, failures=self.lock_failures, detail="locked")
+        else:
+            log.info("door_locked", why=why)
+        self.locked, self.lock_failures = True, 0
+        return True
+
+    def _keep_locking(self, why: str) -> None:
+        """Lock until the backend confirms it, with backoff; never gives up while the daemon runs."""
+        if self._keeper is not None and not self._keeper.done():
+            return
+
+        async def keep() -> None:
+            assert self.config is not None
+            delay = RELOCK_FIRST_RETRY_S
+            while True:
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                async with self._backend_lock:
+                    if self.locked or await self._lock_once(why):
+                        return
+                delay = min(delay * 2, self.config.relock_backoff_max_s)
+
+        self._keeper = asyncio.get_running_loop().create_task(keep(), name="door-keep-locking")
+
+    async def _stop_keeper(self) -> None:
+        if self._keeper is not None and not self._keeper.done():
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
 
     # -- audit ----------------------------------------------------------------------------------
     @staticmethod

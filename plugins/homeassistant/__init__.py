@@ -80,6 +80,7 @@ class Plugin:
         self.mqtt: PluginMqtt | None = None
         self.cameras: dict[str, CameraState] = {}
         self.persons: dict[str, PersonState] = {}
+        self.removals: set[str] = set()  # forgotten persons whose entities the broker has not been told of
         self._announced: set[tuple[str, str, str]] = set()  # (camera, track, name) already published
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -260,9 +261,10 @@ class Plugin:
             person = self.persons.pop(person_id, None)
             if person and person.away_timer:
                 person.away_timer.cancel()
-            sends += [self._publish(self.person_config_topic(person_id), b"", retain=True),
-                      self._publish(self.person_topic(person_id, "presence"), b"", retain=True),
-                      self._publish(self.person_topic(person_id, "attributes"), b"", retain=True)]
+            # kept until the broker has it: a forget that arrives before we connect (or while the broker is
+            # away) is sent at the next connect, never dropped
+            self.removals.add(person_id)
+            sends.append(self._remove_person(person_id))
             for camera in shown_on:
                 self.cameras[camera].last_name, self.cameras[camera].last_attributes = None, {}
         else:  # named or renamed: the entity (new, or with its new name) and the cameras that show them
@@ -277,9 +279,18 @@ class Plugin:
         await self._send(sends + [self._camera_state(camera) for camera in shown_on])
 
     # -- publishing -----------------------------------------------------------------------------
+    async def _remove_person(self, person_id: str) -> None:
+        for topic in (self.person_config_topic(person_id), self.person_topic(person_id, "presence"),
+                      self.person_topic(person_id, "attributes")):
+            await self._publish(topic, b"", retain=True)
+        self.removals.discard(person_id)
+
     async def announce(self) -> None:
-        """Availability, every discovery config, then every state: on connect and on HA's birth message."""
+        """Removals still owed, availability, every discovery config, then every state: on connect and
+        on HA's birth message."""
         assert self.mqtt is not None
+        for person_id in list(self.removals):
+            await self._remove_person(person_id)
         await self.mqtt.publish(self.availability_topic, "online", retain=True)
         for camera in list(self.cameras):
             await self._camera_discovery(camera)

@@ -1,4 +1,5 @@
-"""Prometheus metrics: counters of what the hooks saw, served as text on a small HTTP endpoint.
+"""Prometheus metrics: counters of what the hooks saw, served as text on a small HTTP endpoint, and
+`/healthz` (200 "ok", or 503 with what is broken in the daemon).
 
 No client library: a handful of counters and the text exposition format need a few lines, and the
 server is asyncio's own (`GET /metrics`; anything else is 404).
@@ -49,6 +50,8 @@ class Plugin:
         self.labels = 0
         self.link_online: dict[str, bool] = {}
         self.camera_online: dict[str, bool] = {}
+        self.door_locked: dict[str, bool] = {}
+        self.door_lock_failures: Counter[str] = Counter()
         self._named: set[tuple[str, str]] = set()
         self._server: asyncio.Server | None = None
         self.port = 0
@@ -105,6 +108,12 @@ class Plugin:
     async def camera_status(self, camera: str, online: bool, reason: str) -> None:
         self.camera_online[camera] = online
 
+    @hookimpl
+    async def door_status(self, door: str, locked: bool, failures: int, detail: str) -> None:
+        self.door_locked[door] = locked
+        if not locked:
+            self.door_lock_failures[door] += 1
+
     def exposition(self) -> str:
         failures = self.host.failures if self.host else {}
         out: list[str] = []
@@ -132,17 +141,26 @@ class Plugin:
                [({"link": k}, float(v)) for k, v in sorted(self.link_online.items())])
         family("facewatchd_camera_online", "gauge", "0 while a live camera is being reopened.",
                [({"camera": k}, float(v)) for k, v in sorted(self.camera_online.items())])
+        family("facewatchd_door_locked", "gauge", "0 while the door plugin cannot confirm the door is locked.",
+               [({"door": k}, float(v)) for k, v in sorted(self.door_locked.items())])
+        family("facewatchd_door_lock_failures_total", "counter", "Attempts to lock the door that failed.",
+               [({"door": k}, n) for k, n in sorted(self.door_lock_failures.items())])
         return "\n".join(out) + "\n"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
             parts = head.split(b"\r\n", 1)[0].split()
-            if len(parts) >= 2 and parts[0] in (b"GET", b"HEAD") and parts[1].split(b"?")[0] == b"/metrics":
+            path = parts[1].split(b"?")[0] if len(parts) >= 2 and parts[0] in (b"GET", b"HEAD") else b""
+            if path == b"/metrics":
                 body = self.exposition().encode()
                 status, ctype = "200 OK", "text/plain; version=0.0.4; charset=utf-8"
+            elif path == b"/healthz":  # 503 while the daemon runs half-alive (a background task died)
+                problem = self.host.health() if self.host else None
+                body = f"{problem or 'ok'}\n".encode()
+                status, ctype = ("503 Service Unavailable" if problem else "200 OK"), "text/plain"
             else:
-                body, status, ctype = b"not found: try /metrics\n", "404 Not Found", "text/plain"
+                body, status, ctype = b"not found: try /metrics or /healthz\n", "404 Not Found", "text/plain"
             headers = f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n" \
                       "Connection: close\r\n\r\n"
             writer.write(headers.encode() + (body if parts[:1] != [b"HEAD"] else b""))

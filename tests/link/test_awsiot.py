@@ -27,7 +27,7 @@ from facewatchd.messages import FaceQuery, MessageError, new_face_id, uplink_top
 from facewatchd.shadow.service import ShadowService
 from facewatchd.shadow.store import ShadowStore
 from tests.support.broker import Mosquitto, free_port
-from tests.support.daemon import FIXTURES, ROOT, cli
+from tests.support.daemon import FIXTURES, ROOT, Lines, cli
 from tests.support.tls import TestPki
 
 pytestmark = pytest.mark.timeout(60)
@@ -326,12 +326,8 @@ def test_the_daemon_names_a_face_through_the_awsiot_link(tls_broker: Mosquitto, 
                               cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     try:
-        assert server.stderr is not None
-        seen = ""
-        while "resolver_service_connected" not in seen or "shadow service connected" not in seen:
-            line = server.stderr.readline()
-            assert line, f"the resolver exited: {seen[-3000:]}"
-            seen += line
+        Lines(server.stderr).until(lambda seen: "resolver_service_connected" in seen
+                                   and "shadow service connected" in seen, timeout=60)
         device_toml = tmp_path / "device.toml"
         device_toml.write_text(
             f'[device]\nthing = "door-1"\nstate_dir = "{tmp_path / "device"}"\ndrain_timeout_s = 30\n'
@@ -341,7 +337,9 @@ def test_the_daemon_names_a_face_through_the_awsiot_link(tls_broker: Mosquitto, 
             f'ca_file = "{pki.ca_file}"\ncert_file = "{device_cert.cert}"\nkey_file = "{device_cert.key}"\n')
         summary = json.loads(cli("run", "--config", str(device_toml), timeout=90).stdout)
         server.send_signal(signal.SIGTERM)
-        out, _ = server.communicate(timeout=30)
+        server.wait(timeout=30)
+        assert server.stdout is not None
+        out = server.stdout.read()
     finally:
         if server.poll() is None:
             server.kill()

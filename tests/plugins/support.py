@@ -157,10 +157,10 @@ def frames_dir(path: Path, *runs: tuple[Path | str, int]) -> Path:
 
 
 async def run_in_loop(config: Config, host: PluginHost, until: Callable[[Daemon], Any] | None = None,
-                      timeout: float = 60.0) -> tuple[Daemon, Summary]:
+                      timeout: float = 60.0, link: Any = None) -> tuple[Daemon, Summary]:
     """Run the real daemon in this test's loop; with `until`, stop it (as SIGTERM would) once until(daemon)
     is awaited. Otherwise it ends with its file sources."""
-    daemon = Daemon(config, host)
+    daemon = Daemon(config, host, link)
     task = asyncio.create_task(daemon.run())
     try:
         if until is not None:

@@ -14,6 +14,7 @@ import pytest
 
 from facewatchd.daemon import Daemon
 from facewatchd.hookspecs import hookimpl
+from facewatchd.link.local import LocalLink
 from facewatchd.plugins import PluginHost
 from tests.plugins.conftest import Enrolled
 from tests.plugins.support import HttpReceiver, MqttRecorder, eventually, frames_dir, run_in_loop
@@ -154,3 +155,36 @@ async def test_metrics_endpoint_counts_what_the_daemon_saw(tmp_path, enrolled: E
     assert seen['facewatchd_camera_online{camera="lobby"}'] == 0
     assert seen['facewatchd_plugin_hook_failures_total{plugin="buggy"}'] == 3
     assert seen["facewatchd_track_dwell_seconds_total{camera=\"front\"}"] > 0
+
+
+class DeltasBreak(LocalLink):
+    """The embedded link, except that its delta stream fails once the daemon runs (a link bug)."""
+
+    async def deltas(self):  # type: ignore[no-untyped-def, override]
+        raise RuntimeError("the delta stream broke")
+        yield {}
+
+
+async def test_a_dead_background_task_makes_the_daemon_unhealthy(tmp_path, enrolled: Enrolled):
+    """The deltas task dies: the daemon must say so (/healthz 503; the watchdog stops, see
+    facewatchd/systemd.py) instead of running on half-alive, its labels silently never applied."""
+    from facewatchd.resolver.embedded import EmbeddedResolver
+
+    port = free_port()
+    state = enrolled.state(tmp_path)
+    frames = frames_dir(tmp_path / "door", (FIXTURES / "obama2.jpg", 1))
+    config = make_config(state, cameras=[{"id": "front", "source": str(frames), "loop": True, "fps": 5,
+                                          "pace": "realtime"}], plugins={"metrics": {"port": port}})
+    embedded = EmbeddedResolver(state, config.resolver, identity=config.identity)
+    link = DeltasBreak(config.device.thing, embedded.hub, embedded.resolver.resolve)
+    host = loaded(config)
+
+    async def unhealthy(daemon: Daemon) -> None:
+        await eventually(lambda: daemon.problem() is not None, 20, what="the daemon to notice")
+        status, body = await scrape(port, "/healthz")
+        assert status == "HTTP/1.1 503 Service Unavailable" and "deltas" in body
+
+    try:
+        await run_in_loop(config, host, until=unhealthy, link=link)
+    finally:
+        embedded.close()

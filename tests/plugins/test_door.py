@@ -12,6 +12,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from facewatchd.hookspecs import hookimpl
 from facewatchd.plugins import PluginHost
 from plugins.door import DAYS, Window
 from tests.plugins.conftest import Enrolled
@@ -240,3 +241,54 @@ def test_gpio_chip_missing_denies_with_the_real_bindings_error(tmp_path, enrolle
     denial = next(r for r in records if r.get("reason") == "backend failed")
     assert "no-such-gpiochip" in denial["detail"] or "No such file" in denial["detail"], denial
     assert not any(r["decision"] == "grant" for r in records)
+
+
+class DoorStatus:
+    """Records the door_status hook, as an alerting plugin would see it."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[bool, int]] = []
+
+    @hookimpl
+    def door_status(self, door: str, locked: bool, failures: int, detail: str) -> None:
+        self.calls.append((locked, failures))
+
+
+async def test_a_lock_that_does_not_answer_is_retried_until_it_does(tmp_path, enrolled: Enrolled, relay):
+    """The relay refuses `lock` (HTTP 503) at start: the plugin keeps locking with backoff, alerts and
+    counts while it fails, and stops only once the lock is confirmed. No give-up after a few tries."""
+    relay.answers["/lock"] = (503, 0.0)
+    visit = frames_dir(tmp_path / "door", (FIXTURES / "obama2.jpg", 1))
+    config = make_config(enrolled.state(tmp_path), visit,
+                         cameras=[{"id": "cam0", "source": str(visit), "loop": True, "fps": 5, "pace": "realtime"}],
+                         plugins=door(tmp_path, http_backend(relay), relock_backoff_max_s=0.4))
+    host = PluginHost(config)
+    host.load()
+    status = DoorStatus()
+    host.register("status", status, "test")
+    door_plugin = next(p for name, p in host.pm.list_name_plugin() if name == "door")
+
+    async def refused_then_healed(_: Any) -> None:
+        await eventually(lambda: relay.paths().count("/lock") >= 5, 30, what="five refused locks")
+        assert door_plugin.locked is False and door_plugin.lock_failures >= 5
+        assert [locked for locked, _ in status.calls][:5] == [False] * 5  # each failure reported
+        relay.answers.pop("/lock")  # the relay comes back
+        await eventually(lambda: door_plugin.locked is True, 10, what="the lock to be confirmed")
+        await eventually(lambda: status.calls and status.calls[-1][0] is True, 5, what="door_status locked")
+
+    await run_in_loop(config, host, until=refused_then_healed)
+    records = audit(tmp_path)
+    assert [r["decision"] for r in records if r["decision"] in ("lock failed", "locked")] == ["lock failed", "locked"]
+
+
+def test_the_door_locks_before_the_daemon_opens_its_state(tmp_path, enrolled: Enrolled, relay):
+    """A daemon whose state is unusable (here: another daemon holds the state directory) still locks the
+    door first, and exits with a clear error rather than a traceback."""
+    from facewatchd.state import StateDirLock, StateError
+
+    state = enrolled.state(tmp_path)
+    visit = frames_dir(tmp_path / "door", (FIXTURES / "obama2.jpg", 1))
+    config = make_config(state, visit, plugins=door(tmp_path, http_backend(relay)))
+    with StateDirLock(state), pytest.raises(StateError, match="already in use"):
+        run_daemon(config)
+    assert relay.paths()[0] == "/lock" and relay.paths()[-1] == "/lock"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -153,3 +154,43 @@ def test_face_crops_are_off_by_default_and_their_entity_removed():
     entities = plugin.camera_configs("front")
     assert entities["homeassistant/image/facewatchd_door-1/front_last_face/config"] is None  # empty config
     assert sum(v is not None for v in entities.values()) == 3
+
+
+async def test_a_forget_before_the_broker_is_reached_is_sent_at_connect(tmp_path: Path) -> None:
+    """A forget applied at start, before the plugin has connected (or while the broker is away), must still
+    remove the person's retained entity: it is owed, and sent at the next connect."""
+    from tests.support.broker import free_port
+
+    port = free_port()
+    workdir = tmp_path / "broker"
+    workdir.mkdir()
+    persistent = (f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                  f"persistence_location {workdir}/\nautosave_interval 1\n" + ("user root\n" if os.geteuid() == 0
+                                                                               else ""))
+    config = make_config(tmp_path / "state", cameras=[{"id": "front", "source": str(FIXTURES / "obama.jpg")}],
+                         plugins={"homeassistant": {"host": "127.0.0.1", "port": port, "reconnect_min_s": 0.1,
+                                                    "reconnect_max_s": 0.3}})
+    tracker_topic = f"homeassistant/device_tracker/{NODE}/person_person-alice/config"
+    with Mosquitto(workdir, port=port, config=persistent) as broker:
+        first = loaded_host(config)  # a first run names Alice: her tracker is retained on the broker
+        await first.start()
+        first.fire("person_labelled", person_id="person-alice", name="Alice", previous=None)
+        await eventually_retained(broker, tracker_topic)
+        await first.stop()
+        await asyncio.to_thread(broker.stop)
+
+        second = loaded_host(config)  # the next run starts while the broker is away, and Alice is forgotten
+        await second.start()
+        second.fire("person_labelled", person_id="person-alice", name=None, previous="Alice")
+        await second.drain()
+        await asyncio.to_thread(broker.start)  # the broker comes back: the plugin connects and owes a removal
+        deadline = asyncio.get_running_loop().time() + 20
+        while tracker_topic in await read_retained(broker, "homeassistant/#"):
+            assert asyncio.get_running_loop().time() < deadline, "the owed removal never reached the broker"
+        await second.stop()
+
+
+async def eventually_retained(broker: Mosquitto, topic: str, timeout: float = 20) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while topic not in await read_retained(broker, topic):
+        assert asyncio.get_running_loop().time() < deadline, f"{topic} was never retained"

@@ -23,6 +23,7 @@ from facewatchd.shadow.store import ShadowStore
 from facewatchd.vision.analyzer import FaceAnalyzer
 from tests.support.broker import Mosquitto
 from tests.support.daemon import FIXTURES
+from tests.support.images import bomb_jpeg
 
 pytestmark = pytest.mark.timeout(60)
 FAST = {"reconnect_min_s": 0.1, "reconnect_max_s": 0.5}
@@ -114,7 +115,13 @@ async def test_bad_input_is_logged_and_skipped_and_a_valid_face_is_still_resolve
         ("cam-1", variant(camera=None), "schema"),
         ("cam-1", variant(embedding="AAAA"), "schema"),
         ("cam-1", variant(crop=base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"x" * 100).decode()), "not_jpeg"),
-        ("cam-1", variant(crop=base64.b64encode(b"\xff\xd8" + b"\x00" * 500).decode()), "not_jpeg"),
+        ("cam-1", variant(crop=base64.b64encode(b"\xff\xd8" + b"\x00" * 500).decode()), "bad_image"),
+        # a decompression bomb: 600 bytes that claim 30000x30000 pixels, refused before decoding
+        ("cam-1", variant(crop=base64.b64encode(bomb_jpeg()).decode()), "bad_image"),
+        ("cam-1", b"[" * 5000, "not_json"),  # deeper than json can recurse
+        ("cam-1", b'{"face_id": ' + b"[" * 5000, "not_json"),
+        ("cam-1", variant(ts=float("nan")), "schema"),
+        ("cam-1", variant(ts=1e300), "schema"),
         ("cam-1", variant(crop=base64.b64encode(b"\xff\xd8" + b"\x00" * (97 * 1024)).decode()), "too_large"),
         ("cam-1", b"{" + b" " * (129 * 1024) + b"}", "too_large"),
         ("facewatchd/bad thing!/faces/unknown", variant(), "topic"),
@@ -139,6 +146,11 @@ async def test_bad_input_is_logged_and_skipped_and_a_valid_face_is_still_resolve
     assert sorted(e["reason"] for e in skipped) == sorted(r for *_, r in bad)
     assert all(e["log_level"] == "warning" and e["error"] for e in skipped)
     assert await service.stores.collection.count() == 1  # nothing but the valid face was stored
+    # a face that can never be resolved is answered with the reason, so its device stops resending it
+    refused = [json.loads(p)["face_id"] for thing, p, reason in bad if reason in ("bad_image", "no_face")]
+    for face_id in refused:
+        answer = await device.label(face_id)
+        assert set(answer) == {"unresolvable"} and answer["unresolvable"].split(":")[0] in ("bad_image", "no_face")
 
 
 async def test_thing_is_taken_from_the_topic_never_the_payload(

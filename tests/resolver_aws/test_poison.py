@@ -31,6 +31,8 @@ def test_each_poison_kind_lands_in_the_dlq_with_its_reason(aws_stack, container)
     corrupt = crop[:200] + os.urandom(4000)  # a JPEG header, then garbage: Rekognition cannot read it
     no_face = face_query(blank_jpeg(), thing)
     unreadable = face_query(corrupt, thing)
+    tiny = face_query(face_crop("obama.jpg", face_px=40, margin=0.2), thing)  # 48 px: under Rekognition's 80
+    nested = json.dumps({"topic": topic, "x": None})[:-1] + ', "y": ' + "[" * 5000 + "]" * 5000 + "}"
     cases = {
         "not_json": (sqs_record("{not json"), "not JSON"),
         "schema": (sqs_record(rule_body(_payload(thing, crop, face_id="nope"), topic)), "face_id"),
@@ -41,6 +43,10 @@ def test_each_poison_kind_lands_in_the_dlq_with_its_reason(aws_stack, container)
         "too_large": (sqs_record(rule_body(_payload(thing, crop, crop=b64(huge)), topic)), "body:"),
         "no_face": (query_record(no_face), "no faces in the image"),
         "bad_image": (query_record(unreadable), "InvalidImageFormatException"),
+        "too_small": (query_record(tiny), "at least 80 pixels"),
+        "nested": (sqs_record(nested), "nested too deeply"),  # a 10 KB body that once failed the whole batch
+        "ts_nan": (sqs_record(rule_body(_payload(thing, crop, ts=float("nan")), topic)), "ts:"),
+        "ts_huge": (sqs_record(rule_body(_payload(thing, crop, ts=1e300), topic)), "ts:"),
     }
     good = face_query(crop, thing)
     records = {name: record for name, (record, _) in cases.items()} | {"good": query_record(good)}
@@ -49,7 +55,8 @@ def test_each_poison_kind_lands_in_the_dlq_with_its_reason(aws_stack, container)
 
     letters = {letter["message_id"]: letter for letter in aws_stack.dead_letters(len(cases))}
     assert len(letters) == len(cases)
-    expected_kind = {"no_topic": "schema", "bad_topic": "schema"}
+    expected_kind = {"no_topic": "schema", "bad_topic": "schema", "too_small": "no_face", "nested": "not_json",
+                     "ts_nan": "schema", "ts_huge": "schema"}
     for name, (record, reason) in cases.items():
         letter = letters[record["messageId"]]
         assert letter["kind"] == expected_kind.get(name, name), name
@@ -64,6 +71,10 @@ def test_each_poison_kind_lands_in_the_dlq_with_its_reason(aws_stack, container)
     assert [len(e["faces"]) for e in persons(aws_stack).values()] == [1]
     assert aws_stack.rekognition.calls["IndexFaces"] == 1
     assert_consistent(aws_stack)
+    # the device of a face that can never be resolved hears why, and stops resending it
+    desired = aws_stack.desired()["faces"]
+    for query in (no_face, unreadable, tiny):
+        assert set(desired[query.face_id]) == {"unresolvable"}, desired[query.face_id]
 
 
 def test_a_crop_just_over_the_limit_is_too_large(aws_stack, container):

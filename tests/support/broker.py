@@ -36,7 +36,8 @@ def free_port() -> int:
 class Mosquitto:
     """One mosquitto process; the port stays the same across restarts so clients can reconnect."""
 
-    def __init__(self, workdir: Path, *, pki: TestPki | None = None, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, *, pki: TestPki | None = None, port: int | None = None,
+                 config: str | None = None) -> None:
         self.workdir = workdir
         self.pki = pki
         self.host = HOST
@@ -45,7 +46,7 @@ class Mosquitto:
         self.conf_file = workdir / "mosquitto.conf"
         self._proc: subprocess.Popen[bytes] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
-        self.conf_file.write_text(self._config())
+        self.conf_file.write_text(config if config is not None else self._config())
 
     @property
     def tls(self) -> bool:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Callable
 
 from facewatchd.config import Config, parse_config
 from facewatchd.daemon import Daemon, Summary
@@ -44,3 +47,32 @@ def cli(*args: str, check: bool = True, timeout: float = 300) -> subprocess.Comp
     if check and proc.returncode != 0:
         raise AssertionError(f"facewatchd {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     return proc
+
+
+class Lines:
+    """A process's output, read line by line on a thread, so a test waits for a line with a deadline
+    (a blocking readline() would hang the test if the process went quiet)."""
+
+    def __init__(self, stream: IO[str] | None) -> None:
+        assert stream is not None
+        self.seen = ""
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def until(self, done: Callable[[str], bool], timeout: float = 60) -> str:
+        """Read until done(everything seen so far) holds; AssertionError on timeout or end of output."""
+        deadline = time.monotonic() + timeout
+        while not done(self.seen):
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"timed out after {timeout}s; the output ends with: {self.seen[-3000:]}") from None
+            if line is None:
+                raise AssertionError(f"the process ended; its output ends with: {self.seen[-3000:]}")
+            self.seen += line
+        return self.seen

@@ -40,6 +40,7 @@ from facewatchd.vision.embedder import SFACE_COSINE_THRESHOLD
 
 TARGET_PREFIX = "RekognitionService."
 FACE_MODEL_VERSION = "7.0"
+MIN_IMAGE_SIDE = 80
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
 _COLLECTION_ID = re.compile(r"^[a-zA-Z0-9_.\-]{1,255}$")
 _EXTERNAL_ID = re.compile(r"^[a-zA-Z0-9_.\-:]{1,255}$")
@@ -236,6 +237,9 @@ class RekognitionServer:
             image = decode_image(data)
         except ImageError:
             raise ApiError("InvalidImageFormatException", "Request has invalid image format") from None
+        if min(image.shape[:2]) < MIN_IMAGE_SIDE:  # as Rekognition: images under 80x80 px are refused
+            raise ApiError("InvalidParameterException", "Requested image should have at least 80 pixels in "
+                           "each dimension")
         return image, self._analyzer.faces(image)  # largest first
 
     @staticmethod

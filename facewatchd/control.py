@@ -1,0 +1,173 @@
+"""The local control socket: how `facewatchd faces …` reaches a running daemon or resolver service.
+
+A process that owns a resolver (the daemon with the embedded resolver, `facewatchd resolver`) serves its
+operator actions as JSON over HTTP on a Unix socket in its state directory (`control.sock`). The CLI uses
+it whenever it answers, so a label or a forget goes through the one resolver that is running: its
+in-memory collection follows, and the shadow delta reaches the devices (the embedded daemon's own
+cache included) at once. With no process running, the CLI works on the stores directly, as before.
+
+Authentication is the file system's: the socket is 0600 in a 0700 directory, so only the user the
+service runs as (and root) can connect. The web page and its API for people are another matter
+(passwords, sessions, CSRF): this socket is for the machine's own operator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import structlog
+
+from facewatchd.messages import FaceQuery, MessageError
+from facewatchd.resolver.core import Resolver
+from facewatchd.resolver.ports import Person
+
+log = structlog.get_logger("facewatchd.control")
+
+SOCKET_NAME = "control.sock"
+MAX_REQUEST_BYTES = 8 * 1024 * 1024  # an enrolment with a few dozen crops
+
+
+def socket_path(state_dir: Path) -> Path:
+    return state_dir / SOCKET_NAME
+
+
+def text(body: dict[str, Any], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value or len(value) > 256:
+        raise ValueError(f"{key}: a non-empty string is required")
+    return value
+
+
+class ControlServer:
+    """`async with ControlServer(resolver, path):` serves the operator actions on the Unix socket `path`."""
+
+    def __init__(self, resolver: Resolver, path: Path) -> None:
+        self.resolver = resolver
+        self.path = path
+        self._runner: Any = None
+
+    async def __aenter__(self) -> "ControlServer":
+        from aiohttp import web
+
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+        app.add_routes([
+            web.get("/persons", self._persons),
+            web.post("/persons/{person_id}/label",
+                     self._action(lambda r, b, m: r.label(m["person_id"], text(b, "name")))),
+            web.post("/persons/{person_id}/forget", self._action(lambda r, b, m: r.forget(m["person_id"]))),
+            web.post("/persons/{person_id}/merge",
+                     self._action(lambda r, b, m: r.merge(m["person_id"], text(b, "gone")))),
+            web.post("/faces/{face_id}/move",
+                     self._action(lambda r, b, m: r.move(m["face_id"], text(b, "person_id")))),
+            web.post("/faces/{face_id}/reject", self._action(lambda r, b, m: r.reject(m["face_id"]))),
+            web.post("/enroll", self._action(lambda r, b, m: r.enroll(text(b, "name"), [
+                FaceQuery.from_json(q, thing="enroll") for q in b.get("faces", []) if isinstance(q, str)]))),
+        ])
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        self.path.unlink(missing_ok=True)  # a socket left by a killed process (the state lock is ours now)
+        site = web.UnixSite(self._runner, str(self.path))
+        old = os.umask(0o177)  # created 0600: only this user may connect
+        try:
+            await site.start()
+        finally:
+            os.umask(old)
+        log.info("control_socket_listening", path=str(self.path))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self.path.unlink(missing_ok=True)
+
+    async def _persons(self, request: Any) -> Any:
+        from aiohttp import web
+
+        return web.json_response([dataclasses.asdict(p) for p in await self.resolver.persons()])
+
+    def _action(self, act: Callable[[Resolver, dict[str, Any], Any], Awaitable[Person]]) -> Any:
+        async def handle(request: Any) -> Any:
+            from aiohttp import web
+
+            try:
+                body = await request.json() if request.can_read_body else {}
+                if not isinstance(body, dict):
+                    raise ValueError("expected a JSON object")
+                person = await act(self.resolver, body, request.match_info)
+            except KeyError as e:
+                return web.json_response({"error": f"no such person or face {e.args[0]!r}"}, status=404)
+            except (ValueError, TypeError, MessageError) as e:
+                return web.json_response({"error": str(e)}, status=400)
+            log.info("control_action", path=request.path, person_id=person.person_id)
+            return web.json_response(dataclasses.asdict(person))
+
+        return handle
+
+
+class ControlClient:
+    """The resolver's operator actions, through a running process's control socket (what Resolver offers
+    the CLI, with the same errors: KeyError for an unknown person or face, ValueError for a bad request)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._session: Any = None
+
+    @classmethod
+    async def connect(cls, path: Path) -> "ControlClient | None":
+        """A client if a process answers on `path`; None if none runs there."""
+        if not path.exists():
+            return None
+        client = cls(path)
+        try:
+            await client.persons()
+        except OSError:  # a socket left behind, nobody listening
+            await client.close()
+            return None
+        return client
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _call(self, method: str, url: str, body: dict[str, Any] | None = None) -> Any:
+        import aiohttp
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(self.path)),
+                                                  timeout=aiohttp.ClientTimeout(total=60))
+        try:
+            async with self._session.request(method, f"http://facewatchd{url}", json=body) as response:
+                data = await response.json()
+        except aiohttp.ClientConnectionError as e:
+            raise OSError(f"{self.path}: {e}") from e
+        if response.status == 404:
+            raise KeyError(data.get("error", url))
+        if response.status >= 400:
+            raise ValueError(data.get("error", f"HTTP {response.status}"))
+        return data
+
+    async def persons(self) -> list[Person]:
+        return [Person(**p) for p in await self._call("GET", "/persons")]
+
+    async def label(self, person_id: str, name: str) -> Person:
+        return Person(**await self._call("POST", f"/persons/{person_id}/label", {"name": name}))
+
+    async def forget(self, person_id: str) -> Person:
+        return Person(**await self._call("POST", f"/persons/{person_id}/forget"))
+
+    async def merge(self, keep: str, gone: str) -> Person:
+        return Person(**await self._call("POST", f"/persons/{keep}/merge", {"gone": gone}))
+
+    async def move(self, face_id: str, person_id: str) -> Person:
+        return Person(**await self._call("POST", f"/faces/{face_id}/move", {"person_id": person_id}))
+
+    async def reject(self, face_id: str) -> Person:
+        return Person(**await self._call("POST", f"/faces/{face_id}/reject"))
+
+    async def enroll(self, name: str, queries: list[FaceQuery]) -> Person:
+        return Person(**await self._call("POST", "/enroll", {"name": name,
+                                                             "faces": [q.to_json().decode() for q in queries]}))
