@@ -159,7 +159,9 @@ def test_unreadable_device_is_retried_while_other_cameras_work(tmp_path):
     async def main():
         daemon = Daemon(config, PluginHost(config))
         task = asyncio.create_task(daemon.run())
-        await asyncio.sleep(4)
+        # wait for what is asserted: the dead device retried, the file camera done
+        await wait_for(lambda: daemon.cameras[0].stats.reopens >= 2 and daemon.recognizer is not None
+                       and daemon.recognizer.stats.tracks >= 1, "two reopens and the file's face")
         daemon.request_stop()
         return daemon, await task
 

@@ -124,6 +124,9 @@ async def test_outage_reconnects_and_recovers_the_missed_delta_with_get(
     assert state == {"faces": {"f2": {"name": "Bob"}}}  # from get/accepted's state.delta
     assert await retained(broker, f"facewatchd/{THING}/availability") == b"online"
     await link.send_query(face_query())  # usable again
+    # and subscribed again: a label sent after the reconnect arrives as a delta, not only through the get
+    await service.update(THING, {"state": {"desired": {"faces": {"f3": {"name": "Cy"}}}}})
+    assert (await asyncio.wait_for(anext(deltas), 15))["faces"]["f3"] == {"name": "Cy"}
 
 
 async def test_clean_close_leaves_offline_retained(broker: Mosquitto) -> None:

@@ -31,6 +31,16 @@ def test_tracker_two_faces_two_tracks():
     assert not u.started and len(u.continued) == 2
 
 
+def test_each_face_stays_on_its_own_track_whatever_the_detection_order():
+    t = Tracker("cam")
+    left, right = t.update([face(0, 0), face(60, 0)], 1, 0).started  # neighbours: their boxes almost touch
+    for i in range(1, 6):  # they drift right, listed in alternating order; the boxes overlap their old selves
+        faces = [face(60 + 4 * i, 0), face(4 * i, 0)] if i % 2 else [face(4 * i, 0), face(60 + 4 * i, 0)]
+        u = t.update(faces, i + 1, i)
+        assert not u.started and not u.ended
+        assert (left.face.box[0], right.face.box[0]) == (4 * i, 60 + 4 * i)  # never swapped
+
+
 def test_outbox_durable_and_bounded(tmp_path):
     box = Outbox(tmp_path / "o.db", max_rows=2)
     box.put("a", b"1", now=1)

@@ -119,3 +119,26 @@ def test_a_small_crop_is_enlarged_to_what_a_resolver_accepts() -> None:
     assert min(decoded.shape[:2]) == 96 and decoded.shape[1] == round(38 * 96 / 38)  # Rekognition wants >= 80
     large = encode_jpeg(cv2.resize(face, (600, 700)), UplinkConfig())
     assert max(cv2.imdecode(np.frombuffer(large, np.uint8), cv2.IMREAD_COLOR).shape[:2]) == 320
+
+
+async def test_an_unsendable_request_is_dropped_not_retried_for_ever(tmp_path: Path) -> None:
+    """A row that can never be sent (here: a crop over the message limit, written by an older version)
+    would block the queue: it is dropped and handed back, and the next request still goes out."""
+    import base64
+    import json
+
+    sent: list[str] = []
+    outbox = Outbox(tmp_path / "outbox.db")
+    broken = json.loads(a_query().to_json())
+    broken["crop"] = base64.b64encode(b"\xff\xd8" + b"\x00" * (120 * 1024)).decode()
+    outbox.put(broken["face_id"], json.dumps(broken).encode(), now=1.0)
+    good = a_query()
+    outbox.put(good.face_id, good.to_json(), now=2.0)
+    uplink = Uplink(never_answered(tmp_path, sent), outbox, UplinkConfig())
+    stop = asyncio.Event()
+    async with uplink.link:
+        task = asyncio.create_task(uplink.run(stop))
+        await eventually(lambda: sent == [good.face_id], 10, what="the good request")
+        stop.set()
+        await task
+    assert uplink.take_rejected() == [broken["face_id"]] and broken["face_id"] not in outbox
