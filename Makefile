@@ -24,10 +24,11 @@ run: venv
 
 # Test servers: mosquitto (Debian) is started by the tests themselves on free loopback ports;
 # moto and our Rekognition-compatible server run in-process. This only makes sure the binary exists.
+# Chromium (Debian's) is the browser of the review page's tests: Playwright drives it, never downloads one.
 servers:
-	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
+	@{ command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto; } && command -v chromium >/dev/null 2>&1 || { \
 		SUDO=$$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto >/dev/null; }
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto chromium >/dev/null; }
 
 test: venv servers
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
@@ -49,6 +50,7 @@ bench: bench-extras
 	$(BIN)/python bench/visits.py --faces $(KNN) --people 5 --visits 16
 	$(BIN)/python bench/throughput.py samples/short_hamilton_clip.mp4
 	$(BIN)/python bench/cache_match.py
+	$(BIN)/python bench/web_pages.py --persons 10000
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/cache_match.py
 
 bench-smoke: bench-extras

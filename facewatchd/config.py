@@ -25,6 +25,7 @@ from facewatchd.resolver.aws import AwsResolverConfig  # imports without the aws
 from facewatchd.resolver.local import LocalResolverConfig
 from facewatchd.vision.detector import DetectorConfig
 from facewatchd.vision.embedder import EmbedderConfig
+from facewatchd.web import WebConfig
 
 DEFAULT_CONFIG = Path("etc/facewatchd.toml")
 
@@ -106,6 +107,7 @@ class Config(Strict):
     tracker: TrackerConfig = TrackerConfig()
     identity: IdentityConfig = IdentityConfig()
     cache: CacheConfig = CacheConfig()
+    web: WebConfig = WebConfig()
     uplink: UplinkConfig = UplinkConfig()
     resolver: ResolverConfig = LocalResolverConfig()
     link: LinkConfig = Field(LocalLinkConfig(), validate_default=True)  # type: ignore[valid-type]

@@ -30,6 +30,7 @@ from facewatchd.pipeline.tracker import SceneCutDetector, Tracker
 from facewatchd.pipeline.uplink import Uplink
 from facewatchd.plugins import PluginHost
 from facewatchd.state import StateDirLock
+from facewatchd.web import Live, WebServer, door_audit_path
 from facewatchd.systemd import notify_systemd
 from facewatchd.vision.detector import Face, YuNetDetector
 from facewatchd.vision.embedder import create_embedder
@@ -73,6 +74,11 @@ class Daemon:
         self._embedded: Any = None
         self._online_at_end = False
         self._background: list[asyncio.Task[Any]] = []
+        self.web: WebServer | None = None
+        self.live: Live | None = None
+        if config.web.enabled:  # the review page's "now": fed by the same hooks as every plugin
+            self.live = Live()
+            self.plugins.register("web-now", self.live, "builtin")
         self.plugins.health = self.problem  # /healthz (metrics plugin) asks the daemon itself
         cv2.setNumThreads(1)  # parallelism comes from the thread pool, not OpenCV's own threads
 
@@ -140,6 +146,10 @@ class Daemon:
             stack.callback(self._embedded.close)
             # `facewatchd faces …` acts through this process while it runs: labels reach it at once
             await stack.enter_async_context(ControlServer(self._embedded.resolver, socket_path(cfg.device.state_dir)))
+            if cfg.web.enabled:
+                self.web = await stack.enter_async_context(WebServer(
+                    cfg.web, self._embedded.resolver, self._embedded.stores, cfg.device.state_dir, self.live,
+                    door_audit_path(cfg)))
         log.info("daemon_started", thing=cfg.device.thing, cameras=[c.config.id for c in self.cameras],
                  link=cfg.link.type, cache_entries=len(cache), outbox=len(outbox))
         self.plugins.fire("link_status", online=True, link=cfg.link.type) if cfg.link.type == "local" else None

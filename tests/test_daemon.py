@@ -62,9 +62,9 @@ def test_sample_clip_first_run(first_run):
     assert longest.frames > 100 and longest.face.person_id and opening.face.person_id
     assert opening.face.person_id != longest.face.person_id
     assert len(s.persons) >= 5  # the audience are other persons
-    # embedding per track and per re-verification (every 10 frames of a named or pending track), never
-    # per frame (617 faces)
-    assert s.embeds <= s.tracks + s.faces / 10
+    # embedding per track and per re-verification (every 10 frames of a named or pending track, and when
+    # two faces part after overlapping), never per frame (617 faces)
+    assert s.embeds <= s.faces / 5
 
 
 def test_second_run_makes_no_resolver_calls_and_label_reaches_the_device(first_run, tmp_path):

@@ -34,7 +34,7 @@ from facewatchd.identity import IdentityConfig, box_jumped
 from facewatchd.messages import FaceQuery, new_face_id
 from facewatchd.pipeline.cache import CacheHit, FaceCache
 from facewatchd.pipeline.camera import Frame
-from facewatchd.pipeline.tracker import Track, TrackUpdate
+from facewatchd.pipeline.tracker import Track, TrackUpdate, iou
 from facewatchd.pipeline.uplink import Uplink, UplinkConfig, crop_with_margin, encode_jpeg
 from facewatchd.vision.detector import Face
 from facewatchd.vision.embedder import SFaceEmbedder
@@ -134,6 +134,7 @@ class Recognizer:
             ids = {t.id for t in present}
             for t in present:
                 t.seen_with |= ids - {t.id}
+            self._mark_crossings(present)
         for track in update.started:
             self.stats.tracks += 1
             self._live[track.id] = track
@@ -146,7 +147,7 @@ class Recognizer:
 
     async def _first_look(self, frame: Frame, track: Track, view: View | None = None) -> None:
         view = view or await self._view(frame, track.face)
-        track.best, track.best_quality = view, view.quality
+        track.best, track.best_quality, track.first_view = view, view.quality, view
         emb = await self._embed(track, view, frame.index)
         track.embedded_quality = view.quality
         if not self._use_cache(track, self._match(track, emb), emb, frame.ts):
@@ -170,8 +171,22 @@ class Recognizer:
         else:
             return
         due = frame.index - track.embedded_frame >= self.identity.reverify_frames
-        if due or (previous is not None and box_jumped(previous, track.face.box, self.identity.reverify_jump)):
+        jumped = previous is not None and box_jumped(previous, track.face.box, self.identity.reverify_jump)
+        crossed = track.crossing == "apart"  # two faces met and parted: the tracker may have swapped them
+        if due or jumped or crossed:
+            track.crossing = None if crossed else track.crossing
             await self._reverify(frame, track)
+
+    @staticmethod
+    def _mark_crossings(present: list[Track]) -> None:
+        """Faces whose boxes overlap can be swapped by the tracker when they part: each such track is
+        re-verified as soon as it stands alone again (`crossing`: "overlap" → "apart" → checked)."""
+        for t in present:
+            overlapping = any(iou(t.face.box, o.face.box) > 0 for o in present if o is not t)
+            if overlapping:
+                t.crossing = "overlap"
+            elif t.crossing == "overlap":
+                t.crossing = "apart"
 
     async def _reverify(self, frame: Frame, track: Track) -> None:
         """Embed the track again and check it is still who it was named (or is pending) as; a face that
@@ -257,10 +272,18 @@ class Recognizer:
     async def _send(self, track: Track) -> None:
         view = track.best
         assert isinstance(view, View)
+        first = track.embedding  # the first look's: the face this track started on
         if view.embedding is None:  # the best view is not the first: embed it
             await self._embed(track, view, track.last_frame)
             track.embedded_quality = view.quality
         assert view.embedding is not None
+        if first is not None and float(view.embedding @ first) < self.identity.verify_threshold:
+            # The best view is of another face (the tracker swapped two people while this one collected):
+            # ask about the face the track started on, and split the rest off at the next frame.
+            log.warning("best_view_not_the_tracked_face", camera=track.camera, track_id=track.id)
+            assert isinstance(track.first_view, View)
+            view = track.first_view
+            track.embedded_frame = -(1 << 30)
         track.embedding = view.embedding
         # Look again: while this track collected frames another track of the same person may have asked.
         if self._use_cache(track, self._match(track, view.embedding), view.embedding, view.ts):
@@ -284,7 +307,7 @@ class Recognizer:
         self._live.pop(track.id, None)
         if track.state == "pending" and track.face_id:
             self._pending_tracks[track.face_id] += 1
-        track.best = None  # keep only the ids of an ended track, not its images
+        track.best = track.first_view = None  # keep only the ids of an ended track, not its images
         self._ended[track.id] = track
         while len(self._ended) > ENDED_TRACKS_KEPT:
             self._ended.popitem(last=False)

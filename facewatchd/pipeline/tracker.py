@@ -51,6 +51,7 @@ class Track:
     best_quality: float = 0.0
     embedded_quality: float = 0.0
     best: object | None = field(default=None, repr=False)  # the recognizer's best candidate view
+    first_view: object | None = field(default=None, repr=False)  # and the view it started with
     seen_with: set[str] = field(default_factory=set, repr=False)  # tracks in the same frame: other people
     embedding: np.ndarray | None = field(default=None, repr=False)  # the track's latest own embedding
     embedded_frame: int = -1  # the frame of that embedding
@@ -59,6 +60,7 @@ class Track:
     joined: bool = False  # pending on another track's query, not its own
     origin: str | None = None  # the face id of the cache view or resolver answer that named it
     splits: int = 0
+    crossing: str | None = None  # "overlap" while its box overlaps another face's, then "apart"
     root_id: str = ""  # the id the tracker gave; split parts are <root_id>.s<n>
 
     def split(self, frame_index: int, ts: float) -> "Track":

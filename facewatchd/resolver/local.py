@@ -50,8 +50,12 @@ class _Db:
                 face_ref TEXT, similarity REAL NOT NULL, new_person INTEGER NOT NULL, ts REAL NOT NULL);
             CREATE INDEX IF NOT EXISTS faces_person ON faces(person_id);
         """)
-        if "possibly" not in {r[1] for r in self._conn.execute("PRAGMA table_info(persons)")}:
+        columns = {r[1] for r in self._conn.execute("PRAGMA table_info(persons)")}
+        if "possibly" not in columns:
             self._conn.execute("ALTER TABLE persons ADD COLUMN possibly TEXT")
+        if "reviewed" not in columns:  # dismissed on the review page: an unknown person nobody needs to name
+            self._conn.execute("ALTER TABLE persons ADD COLUMN reviewed INTEGER NOT NULL DEFAULT 0")
+        self._conn.execute("CREATE INDEX IF NOT EXISTS persons_last_seen ON persons(last_seen)")
 
     def run(self, fn: Callable[[sqlite3.Connection], object]) -> object:
         with self._lock:
@@ -260,6 +264,26 @@ class SqliteNameDirectory:
 
         return await self._db(delete)  # type: ignore[return-value]
 
+
+    async def page(self, offset: int, limit: int, unnamed_only: bool = False) -> tuple[list[Person], int]:
+        """One page of persons, newest sighting first (for the review page, only the unnamed ones not
+        dismissed), and how many there are in all: one indexed query, however many persons."""
+        where = "WHERE name IS NULL AND reviewed = 0" if unnamed_only else ""
+
+        def read(conn: sqlite3.Connection) -> tuple[list[Person], int]:
+            total = conn.execute(f"SELECT COUNT(*) FROM persons {where}").fetchone()[0]
+            ids = [r[0] for r in conn.execute(
+                f"SELECT person_id FROM persons {where} ORDER BY last_seen DESC LIMIT ? OFFSET ?", (limit, offset))]
+            return [p for p in (self._person(conn, i) for i in ids) if p], total
+
+        return await self._db(read)  # type: ignore[return-value]
+
+    async def set_reviewed(self, person_id: str) -> None:
+        def mark(conn: sqlite3.Connection) -> None:
+            if conn.execute("UPDATE persons SET reviewed = 1 WHERE person_id=?", (person_id,)).rowcount == 0:
+                raise KeyError(person_id)
+
+        await self._db(mark)
 
     async def face(self, face_id: str) -> FaceRecord | None:
         def get(conn: sqlite3.Connection) -> FaceRecord | None:

@@ -35,6 +35,7 @@ from facewatchd.aio import cancel_and_wait
 from pydantic import Field, model_validator
 
 from facewatchd.control import ControlServer, socket_path
+from facewatchd.web import WebServer
 from facewatchd.identity import IdentityConfig
 from facewatchd.link.mqtt import MAX_PAYLOAD_BYTES, Backoff, BrokerConfig, PahoLog, connect_client, describe_failure, tls_params
 from facewatchd.messages import FaceQuery, MessageError, Resolution, face_id_of, thing_from_uplink_topic
@@ -354,8 +355,12 @@ async def run_resolver(config: "Config") -> ServiceStats:
     server = config.server or ResolverServiceConfig()
     data_dir = service_data_dir(config)
     with StateDirLock(data_dir, "resolver"):
-        async with ResolverService(server, data_dir, config.detector, config.embedder, config.identity) as svc, \
-                ControlServer(svc.resolver, socket_path(data_dir)):
+        async with contextlib.AsyncExitStack() as stack:
+            svc = await stack.enter_async_context(ResolverService(server, data_dir, config.detector, config.embedder,
+                                                                  config.identity))
+            await stack.enter_async_context(ControlServer(svc.resolver, socket_path(data_dir)))
+            if config.web.enabled:  # the review page on the server: every device's persons
+                await stack.enter_async_context(WebServer(config.web, svc.resolver, svc.stores, data_dir))
             await _serve(svc.status)
     return svc.stats
 

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 
@@ -166,3 +167,28 @@ async def test_a_joined_track_that_does_not_verify_asks_on_its_own(tmp_path: Pat
         executor.shutdown()
         cache.close()
         outbox.close()
+
+
+def test_a_face_swapped_while_the_track_collects_is_not_sent_under_the_first_face(tmp_path: Path) -> None:
+    """Nobody known yet: Obama for 2 frames, then Biden in his place. The track picks its best view among
+    its first frames, which may be Biden's; it must not send Biden's face as the query of a track that
+    started on Obama. It asks about Obama, splits Biden off, and asks about him on his own."""
+    # Obama blurred (his views score low), Biden sharp: the best of the first frames is Biden's
+    blurred = cv2.GaussianBlur(face_square("obama2.jpg"), (0, 0), 2.5)
+    frames = write_frames(tmp_path / "swap", (blurred, 2), (face_square("biden.jpg"), 20))
+    summary, seen = run_with(tmp_path / "state", frames)
+    assert summary.resolver_calls == 2 and len(summary.persons) == 2, summary
+    first, second = sorted(seen.ended, key=lambda e: e.face.ts)
+    assert second.face.track_id == first.face.track_id + ".s1"
+    from facewatchd.resolver.local import LocalResolverStores
+
+    stores = LocalResolverStores(tmp_path / "state" / "resolver", lambda _: None)
+    import asyncio as _asyncio
+
+    obama = SFaceEmbedder().embed(scene(blurred), _detect(scene(blurred))[0])
+    person = _asyncio.run(stores.names.get(first.face.person_id))  # type: ignore[arg-type]
+    assert person is not None
+    [template] = [r for r in stores.db.run(lambda c: c.execute(
+        "SELECT embedding FROM collection WHERE person_id=?", (person.person_id,)).fetchall())]  # type: ignore
+    assert float(np.frombuffer(template[0], np.float32) @ obama) > 0.9  # Obama's face, not Biden's
+    stores.close()

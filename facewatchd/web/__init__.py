@@ -1,0 +1,466 @@
+"""The review page: people look at faces and name them, merge, move or reject faces, forget persons, see
+who is in view now and what the door decided. Served by the daemon (embedded resolver) and by the
+on-prem resolver service, on the same event loop, through aiohttp.web and Jinja2 templates.
+
+Every change goes through the running resolver (as the control socket's do), so a running daemon names
+the person in its next frames; every change is logged with who made it (`<state_dir>/web-changes.jsonl`).
+Authentication: see `auth.py`. Lists are paginated in SQL, so 10,000 persons stay fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import ssl
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from facewatchd.events import FaceEvent, TrackEnded
+from facewatchd.hookspecs import hookimpl
+from facewatchd.web.auth import COOKIE, Session, Sessions, check_password, read_secret
+
+if TYPE_CHECKING:
+    from facewatchd.resolver.core import Resolver
+    from facewatchd.resolver.local import LocalResolverStores
+
+log = structlog.get_logger("facewatchd.web")
+
+HERE = Path(__file__).parent
+PAGE_SIZE = 48
+CROPS_SHOWN = 4
+
+
+class WebConfig(BaseModel):
+    """`[web]`: the review page. It starts only with a password configured (hashed, or in a file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("127.0.0.1", description="where to listen: localhost unless you mean otherwise")
+    port: int = Field(8750, ge=0, le=65535, description="0: any free port (logged)")
+    user: str = Field("admin", min_length=1, max_length=64, description="the name to log in with")
+    password_hash: str | None = Field(None, description="from `python -m facewatchd.web` (asks for the password): "
+                                      "scrypt$…")
+    password_file: Path | None = Field(None, description="a file whose first line is the password hash")
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    session_hours: float = Field(12.0, gt=0, le=24 * 30)
+
+    @model_validator(mode="after")
+    def _one_password(self) -> "WebConfig":
+        if self.password_hash and self.password_file:
+            raise ValueError("password_hash and password_file: set one of them")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.password_hash or self.password_file)
+
+    def stored_hash(self) -> str:
+        return self.password_hash or read_secret(self.password_file)  # type: ignore[arg-type]
+
+
+@dataclass
+class Sighting:
+    camera: str
+    track_id: str
+    ts: float
+    dwell_s: float = 0.0
+    person_id: str | None = None
+    name: str | None = None
+    similarity: float = 0.0
+
+
+@dataclass
+class Live:
+    """What the cameras see, from the same hooks every plugin gets (registered like one): who is in view
+    now, per camera, and the recent sightings of each person. No frame is kept, only ids and times."""
+
+    recent_per_person: int = 5
+    now: dict[str, dict[str, Sighting]] = field(default_factory=dict)  # camera → track → sighting
+    seen: "OrderedDict[str, deque[Sighting]]" = field(default_factory=OrderedDict)
+    version: int = 0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def _touch(self) -> None:
+        self.version += 1
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    def _update(self, event: FaceEvent) -> None:
+        self.now.setdefault(event.camera, {})[event.track_id] = Sighting(
+            event.camera, event.track_id, event.ts, 0.0, event.person_id, event.name, event.similarity)
+        self._touch()
+
+    @hookimpl
+    async def face_detected(self, event: FaceEvent) -> None:
+        self._update(event)
+
+    @hookimpl
+    async def face_recognised(self, event: FaceEvent) -> None:
+        self._update(event)
+
+    @hookimpl
+    async def unknown_face(self, event: FaceEvent) -> None:
+        self._update(event)
+
+    @hookimpl
+    async def track_ended(self, event: TrackEnded) -> None:
+        self.now.get(event.face.camera, {}).pop(event.face.track_id, None)
+        f = event.face
+        if f.person_id:
+            history = self.seen.setdefault(f.person_id, deque(maxlen=self.recent_per_person))
+            history.appendleft(Sighting(f.camera, f.track_id, time.time(), event.dwell_s, f.person_id, f.name))
+            self.seen.move_to_end(f.person_id)
+            while len(self.seen) > 20_000:
+                self.seen.popitem(last=False)
+        self._touch()
+
+    def snapshot(self) -> dict[str, list[dict[str, Any]]]:
+        return {camera: [{"track": s.track_id, "person_id": s.person_id, "name": s.name,
+                          "similarity": round(s.similarity, 3)} for s in tracks.values()]
+                for camera, tracks in sorted(self.now.items())}
+
+
+class WebServer:
+    """`async with WebServer(config, resolver, stores, state_dir, live, audit_log):` serves the page."""
+
+    def __init__(self, config: WebConfig, resolver: "Resolver", stores: "LocalResolverStores", state_dir: Path,
+                 live: Live | None = None, door_audit: Path | None = None) -> None:
+        self.config = config
+        self.resolver = resolver
+        self.stores = stores
+        self.state_dir = state_dir
+        self.live = live
+        self.door_audit = door_audit
+        self.sessions = Sessions(config.session_hours * 3600)
+        self.changes = state_dir / "web-changes.jsonl"
+        self.port = 0
+        self._runner: Any = None
+        self._stored_hash = config.stored_hash()
+        self.session_key: Any = None  # aiohttp's typed request key, made with the app
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def __aenter__(self) -> "WebServer":
+        from aiohttp import web
+
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        context = None
+        if self.config.tls_cert_file:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(str(self.config.tls_cert_file), str(self.config.tls_key_file))
+        site = web.TCPSite(self._runner, self.config.host, self.config.port, ssl_context=context)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        scheme = "https" if context else "http"
+        log.info("web_listening", url=f"{scheme}://{self.config.host}:{self.port}/")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            await self._runner.shutdown()
+            await self._runner.cleanup()
+
+    def app(self) -> Any:
+        import jinja2
+        from aiohttp import web
+
+        self.session_key = web.RequestKey("session", Session)
+        self._templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
+        self._templates.filters["when"] = _when
+
+        @web.middleware
+        async def security(request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
+            return await _security_middleware(self, handler)(request)
+
+        app = web.Application(middlewares=[security], client_max_size=64 * 1024)
+        get, post = web.get, web.post
+        app.add_routes([
+            get("/login", self.login_page), post("/login", self.login), post("/logout", self.logout),
+            get("/", self.home),
+            get("/review", self.review), get("/people", self.people), get("/people/{person_id}", self.person),
+            get("/people/{person_id}/forget", self.forget_page),
+            get("/now", self.now), get("/events", self.events), get("/audit", self.audit),
+            get("/crops/{face_id}.jpg", self.crop),
+            post("/people/{person_id}/label", self._change(self._label)),
+            post("/people/{person_id}/merge", self._change(self._merge)),
+            post("/people/{person_id}/dismiss", self._change(self._dismiss)),
+            post("/people/{person_id}/forget", self._change(self._forget)),
+            post("/faces/{face_id}/move", self._change(self._move)),
+            post("/faces/{face_id}/reject", self._change(self._reject)),
+        ])
+        app.router.add_static("/static", HERE / "static", append_version=True)
+        return app
+
+    # -- security -------------------------------------------------------------------------------
+    def _secure(self) -> bool:
+        return bool(self.config.tls_cert_file)
+
+    def render(self, name: str, request: Any, context: dict[str, Any], status: int = 200) -> Any:
+        from aiohttp import web
+
+        session = request.get(self.session_key)
+        page = self._templates.get_template(name).render(
+            user=session.user if session else None, csrf=session.csrf if session else "",
+            door=self.door_audit is not None, live=self.live is not None, path=request.path, **context)
+        return web.Response(text=page, status=status, content_type="text/html", charset="utf-8")
+
+    async def home(self, request: Any) -> Any:
+        from aiohttp import web
+
+        raise web.HTTPFound("/review")
+
+    async def login_page(self, request: Any) -> Any:
+        return self.render("login.html", request, {"error": None, "next": _next(request)})
+
+    async def login(self, request: Any) -> Any:
+        from aiohttp import web
+
+        form = await request.post()
+        user, password = str(form.get("user", "")), str(form.get("password", ""))
+        ok = hmac_equal(user, self.config.user) & check_password(password, self._stored_hash)
+        if not ok:
+            log.warning("web_login_failed", user=user[:64], remote=request.remote)
+            return self.render("login.html", request, {"error": "Wrong user or password.",
+                                                                           "next": _next(request)}, status=401)
+        response = web.Response(status=303, headers={"Location": _next(request)})
+        response.set_cookie(COOKIE, self.sessions.open(user), httponly=True, samesite="Strict",
+                            secure=self._secure(), max_age=int(self.config.session_hours * 3600), path="/")
+        log.info("web_login", user=user, remote=request.remote)
+        return response
+
+    async def logout(self, request: Any) -> Any:
+        from aiohttp import web
+
+        self.sessions.close(request.cookies.get(COOKIE))
+        response = web.Response(status=303, headers={"Location": "/login"})
+        response.del_cookie(COOKIE, path="/")
+        return response
+
+    # -- pages ----------------------------------------------------------------------------------
+    async def review(self, request: Any) -> Any:
+        page = _page(request)
+        persons, total = await self.stores.names.page(page * PAGE_SIZE, PAGE_SIZE, unnamed_only=True)
+        suggestions = {}
+        for p in persons:
+            if p.possibly and p.possibly not in suggestions:
+                suggestions[p.possibly] = await self.stores.names.get(p.possibly)
+        return self.render("review.html", request, {
+            "persons": persons, "suggestions": suggestions, "page": page, "pages": _pages(total), "total": total,
+            "sightings": self._sightings(persons), "crops_shown": CROPS_SHOWN})
+
+    async def people(self, request: Any) -> Any:
+        page = _page(request)
+        persons, total = await self.stores.names.page(page * PAGE_SIZE, PAGE_SIZE)
+        return self.render("people.html", request, {
+            "persons": persons, "page": page, "pages": _pages(total), "total": total,
+            "sightings": self._sightings(persons), "crops_shown": CROPS_SHOWN})
+
+    async def person(self, request: Any) -> Any:
+        from aiohttp import web
+
+        person = await self.stores.names.get(request.match_info["person_id"])
+        if person is None:
+            raise web.HTTPNotFound(text="no such person")
+        possibly = await self.stores.names.get(person.possibly) if person.possibly else None
+        return self.render("person.html", request, {
+            "person": person, "possibly": possibly, "sightings": self._sightings([person]).get(person.person_id, [])})
+
+    async def forget_page(self, request: Any) -> Any:
+        from aiohttp import web
+
+        person = await self.stores.names.get(request.match_info["person_id"])
+        if person is None:
+            raise web.HTTPNotFound(text="no such person")
+        return self.render("forget.html", request, {"person": person})
+
+    async def now(self, request: Any) -> Any:
+        return self.render("now.html", request, {
+            "cameras": self.live.snapshot() if self.live else {}})
+
+    async def events(self, request: Any) -> Any:
+        """Server-sent events: the "now" snapshot each time it changes (and every 15 s, to keep it open)."""
+        from aiohttp import web
+
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
+        await response.prepare(request)
+        while True:
+            data = json.dumps(self.live.snapshot() if self.live else {})
+            await response.write(f"data: {data}\n\n".encode())
+            if self.live is None:
+                await asyncio.sleep(15)
+                continue
+            try:
+                await asyncio.wait_for(self.live.changed.wait(), 15)
+            except TimeoutError:
+                pass
+            await asyncio.sleep(0.2)  # at most five updates a second
+
+    async def audit(self, request: Any) -> Any:
+        records: list[dict[str, Any]] = []
+        if self.door_audit is not None and self.door_audit.exists():
+            lines = await asyncio.to_thread(_tail, self.door_audit, 200)
+            records = [json.loads(line) for line in reversed(lines) if line.strip()]
+        return self.render("audit.html", request, {"records": records})
+
+    async def crop(self, request: Any) -> Any:
+        from aiohttp import web
+
+        face = await self.stores.names.face(request.match_info["face_id"])
+        path = self.stores.crops.root / face.crop_key if face and face.crop_key else None
+        if path is None or not path.is_file():
+            raise web.HTTPNotFound(text="no such crop")
+        return web.FileResponse(path, headers={"Cache-Control": "private, max-age=86400",
+                                               "Content-Type": "image/jpeg"})
+
+    def _sightings(self, persons: list[Any]) -> dict[str, list[Sighting]]:
+        if self.live is None:
+            return {}
+        return {p.person_id: list(self.live.seen.get(p.person_id, ())) for p in persons}
+
+    # -- changes --------------------------------------------------------------------------------
+    def _change(self, act: Callable[[Any, Any], Awaitable[tuple[str, dict[str, Any], str]]]) -> Any:
+        """A POST that changes something: run it through the resolver, log who did it, go back."""
+        async def handle(request: Any) -> Any:
+            from aiohttp import web
+
+            form = await request.post()
+            try:
+                what, detail, back = await act(request, form)
+            except KeyError as e:
+                raise web.HTTPNotFound(text=f"no such person or face {e.args[0]!r}") from None
+            except ValueError as e:
+                raise web.HTTPBadRequest(text=str(e)) from None
+            record = {"ts": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                      "user": request[self.session_key].user, "remote": request.remote, "change": what, **detail}
+            log.info("web_change", **record)
+            await asyncio.to_thread(_append, self.changes, json.dumps(record) + "\n")
+            raise web.HTTPSeeOther(back)
+
+        return handle
+
+    async def _label(self, request: Any, form: Any) -> tuple[str, dict[str, Any], str]:
+        pid, name = request.match_info["person_id"], _text(form, "name")
+        await self.resolver.label(pid, name)
+        return "label", {"person_id": pid, "name": name}, str(form.get("back") or f"/people/{pid}")
+
+    async def _merge(self, request: Any, form: Any) -> tuple[str, dict[str, Any], str]:
+        keep, gone = request.match_info["person_id"], _text(form, "gone")
+        await self.resolver.merge(keep, gone)
+        return "merge", {"keep": keep, "gone": gone}, str(form.get("back") or f"/people/{keep}")
+
+    async def _dismiss(self, request: Any, form: Any) -> tuple[str, dict[str, Any], str]:
+        pid = request.match_info["person_id"]
+        await self.stores.names.set_reviewed(pid)
+        return "dismiss", {"person_id": pid}, "/review"
+
+    async def _forget(self, request: Any, form: Any) -> tuple[str, dict[str, Any], str]:
+        pid = request.match_info["person_id"]
+        person = await self.resolver.forget(pid)
+        return "forget", {"person_id": pid, "faces": len(person.faces), "things": person.things}, "/people"
+
+    async def _move(self, request: Any, form: Any) -> tuple[str, dict[str, Any], str]:
+        face_id, pid = request.match_info["face_id"], _text(form, "person_id")
+        await self.resolver.move(face_id, pid)
+        return "move", {"face_id": face_id, "person_id": pid}, f"/people/{pid}"
+
+    async def _reject(self, request: Any, form: Any) -> tuple[str, dict[str, Any], str]:
+        face_id = request.match_info["face_id"]
+        person = await self.resolver.reject(face_id)
+        return "reject", {"face_id": face_id, "person_id": person.person_id}, f"/people/{person.person_id}"
+
+
+def _security_middleware(server: WebServer, handler: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Any]:
+    async def check(request: Any) -> Any:
+        from aiohttp import web
+
+        path = request.path
+        if path.startswith("/static/"):
+            return await handler(request)
+        if request.method == "POST":
+            # A form posted from another site carries its Origin (or Sec-Fetch-Site): refused outright.
+            origin = request.headers.get("Origin")
+            fetch_site = request.headers.get("Sec-Fetch-Site")
+            if (origin and origin != f"{request.scheme}://{request.host}") or fetch_site == "cross-site":
+                log.warning("web_cross_site_refused", path=path, origin=origin, remote=request.remote)
+                raise web.HTTPForbidden(text="cross-site request refused")
+        if path == "/login":
+            return await handler(request)
+        session = server.sessions.get(request.cookies.get(COOKIE))
+        if session is None:
+            if request.method == "GET" and path != "/events":
+                raise web.HTTPSeeOther(f"/login?next={path}")
+            raise web.HTTPUnauthorized(text="log in first")
+        request[server.session_key] = session
+        if request.method == "POST":
+            form = await request.post()
+            if not secrets.compare_digest(str(form.get("csrf", "")), session.csrf):
+                log.warning("web_csrf_refused", path=path, user=session.user, remote=request.remote)
+                raise web.HTTPForbidden(text="missing or wrong CSRF token: reload the page")
+        response = await handler(request)
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Content-Security-Policy", "default-src 'self'; img-src 'self'; "
+                                    "style-src 'self'; script-src 'self'; frame-ancestors 'none'")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
+
+    return check
+
+
+def door_audit_path(config: Any) -> Path | None:
+    """The door plugin's audit log, when the door plugin is configured."""
+    door = config.plugins.get("door")
+    if door is None:
+        return None
+    return Path(door["audit_log"]) if door.get("audit_log") else config.device.state_dir / "door-audit.jsonl"
+
+
+def hmac_equal(a: str, b: str) -> bool:
+    return secrets.compare_digest(a.encode(), b.encode())
+
+
+def _next(request: Any) -> str:
+    target = str(request.query.get("next", "/review"))
+    return target if target.startswith("/") and not target.startswith("//") else "/review"
+
+
+def _page(request: Any) -> int:
+    try:
+        return max(0, int(request.query.get("page", "0")))
+    except ValueError:
+        return 0
+
+
+def _pages(total: int) -> int:
+    return max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
+
+
+def _text(form: Any, key: str) -> str:
+    value = str(form.get(key, "")).strip()
+    if not value or len(value) > 128:
+        raise ValueError(f"{key}: 1 to 128 characters")
+    return value
+
+
+def _append(path: Path, line: str) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        f.write(line)
+
+
+def _tail(path: Path, n: int) -> list[str]:
+    with path.open(encoding="utf-8") as f:
+        return list(deque(f, maxlen=n))
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else "-"

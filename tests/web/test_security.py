@@ -1,0 +1,102 @@
+"""Who may change a name on the review page: nobody without logging in, nobody with a wrong password,
+no change without the session's CSRF token, no form posted from another site. Over real HTTP, against
+the real server on the embedded resolver's stores."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import AsyncIterator
+
+import aiohttp
+import pytest
+
+from facewatchd.messages import FaceQuery, new_face_id
+from facewatchd.resolver.embedded import EmbeddedResolver
+from facewatchd.resolver.local import LocalResolverConfig
+from facewatchd.web import WebConfig, WebServer
+from facewatchd.web.auth import COOKIE, hash_password
+from tests.support.daemon import FIXTURES
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[tuple[WebServer, str]]:
+    backend = EmbeddedResolver(tmp_path, LocalResolverConfig())
+    await backend.resolver.enroll("Somebody", [FaceQuery(new_face_id(), "", "enroll", "enroll",
+                                                         (FIXTURES / "obama.jpg").read_bytes()[:4000],
+                                                         _unit(), time.time())])
+    config = WebConfig(port=0, password_hash=hash_password(PASSWORD))
+    async with WebServer(config, backend.resolver, backend.stores, tmp_path) as web:
+        [person] = await backend.resolver.persons()
+        yield web, person.person_id
+    backend.close()
+
+
+def _unit():  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    v = np.ones(128, np.float32)
+    return v / np.linalg.norm(v)
+
+
+async def login(session: aiohttp.ClientSession, base: str, password: str = PASSWORD) -> tuple[int, str]:
+    async with session.post(f"{base}/login", data={"user": "admin", "password": password},
+                            allow_redirects=False) as r:
+        return r.status, r.headers.get("Set-Cookie", "")
+
+
+async def csrf_of(session: aiohttp.ClientSession, base: str, person_id: str) -> str:
+    async with session.get(f"{base}/people/{person_id}") as r:
+        page = await r.text()
+    return page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+
+
+async def test_the_page_refuses_strangers_wrong_passwords_missing_csrf_and_other_sites(server, tmp_path):
+    web, person_id = server
+    base = f"http://127.0.0.1:{web.port}"
+    async with aiohttp.ClientSession() as anonymous:
+        async with anonymous.get(f"{base}/people", allow_redirects=False) as r:
+            assert r.status == 303 and r.headers["Location"].startswith("/login")
+        async with anonymous.get(f"{base}/crops/x.jpg", allow_redirects=False) as r:
+            assert r.status == 303  # even the crops need a session
+        async with anonymous.post(f"{base}/people/{person_id}/label", data={"name": "Mallory"}) as r:
+            assert r.status == 401
+        status, cookie = await login(anonymous, base, "wrong password")
+        assert status == 401 and COOKIE not in cookie
+
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:  # an IP host
+        status, cookie = await login(browser, base)
+        assert status == 303 and f"{COOKIE}=" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        csrf = await csrf_of(browser, base, person_id)
+        label = f"{base}/people/{person_id}/label"
+        async with browser.post(label, data={"name": "Mallory"}, allow_redirects=False) as r:
+            assert r.status == 403  # no CSRF token
+        async with browser.post(label, data={"name": "Mallory", "csrf": "forged"}, allow_redirects=False) as r:
+            assert r.status == 403
+        async with browser.post(label, data={"name": "Mallory", "csrf": csrf},
+                                headers={"Origin": "https://evil.example"}, allow_redirects=False) as r:
+            assert r.status == 403  # a form on another site, posting with the user's cookie
+        async with browser.post(label, data={"name": "Mallory", "csrf": csrf},
+                                headers={"Sec-Fetch-Site": "cross-site"}, allow_redirects=False) as r:
+            assert r.status == 403
+        assert (await web.stores.names.get(person_id)).name == "Somebody"  # none of that changed a thing
+
+        async with browser.post(label, data={"name": "Alice", "csrf": csrf}, allow_redirects=False) as r:
+            assert r.status == 303
+        assert (await web.stores.names.get(person_id)).name == "Alice"
+        [change] = [json.loads(line) for line in (tmp_path / "web-changes.jsonl").read_text().splitlines()]
+        assert (change["user"], change["change"], change["name"]) == ("admin", "label", "Alice")
+
+        async with browser.post(f"{base}/logout", data={"csrf": csrf}, allow_redirects=False) as r:
+            assert r.status == 303
+        async with browser.post(label, data={"name": "Bob", "csrf": csrf}, allow_redirects=False) as r:
+            assert r.status == 401  # the session is gone with the logout
+
+
+def test_without_a_password_there_is_no_page() -> None:
+    assert not WebConfig().enabled
+    with pytest.raises(ValueError, match="set one of them"):
+        WebConfig(password_hash="scrypt$x$y", password_file=Path("/x"))
