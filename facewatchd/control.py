@@ -13,8 +13,13 @@ service runs as (and root) can connect. The web page and its API for people are 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
 import os
+import socket
+import struct
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -47,6 +52,7 @@ class ControlServer:
     def __init__(self, resolver: Resolver, path: Path) -> None:
         self.resolver = resolver
         self.path = path
+        self.changes = path.parent / "changes.jsonl"  # shared with the review page: one log of every change
         self._runner: Any = None
 
     async def __aenter__(self) -> "ControlServer":
@@ -101,7 +107,11 @@ class ControlServer:
                 return web.json_response({"error": f"no such person or face {e.args[0]!r}"}, status=404)
             except (ValueError, TypeError, MessageError) as e:
                 return web.json_response({"error": str(e)}, status=400)
-            log.info("control_action", path=request.path, person_id=person.person_id)
+            record = {"ts": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                      "user": f"control socket ({_peer(request)})", "change": request.path,
+                      "person_id": person.person_id}
+            log.info("control_action", **record)
+            await asyncio.to_thread(_append, self.changes, json.dumps(record) + "\n")
             return web.json_response(dataclasses.asdict(person))
 
         return handle
@@ -171,3 +181,18 @@ class ControlClient:
     async def enroll(self, name: str, queries: list[FaceQuery]) -> Person:
         return Person(**await self._call("POST", "/enroll", {"name": name,
                                                              "faces": [q.to_json().decode() for q in queries]}))
+
+
+def _append(path: Path, line: str) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        f.write(line)
+
+
+def _peer(request: Any) -> str:
+    """Who is on the other end of the Unix socket, as the kernel says (SO_PEERCRED)."""
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    try:
+        pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    except (AttributeError, OSError):
+        return "unknown peer"
+    return f"uid {uid}, pid {pid}"

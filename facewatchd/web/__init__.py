@@ -3,7 +3,7 @@ who is in view now and what the door decided. Served by the daemon (embedded res
 on-prem resolver service, on the same event loop, through aiohttp.web and Jinja2 templates.
 
 Every change goes through the running resolver (as the control socket's do), so a running daemon names
-the person in its next frames; every change is logged with who made it (`<state_dir>/web-changes.jsonl`).
+the person in its next frames; every change is logged with who made it (`<state_dir>/changes.jsonl`).
 Authentication: see `auth.py`. Lists are paginated in SQL, so 10,000 persons stay fast.
 """
 
@@ -143,7 +143,7 @@ class WebServer:
         self.live = live
         self.door_audit = door_audit
         self.sessions = Sessions(config.session_hours * 3600)
-        self.changes = state_dir / "web-changes.jsonl"
+        self.changes = state_dir / "changes.jsonl"
         self.port = 0
         self._runner: Any = None
         self._stored_hash = config.stored_hash()

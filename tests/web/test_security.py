@@ -87,7 +87,7 @@ async def test_the_page_refuses_strangers_wrong_passwords_missing_csrf_and_other
         async with browser.post(label, data={"name": "Alice", "csrf": csrf}, allow_redirects=False) as r:
             assert r.status == 303
         assert (await web.stores.names.get(person_id)).name == "Alice"
-        [change] = [json.loads(line) for line in (tmp_path / "web-changes.jsonl").read_text().splitlines()]
+        [change] = [json.loads(line) for line in (tmp_path / "changes.jsonl").read_text().splitlines()]
         assert (change["user"], change["change"], change["name"]) == ("admin", "label", "Alice")
 
         async with browser.post(f"{base}/logout", data={"csrf": csrf}, allow_redirects=False) as r:
