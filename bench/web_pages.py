@@ -65,7 +65,7 @@ async def main(persons: int, requests: int) -> dict[str, object]:
         ids = await fill(backend, persons)
         filled_s = time.perf_counter() - started
         config = WebConfig(port=0, password_hash=hash_password("bench"))
-        async with WebServer(config, backend.resolver, backend.stores, Path(tmp)) as web:
+        async with WebServer(config, backend.resolver, Path(tmp)) as web:
             base = f"http://127.0.0.1:{web.port}"
             async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
                 async with session.post(f"{base}/login", data={"user": "admin", "password": "bench"}) as r:

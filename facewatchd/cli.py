@@ -70,6 +70,39 @@ def cmd_shadow(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    """The review page for the AWS resolver (a daemon or `facewatchd resolver` serves its own)."""
+    from facewatchd.logs import configure_logging
+
+    config = _config(args)
+    configure_logging(config.logging.format, config.logging.level)
+    if config.resolver.type != "aws":
+        raise ConfigError(f"{config.source}: facewatchd ui is for resolver.type = \"aws\"; with the local resolver "
+                          "the daemon (or facewatchd resolver) serves the review page itself ([web])")
+    if not config.web.enabled:
+        raise ConfigError(f"{config.source}: web: set password_hash or password_file (python -m facewatchd.web)")
+    asyncio.run(_ui_on_aws(config))
+    return 0
+
+
+async def _ui_on_aws(config: Config) -> None:
+    import signal
+
+    from facewatchd.resolver.aws import AwsResolverConfig, open_aws_adapters
+    from facewatchd.state import private_dir
+    from facewatchd.web import WebServer
+
+    aws = config.resolver
+    assert isinstance(aws, AwsResolverConfig)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with open_aws_adapters(aws) as adapters, \
+            WebServer(config.web, adapters.resolver(aws), private_dir(config.device.state_dir)):
+        await stop.wait()
+
+
 def cmd_plugins_list(args: argparse.Namespace) -> int:
     host = _plugins(_config(args))
     rows = [{"name": i.name, "origin": i.origin, "module": i.module, "hooks": i.hooks,
@@ -284,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
                 ).set_defaults(func=cmd_resolver)
     with_config(sub.add_parser("shadow", help="run only the shadow service over MQTT ([server] table)")
                 ).set_defaults(func=cmd_shadow)
+    with_config(sub.add_parser("ui", help="serve the review page for the AWS resolver ([web] table)")
+                ).set_defaults(func=cmd_ui)
 
     plugins = sub.add_parser("plugins", help="plugins").add_subparsers(dest="plugins_cmd", required=True)
     pl = with_config(plugins.add_parser("list", help="loaded plugins and their hooks"))

@@ -148,8 +148,7 @@ class Daemon:
             await stack.enter_async_context(ControlServer(self._embedded.resolver, socket_path(cfg.device.state_dir)))
             if cfg.web.enabled:
                 self.web = await stack.enter_async_context(WebServer(
-                    cfg.web, self._embedded.resolver, self._embedded.stores, cfg.device.state_dir, self.live,
-                    door_audit_path(cfg)))
+                    cfg.web, self._embedded.resolver, cfg.device.state_dir, self.live, door_audit_path(cfg)))
         log.info("daemon_started", thing=cfg.device.thing, cameras=[c.config.id for c in self.cameras],
                  link=cfg.link.type, cache_entries=len(cache), outbox=len(outbox))
         self.plugins.fire("link_status", online=True, link=cfg.link.type) if cfg.link.type == "local" else None

@@ -117,8 +117,13 @@ class S3CropStore:
                                   Metadata={"thing": query.thing, "camera": query.camera, "face-id": query.face_id})
         return key
 
-    async def get(self, key: str) -> bytes:
-        resp = await self._s3.get_object(Bucket=self._bucket, Key=key)
+    async def read(self, key: str) -> bytes:
+        try:
+            resp = await self._s3.get_object(Bucket=self._bucket, Key=key)
+        except ClientError as e:
+            if _code(e) in ("NoSuchKey", "404"):
+                raise KeyError(key) from None
+            raise
         async with resp["Body"] as body:
             return bytes(await body.read())
 
@@ -344,7 +349,7 @@ class DynamoNameDirectory:
         things = sorted(profile.get("things", set()))
         return Person(profile["person_id"], profile.get("name"), [f["face_id"] for f in faces], things,
                       float(profile.get("first_seen", 0)), float(profile.get("last_seen", 0)),
-                      sum(1 for f in faces if f.get("face_ref")), profile.get("possibly"))
+                      sum(1 for f in faces if f.get("face_ref")), profile.get("possibly"), bool(profile.get("reviewed")))
 
     async def get(self, person_id: str) -> Person | None:
         return self._person(await self._partition(person_id))
@@ -391,6 +396,23 @@ class DynamoNameDirectory:
         # The profile goes last: if anything above fails, get() still finds the person and forget can be rerun.
         await self._delete([{"pk": _person_pk(person_id), "sk": PROFILE}])
         return [f["crop_key"] for f in faces if f.get("crop_key")]
+
+    async def page(self, offset: int, limit: int, unnamed_only: bool = False) -> tuple[list[Person], int]:
+        """One scan, sorted here: the review tool of a cloud deployment, not a hot path."""
+        persons = [p for p in await self.list() if not unnamed_only or (p.name is None and not p.reviewed)]
+        persons.sort(key=lambda p: p.last_seen, reverse=True)
+        return persons[offset:offset + limit], len(persons)
+
+    async def set_reviewed(self, person_id: str) -> None:
+        try:
+            await self._ddb.update_item(
+                TableName=self._table, Key=self._item({"pk": _person_pk(person_id), "sk": PROFILE}),
+                UpdateExpression="SET reviewed = :t", ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues=self._item({":t": True}))
+        except ClientError as e:
+            if _code(e) == "ConditionalCheckFailedException":
+                raise KeyError(person_id) from None
+            raise
 
     async def face(self, face_id: str) -> FaceRecord | None:
         resp = await self._ddb.get_item(TableName=self._table, Key=self._item({"pk": _face_pk(face_id), "sk": "FACE"}),
@@ -544,5 +566,5 @@ async def open_aws_adapters(config: AwsResolverConfig, session: aioboto3.Session
         s3, rek, ddb, iot = [await stack.enter_async_context(session.client(name, config=cfg))
                              for name in ("s3", "rekognition", "dynamodb", "iot-data")]
         crops = S3CropStore(s3, config)
-        yield AwsAdapters(crops, RekognitionCollection(rek, config, crops.get), DynamoNameDirectory(ddb, config),
+        yield AwsAdapters(crops, RekognitionCollection(rek, config, crops.read), DynamoNameDirectory(ddb, config),
                           IotShadow(iot))

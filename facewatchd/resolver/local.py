@@ -89,6 +89,12 @@ class DirectoryCropStore:
         await asyncio.to_thread(write)
         return key
 
+    async def read(self, key: str) -> bytes:
+        path = self.root / key
+        if ".." in Path(key).parts or not path.is_file():
+            raise KeyError(key)
+        return await asyncio.to_thread(path.read_bytes)
+
     async def delete(self, keys: list[str]) -> None:
         def remove() -> None:
             for key in keys:
@@ -223,7 +229,7 @@ class SqliteNameDirectory:
         await self._db(write)
 
     def _person(self, conn: sqlite3.Connection, person_id: str) -> Person | None:
-        row = conn.execute("SELECT name, first_seen, last_seen, possibly FROM persons WHERE person_id=?",
+        row = conn.execute("SELECT name, first_seen, last_seen, possibly, reviewed FROM persons WHERE person_id=?",
                            (person_id,)).fetchone()
         if row is None:
             return None
@@ -231,7 +237,7 @@ class SqliteNameDirectory:
                              (person_id,)).fetchall()
         things = sorted({t for _, t, _ in faces if t})
         return Person(person_id, row[0], [f for f, _, _ in faces], things, row[1], row[2],
-                      sum(ref is not None for _, _, ref in faces), row[3])
+                      sum(ref is not None for _, _, ref in faces), row[3], bool(row[4]))
 
     async def get(self, person_id: str) -> Person | None:
         return await self._db(lambda c: self._person(c, person_id))  # type: ignore[return-value]

@@ -30,6 +30,7 @@ class Person:
     last_seen: float = 0.0
     templates: int = 0  # faces of this person in the collection
     possibly: str | None = None  # made from the uncertain band: the person it may be, for review
+    reviewed: bool = False  # dismissed on the review page
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,9 @@ class CropStore(Protocol):
 
     async def delete(self, keys: list[str]) -> None:
         """Delete stored crops (forget)."""
+
+    async def read(self, key: str) -> bytes:
+        """A stored crop (the review page shows it; a moved face is indexed again from it)."""
 
 
 class FaceCollection(Protocol):
@@ -102,6 +106,12 @@ class NameDirectory(Protocol):
 
     async def remove_face(self, face_id: str) -> None:
         """Forget one face's record (a rejected face); its person stays."""
+
+    async def page(self, offset: int, limit: int, unnamed_only: bool = False) -> tuple[list[Person], int]:
+        """Persons newest sighting first (only unnamed, not dismissed ones with `unnamed_only`), and the total."""
+
+    async def set_reviewed(self, person_id: str) -> None:
+        """Dismissed on the review page: an unknown person nobody needs to name."""
 
 
 class ShadowPort(Protocol):

@@ -360,7 +360,7 @@ async def run_resolver(config: "Config") -> ServiceStats:
                                                                   config.identity))
             await stack.enter_async_context(ControlServer(svc.resolver, socket_path(data_dir)))
             if config.web.enabled:  # the review page on the server: every device's persons
-                await stack.enter_async_context(WebServer(config.web, svc.resolver, svc.stores, data_dir))
+                await stack.enter_async_context(WebServer(config.web, svc.resolver, data_dir))
             await _serve(svc.status)
     return svc.stats
 

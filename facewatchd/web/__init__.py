@@ -29,7 +29,6 @@ from facewatchd.web.auth import COOKIE, Session, Sessions, check_password, read_
 
 if TYPE_CHECKING:
     from facewatchd.resolver.core import Resolver
-    from facewatchd.resolver.local import LocalResolverStores
 
 log = structlog.get_logger("facewatchd.web")
 
@@ -132,13 +131,14 @@ class Live:
 
 
 class WebServer:
-    """`async with WebServer(config, resolver, stores, state_dir, live, audit_log):` serves the page."""
+    """`async with WebServer(config, resolver, state_dir, live, audit_log):` serves the page."""
 
-    def __init__(self, config: WebConfig, resolver: "Resolver", stores: "LocalResolverStores", state_dir: Path,
-                 live: Live | None = None, door_audit: Path | None = None) -> None:
+    def __init__(self, config: WebConfig, resolver: "Resolver", state_dir: Path, live: Live | None = None,
+                 door_audit: Path | None = None) -> None:
         self.config = config
         self.resolver = resolver
-        self.stores = stores
+        self.names = resolver.names  # the resolver's own adapters: local (SQLite, files) or AWS (DynamoDB, S3)
+        self.crops = resolver.crops
         self.state_dir = state_dir
         self.live = live
         self.door_audit = door_audit
@@ -250,18 +250,18 @@ class WebServer:
     # -- pages ----------------------------------------------------------------------------------
     async def review(self, request: Any) -> Any:
         page = _page(request)
-        persons, total = await self.stores.names.page(page * PAGE_SIZE, PAGE_SIZE, unnamed_only=True)
+        persons, total = await self.names.page(page * PAGE_SIZE, PAGE_SIZE, unnamed_only=True)
         suggestions = {}
         for p in persons:
             if p.possibly and p.possibly not in suggestions:
-                suggestions[p.possibly] = await self.stores.names.get(p.possibly)
+                suggestions[p.possibly] = await self.names.get(p.possibly)
         return self.render("review.html", request, {
             "persons": persons, "suggestions": suggestions, "page": page, "pages": _pages(total), "total": total,
             "sightings": self._sightings(persons), "crops_shown": CROPS_SHOWN})
 
     async def people(self, request: Any) -> Any:
         page = _page(request)
-        persons, total = await self.stores.names.page(page * PAGE_SIZE, PAGE_SIZE)
+        persons, total = await self.names.page(page * PAGE_SIZE, PAGE_SIZE)
         return self.render("people.html", request, {
             "persons": persons, "page": page, "pages": _pages(total), "total": total,
             "sightings": self._sightings(persons), "crops_shown": CROPS_SHOWN})
@@ -269,17 +269,17 @@ class WebServer:
     async def person(self, request: Any) -> Any:
         from aiohttp import web
 
-        person = await self.stores.names.get(request.match_info["person_id"])
+        person = await self.names.get(request.match_info["person_id"])
         if person is None:
             raise web.HTTPNotFound(text="no such person")
-        possibly = await self.stores.names.get(person.possibly) if person.possibly else None
+        possibly = await self.names.get(person.possibly) if person.possibly else None
         return self.render("person.html", request, {
             "person": person, "possibly": possibly, "sightings": self._sightings([person]).get(person.person_id, [])})
 
     async def forget_page(self, request: Any) -> Any:
         from aiohttp import web
 
-        person = await self.stores.names.get(request.match_info["person_id"])
+        person = await self.names.get(request.match_info["person_id"])
         if person is None:
             raise web.HTTPNotFound(text="no such person")
         return self.render("forget.html", request, {"person": person})
@@ -316,12 +316,14 @@ class WebServer:
     async def crop(self, request: Any) -> Any:
         from aiohttp import web
 
-        face = await self.stores.names.face(request.match_info["face_id"])
-        path = self.stores.crops.root / face.crop_key if face and face.crop_key else None
-        if path is None or not path.is_file():
+        face = await self.names.face(request.match_info["face_id"])
+        try:
+            jpeg = await self.crops.read(face.crop_key) if face and face.crop_key else None
+        except KeyError:
+            jpeg = None
+        if jpeg is None:
             raise web.HTTPNotFound(text="no such crop")
-        return web.FileResponse(path, headers={"Cache-Control": "private, max-age=86400",
-                                               "Content-Type": "image/jpeg"})
+        return web.Response(body=jpeg, content_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
     def _sightings(self, persons: list[Any]) -> dict[str, list[Sighting]]:
         if self.live is None:
@@ -361,7 +363,7 @@ class WebServer:
 
     async def _dismiss(self, request: Any, form: Any) -> tuple[str, dict[str, Any], str]:
         pid = request.match_info["person_id"]
-        await self.stores.names.set_reviewed(pid)
+        await self.names.set_reviewed(pid)
         return "dismiss", {"person_id": pid}, "/review"
 
     async def _forget(self, request: Any, form: Any) -> tuple[str, dict[str, Any], str]:

@@ -29,7 +29,7 @@ async def server(tmp_path: Path) -> AsyncIterator[tuple[WebServer, str]]:
                                                          (FIXTURES / "obama.jpg").read_bytes()[:4000],
                                                          _unit(), time.time())])
     config = WebConfig(port=0, password_hash=hash_password(PASSWORD))
-    async with WebServer(config, backend.resolver, backend.stores, tmp_path) as web:
+    async with WebServer(config, backend.resolver, tmp_path) as web:
         [person] = await backend.resolver.persons()
         yield web, person.person_id
     backend.close()
@@ -82,11 +82,11 @@ async def test_the_page_refuses_strangers_wrong_passwords_missing_csrf_and_other
         async with browser.post(label, data={"name": "Mallory", "csrf": csrf},
                                 headers={"Sec-Fetch-Site": "cross-site"}, allow_redirects=False) as r:
             assert r.status == 403
-        assert (await web.stores.names.get(person_id)).name == "Somebody"  # none of that changed a thing
+        assert (await web.names.get(person_id)).name == "Somebody"  # none of that changed a thing
 
         async with browser.post(label, data={"name": "Alice", "csrf": csrf}, allow_redirects=False) as r:
             assert r.status == 303
-        assert (await web.stores.names.get(person_id)).name == "Alice"
+        assert (await web.names.get(person_id)).name == "Alice"
         [change] = [json.loads(line) for line in (tmp_path / "changes.jsonl").read_text().splitlines()]
         assert (change["user"], change["change"], change["name"]) == ("admin", "label", "Alice")
 
