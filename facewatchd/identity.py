@@ -4,11 +4,12 @@ A name is access control, so the rules here are the product's safety rules, in o
 device cache (what a device names on its own), the resolver core (what the shared collection names, or
 creates), the recognizer's track checks and, through the evidence it reports, the door.
 
-- **Naming holds at scale.** A stranger searched against G persons is falsely named with a probability
-  of about G times the single-comparison false match rate (FMR) at the threshold, so a fixed threshold
-  that is safe for 10 persons names half of all strangers at 1,000. The naming threshold therefore rises
-  with the number of persons searched: it is SFace's impostor tail at FMR = `fpir / G` (measured on LFW:
-  `impostor_threshold`), never below `name_threshold`.
+- **Naming holds at scale.** A stranger compared with G faces (a person's templates or cached views
+  each count) is falsely named with a probability of about G times the single-comparison false match
+  rate (FMR) at the threshold, so a fixed threshold that is safe for 10 faces names half of all
+  strangers at 1,000. The naming threshold therefore rises with the number of faces compared: it is
+  SFace's impostor tail at FMR = `fpir / G` (measured on LFW: `impostor_threshold`), never below
+  `name_threshold`.
 - **The uncertain band.** A face below the naming threshold but above `new_below` is neither merged into
   its nearest person nor silently treated as nobody: the resolver makes it a new person marked
   "possibly X", for review.
@@ -71,11 +72,11 @@ class IdentityConfig(BaseModel):
                              f"<= learn_threshold ({self.learn_threshold})")
         return self
 
-    def naming_threshold(self, persons: int) -> float:
-        """The least similarity that names a face when `persons` persons are searched."""
+    def naming_threshold(self, compared: int) -> float:
+        """The least similarity that names a face compared with `compared` faces (templates, views)."""
         if self.fpir is None:
             return self.name_threshold
-        return max(self.name_threshold, impostor_threshold(self.fpir / max(1, persons)))
+        return max(self.name_threshold, impostor_threshold(self.fpir / max(1, compared)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +93,10 @@ class Decision:
         return self.kind == "named"
 
 
-def decide(best: tuple[str, float] | None, persons: int, config: IdentityConfig) -> Decision:
-    """The decision for a face whose nearest allowed person is `best` (person id, similarity) among
-    `persons` persons searched."""
-    threshold = config.naming_threshold(persons)
+def decide(best: tuple[str, float] | None, compared: int, config: IdentityConfig) -> Decision:
+    """The decision for a face whose nearest allowed person is `best` (person id, similarity), after
+    comparing it with `compared` faces."""
+    threshold = config.naming_threshold(compared)
     if best is None:
         return Decision("new", None, -1.0, threshold)
     person_id, similarity = best

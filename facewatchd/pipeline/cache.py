@@ -4,7 +4,7 @@ Each entry is one view of one face: an L2-normalised SFace embedding with its pe
 while the resolver has not answered yet, the pending face id it was sent under (so a second track of
 the same new person joins the pending query instead of sending another). Matching a new track is one
 matrix product over all entries, decided by `facewatchd.identity` (the naming threshold rises with the
-number of persons cached). Several views per person are kept so a new angle still matches.
+number of views compared: each is one more chance of a false match). Several views per person are kept so a new angle still matches.
 
 Every view carries its *trust*: the similarity at which it was verified as its person (the resolver's
 answer for a view it sent, the verification for a view learnt later). Evidence that a face is a person
@@ -19,7 +19,6 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Collection
@@ -116,7 +115,6 @@ class FaceCache:
         self._matrix = np.zeros((64, EMBEDDING_DIM), np.float32)
         self._entries: list[Entry] = []
         self._row: dict[str, int] = {}
-        self._identities: Counter[str] = Counter()  # persons and pending faces → views held
         for row in self._db.execute(
                 "SELECT id, person_id, name, face_id, created, last_seen, trust, origin, embedding FROM entries"):
             emb = np.frombuffer(row[8], np.float32)
@@ -140,7 +138,7 @@ class FaceCache:
         if n == 0:
             return None
         sims = self._matrix[:n] @ embedding
-        threshold = self.identity.naming_threshold(len(self._identities))
+        threshold = self.identity.naming_threshold(n)  # every view is one more chance of a false match
         if not not_persons and not not_faces:
             i = int(np.argmax(sims))
             return CacheHit(self._entries[i], float(sims[i])) if sims[i] >= threshold else None
@@ -169,9 +167,9 @@ class FaceCache:
     def best_similarity(self, person_id: str, embedding: np.ndarray) -> float:
         return self.similarity(person_id, embedding)[0]
 
-    def persons_count(self) -> int:
-        """Persons and pending faces held: what a face is searched among."""
-        return len(self._identities)
+    def comparisons(self) -> int:
+        """Views a face is compared with in one search: what the naming threshold rises with."""
+        return len(self._entries)
 
     # -- changes --------------------------------------------------------------------------------
     def add_pending(self, face_id: str, embedding: np.ndarray, now: float | None = None) -> Entry:
@@ -198,15 +196,11 @@ class FaceCache:
         entries = [e for e in self._entries if e.face_id == face_id or e.origin == face_id]
         trust = max(0.0, min(1.0, similarity))
         for e in entries:
-            self._identities[e.identity] -= 1
-            if self._identities[e.identity] <= 0:
-                del self._identities[e.identity]
             e.person_id, e.name = person_id, name
             e.trust = trust if e.face_id == face_id else min(e.trust, trust)  # a learnt view: never above its source
-            self._identities[e.identity] += 1
         if entries:
-            self._db.execute("UPDATE entries SET person_id=?, name=?, trust=MIN(trust, ?) WHERE origin=? AND face_id IS NULL",
-                             (person_id, name, trust, face_id))
+            self._db.execute("UPDATE entries SET person_id=?, name=?, trust=MIN(trust, ?) "
+                             "WHERE origin=? AND face_id IS NULL", (person_id, name, trust, face_id))
             self._db.execute("UPDATE entries SET person_id=?, name=?, trust=? WHERE face_id=?",
                              (person_id, name, trust, face_id))
             self.rename(person_id, name)  # the resolver's answer carries the person's current name
@@ -235,10 +229,7 @@ class FaceCache:
         """Person `gone` was `keep`: its views become keep's, under keep's name."""
         moved = [e for e in self._entries if e.person_id == gone]
         for e in moved:
-            self._identities[gone] -= 1
             e.person_id, e.name = keep, name
-            self._identities[keep] += 1
-        self._identities.pop(gone, None)
         self._db.execute("UPDATE entries SET person_id=?, name=? WHERE person_id=?", (keep, name, gone))
         self.rename(keep, name)
         self._trim_views(keep)
@@ -305,7 +296,6 @@ class FaceCache:
         self._matrix[n] = emb
         self._entries.append(entry)
         self._row[entry.id] = n
-        self._identities[entry.identity] += 1
 
     def _delete(self, ids: list[str]) -> None:
         if not ids:
@@ -315,10 +305,6 @@ class FaceCache:
         self._db.execute("COMMIT")
         for entry_id in ids:
             i = self._row.pop(entry_id)
-            gone = self._entries[i].identity
-            self._identities[gone] -= 1
-            if self._identities[gone] <= 0:
-                del self._identities[gone]
             last = len(self._entries) - 1
             if i != last:
                 moved = self._entries[last]

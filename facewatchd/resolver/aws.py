@@ -213,7 +213,7 @@ class RekognitionCollection:
         await self.delete_faces([face_ref])
         return ref
 
-    async def count_persons(self) -> int:
+    async def count_templates(self) -> int:
         """Not needed here: on Rekognition's scale the naming threshold is fixed (see aws_identity)."""
         return 0
 

@@ -52,11 +52,11 @@ class Resolver:
     async def identify(self, query: FaceQuery) -> Decision:
         """Who the face is, by the same rule the product acts on; changes nothing."""
         exclude = await self._other_persons(query)
-        persons = await self.collection.count_persons() if self.identity.fpir is not None else 0
+        templates = await self.collection.count_templates() if self.identity.fpir is not None else 0
         self.stats.searches += 1
         match = (await self.collection.search(query, self.identity.new_below, exclude) if exclude
                  else await self.collection.search(query, self.identity.new_below))
-        return decide(None if match is None else (match.person_id, match.similarity), persons, self.identity)
+        return decide(None if match is None else (match.person_id, match.similarity), templates, self.identity)
 
     async def resolve(self, query: FaceQuery) -> Resolution:
         self.stats.requests += 1

@@ -185,11 +185,11 @@ class SqliteFaceCollection:
         await self._db(update)
         return face_ref
 
-    async def count_persons(self) -> int:
+    async def count_templates(self) -> int:
         def count(conn: sqlite3.Connection) -> int:
             if self._matrix is None:
                 self._load(conn)
-            return len(set(self._persons))
+            return len(self._persons)
 
         return await self._db(count)  # type: ignore[return-value]
 

@@ -77,8 +77,9 @@ class FaceCollection(Protocol):
         """Make a face in the collection another person's (a moved face); returns its face ref then
         (a collection that cannot relabel re-indexes the stored crop under a new ref)."""
 
-    async def count_persons(self) -> int:
-        """How many persons a search compares against (the naming threshold rises with it)."""
+    async def count_templates(self) -> int:
+        """How many faces a search compares against: each is one more chance of a false match, so the
+        naming threshold rises with it."""
 
 
 class NameDirectory(Protocol):

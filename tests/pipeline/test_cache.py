@@ -99,7 +99,7 @@ def test_naming_threshold_rises_with_the_persons_cached(tmp_path):
     for i in range(2000):  # 2,000 more persons: the threshold rises above this similarity
         cache.add_pending(f"g{i}", unit(100 + i))
         cache.resolve(f"g{i}", f"q{i}", None)
-    assert cache.identity.naming_threshold(cache.persons_count()) > sim
+    assert cache.identity.naming_threshold(cache.comparisons()) > sim
     assert cache.match(probe) is None
 
 
