@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from urllib.parse import quote, urlsplit
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -130,6 +131,24 @@ class Live:
                 for camera, tracks in sorted(self.now.items())}
 
 
+@dataclass
+class LoginThrottle:
+    """Failed logins per client address: after `limit` within `window_s`, that address waits."""
+
+    limit: int = 5
+    window_s: float = 60.0
+    _failures: dict[str, deque[float]] = field(default_factory=dict)
+
+    def failed(self, remote: str) -> None:
+        self._failures.setdefault(remote, deque(maxlen=self.limit)).append(time.monotonic())
+        if len(self._failures) > 10_000:  # a flood of addresses: forget the oldest
+            self._failures.pop(next(iter(self._failures)))
+
+    def blocked(self, remote: str) -> bool:
+        recent = self._failures.get(remote)
+        return bool(recent) and len(recent) >= self.limit and time.monotonic() - recent[0] < self.window_s  # type: ignore
+
+
 class WebServer:
     """`async with WebServer(config, resolver, state_dir, live, audit_log):` serves the page."""
 
@@ -143,6 +162,8 @@ class WebServer:
         self.live = live
         self.door_audit = door_audit
         self.sessions = Sessions(config.session_hours * 3600)
+        self.throttle = LoginThrottle()
+        self._checks = asyncio.Semaphore(2)
         self.changes = state_dir / "changes.jsonl"
         self.port = 0
         self._runner: Any = None
@@ -228,8 +249,14 @@ class WebServer:
 
         form = await request.post()
         user, password = str(form.get("user", "")), str(form.get("password", ""))
-        ok = hmac_equal(user, self.config.user) & check_password(password, self._stored_hash)
+        remote = str(request.remote)
+        if self.throttle.blocked(remote):
+            raise web.HTTPTooManyRequests(text="too many failed logins: wait a minute")
+        async with self._checks:  # scrypt runs off the event loop (cameras and the door share it), two at a time
+            ok = hmac_equal(user, self.config.user) & await asyncio.to_thread(check_password, password,
+                                                                               self._stored_hash)
         if not ok:
+            self.throttle.failed(remote)
             log.warning("web_login_failed", user=user[:64], remote=request.remote)
             return self.render("login.html", request, {"error": "Wrong user or password.",
                                                                            "next": _next(request)}, status=401)
@@ -294,7 +321,8 @@ class WebServer:
 
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
         await response.prepare(request)
-        while True:
+        cookie = request.cookies.get(COOKIE)
+        while self.sessions.get(cookie) is not None:  # ends with the session (a logout, an expiry)
             data = json.dumps(self.live.snapshot() if self.live else {})
             await response.write(f"data: {data}\n\n".encode())
             if self.live is None:
@@ -305,6 +333,7 @@ class WebServer:
             except TimeoutError:
                 pass
             await asyncio.sleep(0.2)  # at most five updates a second
+        return response
 
     async def audit(self, request: Any) -> Any:
         records: list[dict[str, Any]] = []
@@ -354,12 +383,12 @@ class WebServer:
     async def _label(self, request: Any, form: Any) -> tuple[str, dict[str, Any], str]:
         pid, name = request.match_info["person_id"], _text(form, "name")
         await self.resolver.label(pid, name)
-        return "label", {"person_id": pid, "name": name}, str(form.get("back") or f"/people/{pid}")
+        return "label", {"person_id": pid, "name": name}, local_path(str(form.get("back") or ""), f"/people/{pid}")
 
     async def _merge(self, request: Any, form: Any) -> tuple[str, dict[str, Any], str]:
         keep, gone = request.match_info["person_id"], _text(form, "gone")
         await self.resolver.merge(keep, gone)
-        return "merge", {"keep": keep, "gone": gone}, str(form.get("back") or f"/people/{keep}")
+        return "merge", {"keep": keep, "gone": gone}, local_path(str(form.get("back") or ""), f"/people/{keep}")
 
     async def _dismiss(self, request: Any, form: Any) -> tuple[str, dict[str, Any], str]:
         pid = request.match_info["person_id"]
@@ -397,11 +426,11 @@ def _security_middleware(server: WebServer, handler: Callable[[Any], Awaitable[A
                 log.warning("web_cross_site_refused", path=path, origin=origin, remote=request.remote)
                 raise web.HTTPForbidden(text="cross-site request refused")
         if path == "/login":
-            return await handler(request)
+            return _harden(await handler(request))
         session = server.sessions.get(request.cookies.get(COOKIE))
         if session is None:
             if request.method == "GET" and path != "/events":
-                raise web.HTTPSeeOther(f"/login?next={path}")
+                raise web.HTTPSeeOther(f"/login?next={quote(path)}")
             raise web.HTTPUnauthorized(text="log in first")
         request[server.session_key] = session
         if request.method == "POST":
@@ -409,14 +438,18 @@ def _security_middleware(server: WebServer, handler: Callable[[Any], Awaitable[A
             if not secrets.compare_digest(str(form.get("csrf", "")), session.csrf):
                 log.warning("web_csrf_refused", path=path, user=session.user, remote=request.remote)
                 raise web.HTTPForbidden(text="missing or wrong CSRF token: reload the page")
-        response = await handler(request)
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Content-Security-Policy", "default-src 'self'; img-src 'self'; "
-                                    "style-src 'self'; script-src 'self'; frame-ancestors 'none'")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        return response
+        return _harden(await handler(request))
 
     return check
+
+
+def _harden(response: Any) -> Any:
+    """No framing (clickjacking), scripts and styles from this site only, no referrer to other sites."""
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Content-Security-Policy", "default-src 'self'; img-src 'self'; "
+                                "style-src 'self'; script-src 'self'; frame-ancestors 'none'")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    return response
 
 
 def door_audit_path(config: Any) -> Path | None:
@@ -431,9 +464,18 @@ def hmac_equal(a: str, b: str) -> bool:
     return secrets.compare_digest(a.encode(), b.encode())
 
 
+def local_path(target: str, default: str) -> str:
+    """`target` if it is a path on this site, else `default`: never a way to send someone elsewhere
+    (`//host`, `/\\host`, a scheme, control characters that browsers drop)."""
+    parts = urlsplit(target)
+    if (not target.startswith("/") or parts.scheme or parts.netloc or "\\" in target
+            or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target) or target.startswith("//")):
+        return default
+    return target
+
+
 def _next(request: Any) -> str:
-    target = str(request.query.get("next", "/review"))
-    return target if target.startswith("/") and not target.startswith("//") else "/review"
+    return local_path(str(request.query.get("next", "/review")), "/review")
 
 
 def _page(request: Any) -> int:

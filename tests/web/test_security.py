@@ -100,3 +100,22 @@ def test_without_a_password_there_is_no_page() -> None:
     assert not WebConfig().enabled
     with pytest.raises(ValueError, match="set one of them"):
         WebConfig(password_hash="scrypt$x$y", password_file=Path("/x"))
+
+
+async def test_no_redirect_leaves_the_site_and_guessing_is_throttled(server):
+    web, _ = server
+    base = f"http://127.0.0.1:{web.port}"
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        async with browser.get(f"{base}/login") as r:
+            assert r.headers["X-Frame-Options"] == "DENY"  # the login page cannot be framed either
+        for evil in ("//evil.example/", "/%5Cevil.example", "/%09/evil.example", "https://evil.example/"):
+            async with browser.post(f"{base}/login?next={evil}", data={"user": "admin", "password": PASSWORD},
+                                    allow_redirects=False) as r:
+                assert r.status == 303 and r.headers["Location"] == "/review", (evil, r.headers["Location"])
+        async with aiohttp.ClientSession() as guesser:
+            statuses = []
+            for _ in range(7):
+                async with guesser.post(f"{base}/login", data={"user": "admin", "password": "guess"},
+                                        allow_redirects=False) as r:
+                    statuses.append(r.status)
+        assert statuses[:5] == [401] * 5 and statuses[5:] == [429, 429]  # five tries, then wait a minute
