@@ -25,10 +25,13 @@ run: venv
 # Test servers: mosquitto (Debian) is started by the tests themselves on free loopback ports;
 # moto and our Rekognition-compatible server run in-process. This only makes sure the binary exists.
 # Chromium (Debian's) is the browser of the review page's tests: Playwright drives it, never downloads one.
+# systemd-analyze (Debian's systemd) checks the unit files.
 servers:
-	@{ command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto; } && command -v chromium >/dev/null 2>&1 || { \
+	@{ command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto; } && command -v chromium >/dev/null 2>&1 \
+		&& command -v systemd-analyze >/dev/null 2>&1 || { \
 		SUDO=$$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto chromium >/dev/null; }
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto chromium \
+			systemd >/dev/null; }
 
 test: venv servers
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

@@ -13,13 +13,10 @@ service runs as (and root) can connect. The web page and its API for people are 
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import json
 import os
 import socket
 import struct
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -28,6 +25,7 @@ import structlog
 from facewatchd.messages import FaceQuery, MessageError
 from facewatchd.resolver.core import Resolver
 from facewatchd.resolver.ports import Person
+from facewatchd.state import ChangeLog, required_text
 
 log = structlog.get_logger("facewatchd.control")
 
@@ -40,10 +38,7 @@ def socket_path(state_dir: Path) -> Path:
 
 
 def text(body: dict[str, Any], key: str) -> str:
-    value = body.get(key)
-    if not isinstance(value, str) or not value or len(value) > 256:
-        raise ValueError(f"{key}: a non-empty string is required")
-    return value
+    return required_text(body.get(key), key)
 
 
 class ControlServer:
@@ -52,7 +47,7 @@ class ControlServer:
     def __init__(self, resolver: Resolver, path: Path) -> None:
         self.resolver = resolver
         self.path = path
-        self.changes = path.parent / "changes.jsonl"  # shared with the review page: one log of every change
+        self.changes = ChangeLog(path.parent)  # shared with the review page: one log of every change
         self._runner: Any = None
 
     async def __aenter__(self) -> "ControlServer":
@@ -107,11 +102,8 @@ class ControlServer:
                 return web.json_response({"error": f"no such person or face {e.args[0]!r}"}, status=404)
             except (ValueError, TypeError, MessageError) as e:
                 return web.json_response({"error": str(e)}, status=400)
-            record = {"ts": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                      "user": f"control socket ({_peer(request)})", "change": request.path,
-                      "person_id": person.person_id}
-            log.info("control_action", **record)
-            await asyncio.to_thread(_append, self.changes, json.dumps(record) + "\n")
+            await self.changes.record(f"control socket ({_peer(request)})", request.path,
+                                      person_id=person.person_id)
             return web.json_response(dataclasses.asdict(person))
 
         return handle
@@ -181,11 +173,6 @@ class ControlClient:
     async def enroll(self, name: str, queries: list[FaceQuery]) -> Person:
         return Person(**await self._call("POST", "/enroll", {"name": name,
                                                              "faces": [q.to_json().decode() for q in queries]}))
-
-
-def _append(path: Path, line: str) -> None:
-    with path.open("a", encoding="utf-8") as f:
-        f.write(line)
 
 
 def _peer(request: Any) -> str:

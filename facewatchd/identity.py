@@ -24,9 +24,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # SFace's impostor score tail (flip-averaged embeddings), measured on LFW's development half: 14.4 M
@@ -105,17 +104,6 @@ def decide(best: tuple[str, float] | None, compared: int, config: IdentityConfig
     if similarity >= config.new_below:
         return Decision("uncertain", person_id, similarity, threshold)
     return Decision("new", None, similarity, threshold)
-
-
-def nearest_person(similarities: np.ndarray, person_of_row: list[str | None],
-                   exclude: Iterable[str] = ()) -> tuple[str, float] | None:
-    """The person with the most similar template (rows without a person are skipped), or None."""
-    excluded = set(exclude)
-    for i in np.argsort(-similarities):
-        person = person_of_row[int(i)]
-        if person is not None and person not in excluded:
-            return person, float(similarities[int(i)])
-    return None
 
 
 def box_jumped(previous: tuple[float, float, float, float], current: tuple[float, float, float, float],

@@ -7,7 +7,6 @@ dropped and counted.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path

@@ -11,12 +11,16 @@ opened, so a damaged file is named with what to do instead of ending in a traceb
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
+import json
 import os
 import sqlite3
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import structlog
 
@@ -100,3 +104,30 @@ def quarantine(path: Path, reason: str) -> Path:
             side.rename(Path(f"{target}{suffix}"))
     log.warning("state_quarantined", path=str(path), moved_to=str(target), reason=reason)
     return target
+
+
+class ChangeLog:
+    """Every change to who is who, with who made it: one JSON line each in `<dir>/changes.jsonl`, written
+    by the review page and by the control socket alike."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "changes.jsonl"
+
+    async def record(self, user: str, change: str, **detail: Any) -> dict[str, Any]:
+        entry = {"ts": datetime.now(timezone.utc).isoformat(timespec="seconds"), "user": user, "change": change,
+                 **detail}
+        log.info("change", **entry)
+        await asyncio.to_thread(self._append, json.dumps(entry) + "\n")
+        return entry
+
+    def _append(self, line: str) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(line)
+
+
+def required_text(value: object, key: str) -> str:
+    """A name or an id from a form or a request: 1 to 128 characters once trimmed."""
+    text = value.strip() if isinstance(value, str) else ""
+    if not text or len(text) > 128:
+        raise ValueError(f"{key}: 1 to 128 characters")
+    return text

@@ -20,7 +20,7 @@ from facewatchd.plugins import PluginHost
 from tests.plugins.support import eventually, frames_dir, run_in_loop
 from tests.support.broker import Mosquitto
 from tests.support.daemon import FIXTURES, ROOT, Lines, cli, make_config
-from tests.test_onprem import face_crops, write_frames
+from tests.test_onprem import face_crops
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -6,7 +6,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import cv2
 import pytest
@@ -14,16 +13,8 @@ import pytest
 from facewatchd.config import parse_config
 from facewatchd.hookspecs import hookimpl
 from facewatchd.plugins import PluginHost
+from tests.plugins.support import eventually
 from tests.support.daemon import FIXTURES, ROOT, SAMPLE_CLIP, Lines, cli, make_config, run_daemon
-
-
-async def wait_for(check, what: str, timeout: float = 20.0) -> None:
-    import asyncio
-
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 class TrackLog:
@@ -160,8 +151,8 @@ def test_unreadable_device_is_retried_while_other_cameras_work(tmp_path):
         daemon = Daemon(config, PluginHost(config))
         task = asyncio.create_task(daemon.run())
         # wait for what is asserted: the dead device retried, the file camera done
-        await wait_for(lambda: daemon.cameras[0].stats.reopens >= 2 and daemon.recognizer is not None
-                       and daemon.recognizer.stats.tracks >= 1, "two reopens and the file's face")
+        await eventually(lambda: daemon.cameras[0].stats.reopens >= 2 and daemon.recognizer is not None
+                       and daemon.recognizer.stats.tracks >= 1, what="two reopens and the file's face")
         daemon.request_stop()
         return daemon, await task
 
@@ -189,9 +180,9 @@ def test_malformed_deltas_are_logged_and_skipped(tmp_path):
                     {"faces": {"00000000-0000-0000-0000-000000000000": {"person_id": "p-x"}}}):
             hub.update(config.device.thing, {"state": {"desired": bad}})
         # the daemon applied (skipped) them and cleared them: the shadow stays bounded
-        await wait_for(lambda: not hub.store.get(config.device.thing).delta_state(), "the bad keys cleared")
+        await eventually(lambda: not hub.store.get(config.device.thing).delta_state(), what="the bad keys cleared")
         frames_before = daemon.cameras[0].stats.frames
-        await wait_for(lambda: daemon.cameras[0].stats.frames > frames_before + 2, "frames after them")
+        await eventually(lambda: daemon.cameras[0].stats.frames > frames_before + 2, what="frames after them")
         daemon.request_stop()
         s = await task
         return daemon, s, hub
@@ -271,7 +262,7 @@ def test_a_repeated_answer_is_applied_once(tmp_path):
         hub.update(config.device.thing, {"state": {"desired": {
             "faces": {face_id: {"person_id": person_id, "similarity": 1.0}}}}})
         # the repeat was applied (and cleared from the shadow) before we look at what changed
-        await wait_for(lambda: not hub.store.get(config.device.thing).delta_state(), "the repeat applied")
+        await eventually(lambda: not hub.store.get(config.device.thing).delta_state(), what="the repeat applied")
         after = (rec.stats.labels_applied, dict(rec.stats.person_tracks))
         daemon.request_stop()
         await task

@@ -164,9 +164,6 @@ class FaceCache:
         strongest = int(np.argmax(proven))
         return float(np.max(sims)), float(proven[strongest]), self._entries[rows[strongest]]
 
-    def best_similarity(self, person_id: str, embedding: np.ndarray) -> float:
-        return self.similarity(person_id, embedding)[0]
-
     def comparisons(self) -> int:
         """Views a face is compared with in one search: what the naming threshold rises with."""
         return len(self._entries)

@@ -8,7 +8,6 @@ continues the version of a shadow re-created under the same name within that tim
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from pathlib import Path

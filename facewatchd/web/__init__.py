@@ -16,7 +16,7 @@ import ssl
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from urllib.parse import quote, urlsplit
@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from facewatchd.events import FaceEvent, TrackEnded
 from facewatchd.hookspecs import hookimpl
+from facewatchd.state import ChangeLog, required_text
 from facewatchd.web.auth import COOKIE, Session, Sessions, check_password, read_secret
 
 if TYPE_CHECKING:
@@ -164,7 +165,7 @@ class WebServer:
         self.sessions = Sessions(config.session_hours * 3600)
         self.throttle = LoginThrottle()
         self._checks = asyncio.Semaphore(2)
-        self.changes = state_dir / "changes.jsonl"
+        self.changes = ChangeLog(state_dir)
         self.port = 0
         self._runner: Any = None
         self._stored_hash = config.stored_hash()
@@ -253,7 +254,7 @@ class WebServer:
         if self.throttle.blocked(remote):
             raise web.HTTPTooManyRequests(text="too many failed logins: wait a minute")
         async with self._checks:  # scrypt runs off the event loop (cameras and the door share it), two at a time
-            ok = hmac_equal(user, self.config.user) & await asyncio.to_thread(check_password, password,
+            ok = secrets.compare_digest(user.encode(), self.config.user.encode()) & await asyncio.to_thread(check_password, password,
                                                                                self._stored_hash)
         if not ok:
             self.throttle.failed(remote)
@@ -372,10 +373,7 @@ class WebServer:
                 raise web.HTTPNotFound(text=f"no such person or face {e.args[0]!r}") from None
             except ValueError as e:
                 raise web.HTTPBadRequest(text=str(e)) from None
-            record = {"ts": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                      "user": request[self.session_key].user, "remote": request.remote, "change": what, **detail}
-            log.info("web_change", **record)
-            await asyncio.to_thread(_append, self.changes, json.dumps(record) + "\n")
+            await self.changes.record(request[self.session_key].user, what, remote=request.remote, **detail)
             raise web.HTTPSeeOther(back)
 
         return handle
@@ -460,10 +458,6 @@ def door_audit_path(config: Any) -> Path | None:
     return Path(door["audit_log"]) if door.get("audit_log") else config.device.state_dir / "door-audit.jsonl"
 
 
-def hmac_equal(a: str, b: str) -> bool:
-    return secrets.compare_digest(a.encode(), b.encode())
-
-
 def local_path(target: str, default: str) -> str:
     """`target` if it is a path on this site, else `default`: never a way to send someone elsewhere
     (`//host`, `/\\host`, a scheme, control characters that browsers drop)."""
@@ -490,15 +484,7 @@ def _pages(total: int) -> int:
 
 
 def _text(form: Any, key: str) -> str:
-    value = str(form.get(key, "")).strip()
-    if not value or len(value) > 128:
-        raise ValueError(f"{key}: 1 to 128 characters")
-    return value
-
-
-def _append(path: Path, line: str) -> None:
-    with path.open("a", encoding="utf-8") as f:
-        f.write(line)
+    return required_text(form.get(key), key)
 
 
 def _tail(path: Path, n: int) -> list[str]:

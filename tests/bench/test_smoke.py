@@ -64,7 +64,6 @@ def test_accuracy(tmp_path, faces_dir):
 
 
 def test_accuracy_on_lfw_numbered_names_with_the_torch_backend(tmp_path):
-    pytest.importorskip("torch")
     images = tmp_path / "lfw"
     (images / "Barack_Obama").mkdir(parents=True)
     (images / "Joe_Biden").mkdir(parents=True)

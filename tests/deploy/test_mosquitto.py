@@ -12,7 +12,7 @@ import os
 import ssl
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
 import aiomqtt
 import cv2

@@ -219,7 +219,7 @@ class FakeChip:
 
 
 def test_gpio_backend_drives_the_line_and_releases_it(tmp_path, enrolled: Enrolled, monkeypatch):
-    gpiod = pytest.importorskip("gpiod")  # the `gpio` extra (in dev): the real bindings and their types
+    import gpiod  # the `gpio` extra (in dev): the real bindings and their types
     chip = FakeChip("/dev/gpiochip7")
     monkeypatch.setattr(gpiod, "request_lines", chip.request_lines)
     visit = frames_dir(tmp_path / "door", (FIXTURES / "obama2.jpg", 12))
@@ -233,7 +233,7 @@ def test_gpio_backend_drives_the_line_and_releases_it(tmp_path, enrolled: Enroll
 
 
 def test_gpio_chip_missing_denies_with_the_real_bindings_error(tmp_path, enrolled: Enrolled):
-    pytest.importorskip("gpiod")
+    import gpiod  # noqa: F401  # the real bindings (in dev), whose error the denial carries
     visit = frames_dir(tmp_path / "door", (FIXTURES / "obama2.jpg", 12))
     backend = {"type": "gpio", "chip": str(tmp_path / "no-such-gpiochip"), "line": 17}
     run_daemon(make_config(enrolled.state(tmp_path), visit, plugins=door(tmp_path, backend)))
@@ -292,3 +292,22 @@ def test_the_door_locks_before_the_daemon_opens_its_state(tmp_path, enrolled: En
     with StateDirLock(state), pytest.raises(StateError, match="already in use"):
         run_daemon(config)
     assert relay.paths()[0] == "/lock" and relay.paths()[-1] == "/lock"
+
+
+def test_only_fresh_agreeing_embeddings_count():
+    """Two strong embeddings long ago and a weak one now are not fresh evidence: the door waits; two
+    strong ones within the window grant. (The door's rule itself, on the events the recognizer sends.)"""
+    from facewatchd.events import FaceEvent
+    from plugins.door import DoorConfig, Plugin, TrackMemory
+
+    config = DoorConfig(backend={"type": "http", "unlock_url": "http://x/u", "lock_url": "http://x/l"},
+                        allow=[OBAMA], evidence_window_s=5)
+    door = Plugin()
+
+    def verdict(evidence: tuple[tuple[float, float], ...]) -> Any:
+        event = FaceEvent("cam", "t1", evidence[-1][0], "person-o", OBAMA, evidence[-1][1], 30, evidence)
+        return door._verdict(config, event, TrackMemory())
+
+    assert verdict(((0.0, 0.8), (1.0, 0.8), (20.0, 0.55))) is None  # stale: waits for more
+    assert verdict(((0.0, 0.8), (1.0, 0.8), (20.0, 0.3)))[0] == "below unlock threshold"
+    assert verdict(((18.0, 0.8), (20.0, 0.55)))[0] == "allowlisted"

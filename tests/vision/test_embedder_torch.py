@@ -5,15 +5,12 @@ import shutil
 import cv2
 import numpy as np
 import pytest
+import torch  # the torch extra: `make test` installs it
 
-pytest.importorskip("torch", reason="the torch extra is not installed")
-
-import torch  # noqa: E402
-
-from facewatchd.config import ConfigError, parse_config  # noqa: E402
-from facewatchd.vision.detector import YuNetDetector  # noqa: E402
-from facewatchd.vision.embedder import EmbedderConfig, SFaceEmbedder, create_embedder  # noqa: E402
-from facewatchd.vision.embedder_torch import TorchSFaceEmbedder  # noqa: E402
+from facewatchd.config import ConfigError, parse_config
+from facewatchd.vision.detector import YuNetDetector
+from facewatchd.vision.embedder import EmbedderConfig, SFaceEmbedder, create_embedder
+from facewatchd.vision.embedder_torch import TorchSFaceEmbedder
 from facewatchd.vision.models import ModelError  # noqa: E402
 from tests.support.daemon import FIXTURES, make_config, run_daemon  # noqa: E402
 
