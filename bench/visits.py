@@ -61,6 +61,7 @@ from facewatchd.outbox import Outbox
 from facewatchd.pipeline.cache import FaceCache
 from facewatchd.pipeline.camera import IMAGE_SUFFIXES, Frame
 from facewatchd.pipeline.recognizer import Recognizer
+from facewatchd.pipeline.motion import shrink
 from facewatchd.pipeline.tracker import SceneCutDetector, Track, Tracker, TrackUpdate, iou
 from facewatchd.pipeline.uplink import Uplink, face_crop_jpeg
 from facewatchd.resolver.core import Resolver
@@ -580,7 +581,7 @@ async def run_stream(people: list[Person], visits: list[Visit], scene: Scene, de
                 detections.append(Detection(face, aligned, emb, d.visit.person if d else None,
                                             d.visit.index if d else None))
             out.missed_faces += len(drawn) - sum(det.person is not None for det in detections)
-            update = tracker.update(faces, index, frame.ts, scene_cut=cuts.is_cut(image))
+            update = tracker.update(faces, index, frame.ts, scene_cut=cuts.is_cut(shrink(image)))
             by_face = {id(t.face): t for t in update.started + update.continued}
             tracks = [by_face[id(f)] for f in faces]
             for det, track in zip(detections, tracks):

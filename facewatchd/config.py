@@ -19,6 +19,7 @@ from facewatchd.identity import IdentityConfig
 from facewatchd.link.local import LocalLinkConfig
 from facewatchd.pipeline.cache import CacheConfig
 from facewatchd.pipeline.camera import CameraConfig
+from facewatchd.pipeline.motion import MotionConfig
 from facewatchd.pipeline.tracker import TrackerConfig
 from facewatchd.pipeline.uplink import UplinkConfig
 from facewatchd.resolver.aws import AwsResolverConfig  # imports without the aws extra installed
@@ -102,6 +103,7 @@ class Config(Strict):
     device: DeviceConfig = DeviceConfig()
     logging: LoggingConfig = LoggingConfig()
     cameras: list[CameraConfig] = Field(default_factory=list)
+    motion: MotionConfig = MotionConfig()
     detector: DetectorConfig = DetectorConfig()
     embedder: EmbedderConfig = EmbedderConfig()
     tracker: TrackerConfig = TrackerConfig()

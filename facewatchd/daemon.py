@@ -24,6 +24,7 @@ from facewatchd.control import ControlServer, socket_path
 from facewatchd.link.base import Link, LinkDown
 from facewatchd.outbox import Outbox
 from facewatchd.pipeline.cache import FaceCache
+from facewatchd.pipeline.motion import MotionGate, shrink
 from facewatchd.pipeline.camera import Camera, Frame
 from facewatchd.pipeline.recognizer import Recognizer
 from facewatchd.pipeline.tracker import SceneCutDetector, Tracker
@@ -46,6 +47,7 @@ class Summary:
     frames: int
     frames_dropped: int
     frames_unreadable: int
+    frames_gated: int  # not detected: nothing moved in an empty scene
     faces: int
     tracks: int
     embeds: int
@@ -205,20 +207,31 @@ class Daemon:
     async def _camera(self, camera: Camera, detector: YuNetDetector, executor: ThreadPoolExecutor) -> None:
         tracker = Tracker(camera.config.id, self.config.tracker)
         cuts = SceneCutDetector(self.config.tracker.scene_cut_threshold)
+        gate = MotionGate(self.config.motion)
         queue: asyncio.Queue[tuple[Frame, list[Face], bool] | None] = asyncio.Queue(STAGE_QUEUE_SIZE)
         loop = asyncio.get_running_loop()
 
-        def analyse(image: Any) -> tuple[list[Face], bool]:
-            return detector.detect(image), cuts.is_cut(image)
+        def analyse(image: Any, tracking: bool) -> tuple[list[Face] | None, bool]:
+            """Faces (None: not looked for, nothing moved) and whether the shot changed."""
+            small = shrink(image)
+            cut = cuts.is_cut(small)
+            moved = gate.opens(small)  # every frame: the gate's background follows the scene
+            if not (moved or tracking or cut):
+                return None, cut
+            return detector.detect(image), cut
 
         async def detect() -> None:
             try:
                 async for frame in camera.frames(self.stop_event):
                     try:
-                        faces, cut = await loop.run_in_executor(executor, analyse, frame.image)
+                        # A live track is detected in every frame, still or not: only an empty scene is gated.
+                        faces, cut = await loop.run_in_executor(executor, analyse, frame.image, bool(tracker.tracks))
                     except (cv2.error, ValueError) as e:
                         camera.stats.unreadable += 1
                         log.warning("frame_skipped", camera=camera.config.id, frame=frame.index, error=str(e))
+                        continue
+                    if faces is None:
+                        camera.stats.gated += 1
                         continue
                     await queue.put((frame, faces, cut))
             finally:
@@ -348,6 +361,7 @@ class Daemon:
             frames=sum(c.stats.frames for c in self.cameras),
             frames_dropped=sum(c.stats.dropped for c in self.cameras),
             frames_unreadable=sum(c.stats.unreadable for c in self.cameras),
+            frames_gated=sum(c.stats.gated for c in self.cameras),
             faces=rec.stats.faces if rec else 0,
             tracks=rec.stats.tracks if rec else 0,
             embeds=rec.stats.embeds if rec else 0,

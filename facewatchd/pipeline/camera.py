@@ -54,6 +54,7 @@ class CameraStats:
     frames: int = 0
     dropped: int = 0
     unreadable: int = 0  # corrupt images and failed reads that were skipped
+    gated: int = 0  # frames not detected: nothing moved in an empty scene (pipeline.motion)
     reopens: int = 0
 
 

@@ -97,15 +97,14 @@ class Recognizer:
         self.executor = executor
         self.fire = fire
         self.stats = RecognizerStats()
-        self._embed_lock = threading.Lock()  # FaceRecognizerSF is not thread-safe
+        self._embed_lock = threading.Lock()  # one network, not thread-safe
         self._live: dict[str, Track] = {}
         self._pending_tracks: Counter[str] = Counter()  # face id → ended tracks still waiting for its answer
         self._ended: OrderedDict[str, Track] = OrderedDict()
 
     # -- CV in the thread pool ------------------------------------------------------------------
     def _view_sync(self, image: np.ndarray, face: Face, ts: float) -> View:
-        with self._embed_lock:
-            aligned = self.embedder.align(image, face)
+        aligned = self.embedder.align(image, face)
         crop = crop_with_margin(image, face, self.config.crop_margin)
         quality = face.score * size_score(face) * (0.25 + 0.75 * sharpness(aligned))
         return View(quality, aligned, crop, face, ts)
@@ -113,6 +112,15 @@ class Recognizer:
     def _embed_sync(self, view: View) -> np.ndarray:
         with self._embed_lock:
             return self.embedder.embed_aligned(view.aligned)
+
+    def _first_views_sync(self, image: np.ndarray, faces: list[Face], ts: float) -> list[View]:
+        """Views of faces that appeared in one frame, embedded in one batched forward pass."""
+        views = [self._view_sync(image, face, ts) for face in faces]
+        with self._embed_lock:
+            embeddings = self.embedder.embed_batch([v.aligned for v in views])
+        for view, embedding in zip(views, embeddings):
+            view.embedding = embedding
+        return views
 
     async def _view(self, frame: Frame, face: Face) -> View:
         return await asyncio.get_running_loop().run_in_executor(self.executor, self._view_sync, frame.image, face,
@@ -135,11 +143,17 @@ class Recognizer:
             for t in present:
                 t.seen_with |= ids - {t.id}
             self._mark_crossings(present)
-        for track in update.started:
+        views: list[View] = []
+        if update.started:  # faces that appear together are embedded together: one forward pass
+            views = await asyncio.get_running_loop().run_in_executor(
+                self.executor, self._first_views_sync, frame.image, [t.face for t in update.started], frame.ts)
+            self.stats.embeds += len(views)
+        for track, view in zip(update.started, views):
             self.stats.tracks += 1
+            track.embeds += 1
             self._live[track.id] = track
             self.fire("face_detected", event=self._event(track))
-            await self._first_look(frame, track)
+            await self._first_look(frame, track, view)
         for track in update.continued:
             await self._follow(frame, track)
         for track in update.ended:

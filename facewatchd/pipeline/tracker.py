@@ -94,10 +94,10 @@ class SceneCutDetector:
         self.threshold = threshold
         self._previous: np.ndarray | None = None
 
-    def is_cut(self, image: np.ndarray) -> bool:
+    def is_cut(self, small: np.ndarray) -> bool:
+        """`small`: the frame shrunk (motion.shrink), as the motion gate sees it."""
         if self.threshold <= 0:
             return False
-        small = cv2.resize(image, (160, 90), interpolation=cv2.INTER_AREA)
         hist = cv2.calcHist([small], [0, 1, 2], None, [8, 8, 8], [0, 256] * 3).ravel()
         hist /= max(1.0, float(hist.sum()))
         previous, self._previous = self._previous, hist

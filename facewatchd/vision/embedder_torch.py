@@ -16,7 +16,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator, Sequence
 
-import cv2
 import numpy as np
 import onnx
 import structlog
@@ -24,37 +23,12 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
+from facewatchd.vision.alignment import ALIGNED_SIZE, align_face
 from facewatchd.vision.detector import Face
 from facewatchd.vision.embedder import EMBEDDING_DIM, EmbedderConfig, mirrored
 from facewatchd.vision.models import SFACE, ModelError, verified_path
 
 log = structlog.get_logger("facewatchd.embedder")
-
-ALIGNED_SIZE = 112
-# The 5-point template FaceRecognizerSF.alignCrop maps landmarks onto (right eye, left eye, nose, mouth).
-TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655],
-                     [70.7299, 92.2041]], np.float64)
-
-
-def similarity_transform(src: np.ndarray, dst: np.ndarray = TEMPLATE) -> np.ndarray:
-    """Least-squares similarity (rotation, uniform scale, shift) taking src points to dst (Umeyama, as
-    OpenCV's alignCrop computes it); a 2x3 matrix for cv2.warpAffine."""
-    src = np.asarray(src, np.float64).reshape(-1, 2)
-    src_mean, dst_mean = src.mean(0), dst.mean(0)
-    src_d, dst_d = src - src_mean, dst - dst_mean
-    cov = dst_d.T @ src_d / len(src)
-    u, s, vt = np.linalg.svd(cov)
-    d = np.ones(2)
-    if np.linalg.det(cov) < 0:
-        d[1] = -1
-    rotation = u @ np.diag(d) @ vt
-    spread = float(src_d.var(0).sum())
-    scale = float(s @ d) / spread if spread > 1e-12 else 1.0  # degenerate landmarks: no scaling
-    matrix = np.empty((2, 3), np.float64)
-    matrix[:, :2] = scale * rotation
-    matrix[:, 2] = dst_mean - scale * rotation @ src_mean
-    return matrix
-
 
 class InputScale(nn.Module):
     """The graph's own input normalisation: (x - shift) * factor."""
@@ -224,8 +198,7 @@ class TorchSFaceEmbedder:
 
     def align(self, frame: np.ndarray, face: Face) -> np.ndarray:
         """The 112x112 aligned face crop SFace was trained on (what alignCrop returns)."""
-        matrix = similarity_transform(face.landmarks)
-        return cv2.warpAffine(frame, matrix, (ALIGNED_SIZE, ALIGNED_SIZE), flags=cv2.INTER_LINEAR)
+        return align_face(frame, face)
 
     def embed_batch(self, aligned: Sequence[np.ndarray]) -> np.ndarray:
         """(N, 128) L2-normalised embeddings, `batch_size` faces per forward pass; with `flip`, each the
