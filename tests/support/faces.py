@@ -55,3 +55,33 @@ def write_frames(path: Path, *runs: tuple[np.ndarray, int]) -> Path:
             index += 1
             cv2.imwrite(str(path / f"{index:04d}.png"), image)
     return path
+
+
+def doorway(face: np.ndarray | None, frames: int, enter_at: int, *, noise: float = 3.0, flicker: float = 0.0,
+            step: int = 8, seed: int = 1) -> list[np.ndarray]:
+    """A still camera on an empty wall, with sensor noise (sigma `noise` grey levels) and optionally a
+    light that flickers (+/- `flicker` levels); from frame `enter_at` a face walks in from the left edge,
+    `step` px a frame, and stops at SPOT."""
+    rng = np.random.default_rng(seed)
+    wall = background().astype(np.float32)
+    out = []
+    for i in range(frames):
+        image = wall.copy()
+        if face is not None and i >= enter_at:
+            x = min(SPOT[0], -face.shape[1] + step * (i - enter_at + 1))
+            left, right = max(0, x), min(image.shape[1], x + face.shape[1])
+            y = SPOT[1]
+            if right > left:
+                image[y:y + face.shape[0], left:right] = face[:, left - x:right - x]
+        image += flicker * np.sin(i / 3.0) + rng.normal(0, noise, image.shape)
+        out.append(np.clip(image, 0, 255).astype(np.uint8))
+    return out
+
+
+def write_video(path: Path, images: list[np.ndarray], fps: float = 15.0) -> Path:
+    """Frames as a compressed video (MJPEG), so the pipeline decodes what a camera would send."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (images[0].shape[1], images[0].shape[0]))
+    for image in images:
+        writer.write(image)
+    writer.release()
+    return path
