@@ -126,11 +126,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
     config = _config(args)
     section = _plugins(config).plugin_configs.get("analytics") or AnalyticsConfig()
     path = db_path(config, section)
-    if not path.is_file():
+    try:
+        store = AnalyticsStore(path, None, read_only=True)
+    except FileNotFoundError:
         print(f"error: {path}: no analytics database yet (enable [plugins.analytics] and run the daemon)",
               file=sys.stderr)
         return 1
-    store = AnalyticsStore(path, None, read_only=True)
     try:
         print(table(store, args.since, args.camera))
         if args.plot:

@@ -83,8 +83,11 @@ class AnalyticsStore:
         """`anonymous` None: keep the database's own mode (for readers)."""
         self.path = path
         self._lock = threading.Lock()
-        if read_only:  # never creates the file, nor a salt
-            self._db = open_sqlite(f"file:{path}?mode=ro", "analytics database", check_same_thread=False)
+        if read_only:  # a reader (facewatchd stats) writes nothing: no schema, no salt, no mode change
+            if not path.is_file():
+                raise FileNotFoundError(path)
+            self._db = open_sqlite(path, "analytics database", check_same_thread=False)
+            self._db.execute("PRAGMA query_only = ON")
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = open_sqlite(path, "analytics database", check_same_thread=False)

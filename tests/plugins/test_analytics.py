@@ -29,7 +29,7 @@ ALICE, BOB, CAROL = "person-a1a1a1a1a1", "person-b2b2b2b2b2", "person-c3c3c3c3c3
 
 # (camera, arrived at (s after 10:00 UTC), dwell s, person id): 3 people, 7 visits across 2 hours, plus
 # one flicker track. Alice comes at 10:05 and 10:30 and returns at 11:10; Bob once at the till; Carol at
-# the door at 11:20, then the till at 11:45 (returning there: first seen at the door); one visit ended
+# the door at 11:20, then the till at 11:25 (returning there: first seen at the door); one visit ended
 # before the resolver answered (no person id).
 VISITS = [
     ("door", 5 * 60, 20.0, ALICE),
@@ -39,7 +39,7 @@ VISITS = [
     ("door", 50 * 60, 3.0, None),
     ("door", 70 * 60, 100.0, ALICE),
     ("door", 80 * 60, 400.0, CAROL),
-    ("till", 105 * 60, 70.0, CAROL),
+    ("till", 85 * 60, 70.0, CAROL),  # ends before her door visit does: she was still first seen at the door
 ]
 
 TABLE = """\
@@ -75,7 +75,7 @@ async def feed(config_file: Path, visits: list[tuple[str, float, float, str | No
     host = PluginHost(load_config(config_file))
     host.load()
     await host.start()
-    for n, (camera, at, dwell, person) in enumerate(visits):
+    for n, (camera, at, dwell, person) in enumerate(sorted(visits, key=lambda v: v[1] + v[2])):  # as tracks end
         host.fire("track_ended", event=ended(camera, base + at, dwell, person, n))
     await host.drain()
     await host.stop()
@@ -164,6 +164,10 @@ async def test_stats_draws_a_png_and_refuses_bad_input_clearly(tmp_path):
         proc = stats(config_file, *args, check=False)
         assert proc.returncode == code and says in proc.stderr, (args, proc.stderr)
         assert "Traceback" not in proc.stderr
+    damaged = write_config(tmp_path / "damaged", db=str(tmp_path / "damaged.db"))
+    (tmp_path / "damaged.db").write_bytes(b"not a database, whatever its name says" * 100)
+    proc = stats(damaged, check=False)
+    assert proc.returncode == 78 and "damaged.db: the analytics database is damaged" in proc.stderr, proc.stderr
     bad = write_config(tmp_path / "bad", min_dwell_s=-1)
     proc = stats(bad, check=False)
     assert proc.returncode == 2 and "plugins.analytics.min_dwell_s: must be >= 0" in proc.stderr, proc.stderr
