@@ -180,15 +180,16 @@ async def test_home_assistant_sensors_per_camera(tmp_path, broker: Mosquitto):
     now = time.time()
     host = PluginHost(load_config(config_file))
     host.load()
+    state_topic = "facewatchd/facewatchd-demo/analytics/door"
     async with MqttRecorder(broker, "homeassistant/#", "facewatchd/#") as mqtt:
-        await host.start()
-        for n, person in enumerate((ALICE, BOB, ALICE, None)):  # 4 visits, 2 persons, just now
-            host.fire("track_ended", event=ended("door", now - 1.0, 1.0, person, n))
-        state_topic = "facewatchd/facewatchd-demo/analytics/door"
-
         def door_state() -> dict[str, object]:
             return json.loads(mqtt.last(state_topic) or b"{}")
 
+        await host.start()
+        await eventually(lambda: door_state().get("visits_today") == 0, what="the states announced on connect")
+        for n, person in enumerate((ALICE, BOB, ALICE, None)):  # 4 visits, 2 persons, just now
+            host.fire("track_ended", event=ended("door", now - 1.0, 1.0, person, n))
+        # published after the visits, not at the next interval (60 s)
         await eventually(lambda: door_state().get("visits_today") == 4, what="the door's state after 4 visits")
         await host.stop()
         await eventually(lambda: mqtt.last("facewatchd/facewatchd-demo/analytics/availability") == b"offline",
