@@ -59,10 +59,11 @@ def table(store: AnalyticsStore, since: float | None, camera: str | None) -> str
     histogram = store.dwell_histogram(since, camera)
     lines.append("dwell: " + "  ".join(f"{bin_label(i)} {histogram[edge]}" for i, edge in enumerate(DWELL_BINS_S)))
     if store.anonymous:
-        lines.append("unique, new, returning: not counted (anonymous = true: no person ids are kept)")
+        lines.append("mean dwell in seconds; unique, new, returning: not counted (anonymous = true: no person ids "
+                     "are kept)")
     else:
-        lines.append("unique: persons (from person ids); new: first seen ever here; identified: visits named at "
-                     "their end (the others ended before the resolver answered)")
+        lines.append("mean dwell in seconds; unique: persons (from person ids); new: first seen ever here; "
+                     "identified: visits whose person was known when they ended")
     return "\n".join(lines)
 
 
