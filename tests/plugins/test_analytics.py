@@ -17,7 +17,7 @@ from facewatchd.config import load_config
 from facewatchd.events import FaceEvent, TrackEnded
 from facewatchd.hookspecs import hookimpl
 from facewatchd.plugins import PluginHost
-from plugins.analytics.store import AnalyticsStore
+from plugins.analytics.store import AnalyticsStore, hour_of
 from tests.plugins.support import MqttRecorder, eventually, run_in_loop
 from tests.support.broker import Mosquitto
 from tests.support.daemon import SAMPLE_CLIP, cli, make_config
@@ -173,14 +173,20 @@ async def test_stats_draws_a_png_and_refuses_bad_input_clearly(tmp_path):
     assert proc.returncode == 2 and "plugins.analytics.min_dwell_s: must be >= 0" in proc.stderr, proc.stderr
 
 
-async def test_home_assistant_sensors_per_camera(tmp_path, broker: Mosquitto):
-    config_file = write_config(tmp_path, min_dwell_s=0.5)
+def with_mqtt(config_file: Path, broker: Mosquitto) -> PluginHost:
     with config_file.open("a") as f:
         f.write(f'[plugins.analytics.mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nreconnect_min_s = 0.1\n')
-    now = time.time()
     host = PluginHost(load_config(config_file))
     host.load()
+    return host
+
+
+async def test_home_assistant_sensors_per_camera(tmp_path, broker: Mosquitto):
+    host = with_mqtt(write_config(tmp_path, min_dwell_s=0.5), broker)
+    arrived = max(time.time() - 2.0, hour_of(time.time()))  # within this hour, whenever the test runs
     state_topic = "facewatchd/facewatchd-demo/analytics/door"
+    unique_config = "homeassistant/sensor/facewatchd_facewatchd-demo_analytics/door_unique_today/config"
+    availability = "facewatchd/facewatchd-demo/analytics/availability"
     async with MqttRecorder(broker, "homeassistant/#", "facewatchd/#") as mqtt:
         def door_state() -> dict[str, object]:
             return json.loads(mqtt.last(state_topic) or b"{}")
@@ -188,19 +194,26 @@ async def test_home_assistant_sensors_per_camera(tmp_path, broker: Mosquitto):
         await host.start()
         await eventually(lambda: door_state().get("visits_today") == 0, what="the states announced on connect")
         for n, person in enumerate((ALICE, BOB, ALICE, None)):  # 4 visits, 2 persons, just now
-            host.fire("track_ended", event=ended("door", now - 1.0, 1.0, person, n))
+            host.fire("track_ended", event=ended("door", arrived, 1.0, person, n))
         # published after the visits, not at the next interval (60 s)
         await eventually(lambda: door_state().get("visits_today") == 4, what="the door's state after 4 visits")
         await host.stop()
-        await eventually(lambda: mqtt.last("facewatchd/facewatchd-demo/analytics/availability") == b"offline",
-                         what="offline at stop")
-    assert door_state() == {"visits_this_hour": 4, "visits_today": 4, "unique_today": 2, "new_today": 2,
-                            "mean_dwell_today_s": 1.0}
+        await eventually(lambda: mqtt.last(availability) == b"offline", what="offline at stop")
+        config, named_state = json.loads(mqtt.last(unique_config) or b"{}"), door_state()
+
+        # anonymous from now on: HA loses the identity sensors, and the state has no unique count
+        anonymous = with_mqtt(write_config(tmp_path, min_dwell_s=0.5, anonymous=True), broker)
+        await anonymous.start()
+        await eventually(lambda: mqtt.last(unique_config) == b"" and door_state().get("unique_today", 0) is None,
+                         what="identity sensors removed")
+        await anonymous.stop()
+        anonymous_state = door_state()
+    assert anonymous_state["visits_today"] == 4 and anonymous_state["new_today"] is None
+    assert named_state == {"visits_this_hour": 4, "visits_today": 4, "unique_today": 2, "new_today": 2,
+                           "mean_dwell_today_s": 1.0}
     assert json.loads(mqtt.last("facewatchd/facewatchd-demo/analytics/till") or b"{}")["visits_today"] == 0
-    config = json.loads(mqtt.last("homeassistant/sensor/facewatchd_facewatchd-demo_analytics/door_unique_today/config")
-                        or b"{}")
     assert config["state_topic"] == state_topic and config["value_template"] == "{{ value_json.unique_today }}"
-    assert config["availability_topic"] == "facewatchd/facewatchd-demo/analytics/availability"
+    assert config["availability_topic"] == availability
 
 
 class TrackLog:
