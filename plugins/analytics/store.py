@@ -92,6 +92,7 @@ class AnalyticsStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = open_sqlite(path, "analytics database", check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA secure_delete = ON")  # a deleted hash is overwritten, not left in a free page
             self._db.executescript(SCHEMA)
         try:
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
@@ -114,6 +115,9 @@ class AnalyticsStore:
             elif not self._salt:
                 self._salt = secrets.token_hex(32).encode()
                 db.execute("INSERT INTO meta VALUES ('salt', ?)", (self._salt.decode(),))
+        if self.anonymous:  # the old pages stay in the main file until a checkpoint writes over them: now
+            with self._lock:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

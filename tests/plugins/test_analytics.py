@@ -132,9 +132,14 @@ async def test_the_database_holds_salted_hashes_never_ids_or_names(tmp_path):
 async def test_anonymous_keeps_no_identity_and_says_so(tmp_path):
     config_file = write_config(tmp_path)
     await feed(config_file, VISITS[:3])  # an earlier run that counted persons
+    state = tmp_path / "state"
+    with sqlite3.connect(state / "analytics.db") as db:
+        kept = [r[0] for r in db.execute("SELECT person FROM persons UNION SELECT value FROM meta WHERE key = 'salt'")]
+    assert len(kept) == 3
     config_file = write_config(tmp_path, anonymous=True)
     await feed(config_file, VISITS[3:])
-    state = tmp_path / "state"
+    raw = db_bytes(state)
+    assert not [k for k in kept if k.encode() in raw]  # erased from the file, not just from the tables
     with sqlite3.connect(state / "analytics.db") as db:
         assert db.execute("SELECT COUNT(*) FROM persons").fetchone()[0] == 0
         assert db.execute("SELECT COUNT(*) FROM presence").fetchone()[0] == 0
