@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= etc/facewatchd.toml
-EXTRAS := mqtt,awsiot,aws,systemd,dev,torch
+EXTRAS := mqtt,awsiot,aws,systemd,dev,torch,analytics
 
 .PHONY: run test venv servers bench clean
 

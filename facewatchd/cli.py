@@ -1,4 +1,4 @@
-"""Command line: facewatchd run | check-config | resolver | shadow | plugins list |
+"""Command line: facewatchd run | check-config | resolver | shadow | stats | plugins list |
 faces list|label|enroll|forget|merge|move|reject."""
 
 from __future__ import annotations
@@ -115,6 +115,47 @@ def cmd_plugins_list(args: argparse.Namespace) -> int:
         if not rows:
             print("no plugins loaded")
     return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    """Footfall from the analytics plugin's database: a table, and with --plot a chart."""
+    from plugins.analytics import AnalyticsConfig, db_path
+    from plugins.analytics.report import plot, table
+    from plugins.analytics.store import AnalyticsStore
+
+    config = _config(args)
+    section = _plugins(config).plugin_configs.get("analytics") or AnalyticsConfig()
+    path = db_path(config, section)
+    try:
+        store = AnalyticsStore(path, None, read_only=True)
+    except FileNotFoundError:
+        print(f"error: {path}: no analytics database yet (enable [plugins.analytics] and run the daemon)",
+              file=sys.stderr)
+        return 1
+    try:
+        print(table(store, args.since, args.camera))
+        if args.plot:
+            try:
+                plot(store, args.since, args.camera, args.plot)
+            except ImportError:
+                print('error: --plot needs matplotlib: pip install "facewatchd[analytics]"', file=sys.stderr)
+                return 1
+            except OSError as e:
+                print(f"error: {args.plot}: {e.strerror or e}", file=sys.stderr)
+                return 1
+            print(f"chart: {args.plot}")
+    finally:
+        store.close()
+    return 0
+
+
+def _since(text: str) -> float:
+    from plugins.analytics.report import parse_since
+
+    try:
+        return parse_since(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 # -- faces: operator actions on the configured resolver -------------------------------------------
@@ -319,6 +360,13 @@ def build_parser() -> argparse.ArgumentParser:
                 ).set_defaults(func=cmd_shadow)
     with_config(sub.add_parser("ui", help="serve the review page for the AWS resolver ([web] table)")
                 ).set_defaults(func=cmd_ui)
+
+    st = with_config(sub.add_parser("stats", help="footfall from the analytics plugin: visits, unique visitors, "
+                                    "dwell per camera and hour"))
+    st.add_argument("--since", type=_since, help="ISO date or date-time (local time), or back from now: 90m, 24h, 7d")
+    st.add_argument("--camera", help="one camera id")
+    st.add_argument("--plot", type=Path, metavar="FILE.png", help="also draw visits per hour and dwell as a PNG")
+    st.set_defaults(func=cmd_stats)
 
     plugins = sub.add_parser("plugins", help="plugins").add_subparsers(dest="plugins_cmd", required=True)
     pl = with_config(plugins.add_parser("list", help="loaded plugins and their hooks"))

@@ -137,7 +137,7 @@ def test_bad_plugin_config_names_the_plugin_and_the_key(tmp_path):
                      "plugins.homeassistant.port: must be >= 1, got 0",
                      "plugins.alerts: Value error, configure at least one channel",
                      "plugins.metrics.prot: unknown key",
-                     "plugins.dorr: no such plugin (installed: alerts, door, homeassistant, metrics"):
+                     "plugins.dorr: no such plugin (installed: alerts, analytics, door, homeassistant, metrics"):
         assert f"{config_file}: {expected}" in proc.stderr, proc.stderr
 
 
@@ -157,11 +157,12 @@ def test_builtins_ship_a_manifest_that_documents_every_key():
     import tomllib
 
     from plugins.alerts import AlertsConfig
+    from plugins.analytics import AnalyticsConfig
     from plugins.door import DoorConfig
     from plugins.homeassistant import HomeAssistantConfig
     from plugins.metrics import MetricsConfig
 
-    models = {"alerts": AlertsConfig, "door": DoorConfig, "homeassistant": HomeAssistantConfig,
+    models = {"alerts": AlertsConfig, "analytics": AnalyticsConfig, "door": DoorConfig, "homeassistant": HomeAssistantConfig,
               "metrics": MetricsConfig}
     assert builtin_plugin_names() == sorted(models)
     for name, model in models.items():
