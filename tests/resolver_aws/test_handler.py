@@ -8,7 +8,8 @@ import time
 import pytest
 
 from tests.support.aws import (
-    assert_consistent, face_crop, face_query, handle, handler_module, open_container, persons, query_record,
+    LambdaContext, assert_consistent, face_crop, face_query, handle, handler_module, open_container, persons,
+    query_record,
 )
 
 
@@ -160,10 +161,10 @@ def test_lambda_entry_point_keeps_one_container_and_loop(aws_stack):
     try:
         q1 = face_query(face_crop("obama.jpg"), aws_stack.thing)
         q2 = face_query(face_crop("obama1.jpg"), aws_stack.thing)
-        assert mod.handler({"Records": [query_record(q1)]}, None) == {"batchItemFailures": []}
+        assert mod.handler({"Records": [query_record(q1)]}, LambdaContext()) == {"batchItemFailures": []}
         first = mod.container()
         resolver = first.resolver
-        assert mod.handler({"Records": [query_record(q2)]}, None) == {"batchItemFailures": []}
+        assert mod.handler({"Records": [query_record(q2)]}, LambdaContext()) == {"batchItemFailures": []}
         assert mod.container() is first and first.resolver is resolver  # clients reused, not re-created
         assert resolver.stats.requests == 2 and resolver.stats.indexed == 1
         assert mod.operator_handler({"action": "list"}, None)["persons"][0]["faces"] == [q1.face_id, q2.face_id]
