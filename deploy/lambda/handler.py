@@ -9,7 +9,9 @@ once per message id (powertools idempotency over the IDEMPOTENCY_TABLE): a redel
 result, and the same message delivered twice at once is not resolved twice. Under that, the core stays
 idempotent by face id, so a device resending a face (a new message) is answered again, never indexed
 again. Counts go to CloudWatch as EMF (powertools Metrics): FacesResolved, NewPersons, Refusals,
-RekognitionThrottles.
+RekognitionThrottles. Logs, the core's and the adapters' structlog events included, are powertools
+Logger JSON lines with the invocation's keys (function_request_id, cold_start) and the record's
+(message_id, thing, face_id).
 
 `operator_handler`: {"action": "list"} | {"action": "label", "person_id", "name"} |
 {"action": "forget", "person_id"}.
@@ -24,7 +26,9 @@ import asyncio
 import dataclasses
 import functools
 import json
+import logging
 import os
+import sys
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, AsyncIterator, Callable, Coroutine, Literal, Mapping, TypeVar, Union
@@ -32,7 +36,7 @@ from typing import Annotated, Any, AsyncIterator, Callable, Coroutine, Literal, 
 import aioboto3
 import boto3
 import structlog
-from aws_lambda_powertools import Metrics
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -41,7 +45,6 @@ from aws_lambda_powertools.utilities.idempotency import (DynamoDBPersistenceLaye
 from botocore.config import Config
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from facewatchd.logs import configure_logging
 from facewatchd.messages import FaceQuery, MessageError, thing_from_uplink_topic
 from facewatchd.resolver.aws import (AwsAdapters, AwsResolverConfig, UnreadableImageError, client_config,
                                      open_aws_adapters)
@@ -184,6 +187,48 @@ class _Open:
     sqs: Any
 
 
+class _Stdout:
+    """sys.stdout as it is at each write (the runtime's, or a test's capture), not as it was at start."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+# LogRecord's own attributes: stdlib refuses them in `extra` (KeyError), so such event keys get a "_".
+_RESERVED = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# Frames between the code that logs and powertools' Logger: structlog's bound method and its proxy.
+_STRUCTLOG_FRAMES = 2
+
+
+def _to_powertools(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """structlog's last processor: the event as powertools Logger's arguments."""
+    message = str(event_dict.pop("event", ""))
+    exc_info = event_dict.pop("exc_info", None)
+    extra = {f"{k}_" if k in _RESERVED else k: v for k, v in event_dict.items()}
+    return {"msg": message, "extra": extra, "exc_info": exc_info, "stacklevel": 2 + _STRUCTLOG_FRAMES}
+
+
+@functools.cache
+def lambda_logger() -> Logger:
+    """The process's one powertools Logger (its stdlib logger and handler are per process, like the runtime's)."""
+    return Logger(service=METRICS_SERVICE, logger_handler=logging.StreamHandler(_Stdout()))
+
+
+def configure_lambda_logging(logger: Logger) -> None:
+    """structlog, which the core and the adapters log with, written through powertools' Logger: one JSON
+    shape for every line, with the keys the Logger holds for the invocation (inject_lambda_context) and
+    those bound for the record in hand (structlog contextvars, per task)."""
+    structlog.configure(
+        processors=[structlog.contextvars.merge_contextvars, _to_powertools],
+        wrapper_class=structlog.make_filtering_bound_logger(logger.log_level),
+        logger_factory=lambda *_: logger,
+        cache_logger_on_first_use=False,
+    )
+
+
 class _BatchOnThisLoop(AsyncBatchProcessor):
     """powertools' AsyncBatchProcessor, awaited on the caller's loop. Its own `async_process` drives a loop
     of its choosing (asyncio.run outside Lambda); the aioboto3 clients are bound to the container's."""
@@ -247,6 +292,14 @@ class Container:
         self._idempotency = _Idempotency(settings, settings.idempotency_table) if settings.idempotency_table else None
         # powertools keeps one metric set per process; it is flushed (printed as EMF) after every batch.
         self.metrics = Metrics(namespace=METRICS_NAMESPACE, service=METRICS_SERVICE)
+        self.logger = lambda_logger()
+
+    def invoked(self, context: Any, call: Callable[[], T]) -> T:
+        """`call` with the invocation's keys on every log line (powertools inject_lambda_context);
+        a call without a Lambda context (a local run) has none."""
+        if context is None:
+            return call()
+        return self.logger.inject_lambda_context(lambda _event, _context: call(), clear_state=True)({}, context)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._runner.run(coro)
@@ -405,15 +458,16 @@ class Container:
 def container() -> Container:
     """The container's one Container, created on the first invocation (not at import, so tests and
     tools can import this module without AWS settings)."""
-    configure_logging("json")
-    return Container(Settings.from_env(os.environ))
+    c = Container(Settings.from_env(os.environ))
+    configure_lambda_logging(c.logger)
+    return c
 
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     c = container()
-    return c.run(c.handle_sqs(event, context))
+    return c.invoked(context, lambda: c.run(c.handle_sqs(event, context)))
 
 
 def operator_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     c = container()
-    return c.run(c.handle_operator(event))
+    return c.invoked(context, lambda: c.run(c.handle_operator(event)))

@@ -376,6 +376,8 @@ class LambdaContext:
 
     function_name: str = "facewatchd-resolver"
     aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:facewatchd-resolver"
     timeout_s: float = 120.0
     _start: float = field(default_factory=time.monotonic)
 
