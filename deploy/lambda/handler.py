@@ -23,12 +23,14 @@ aioboto3 clients are bound to the event loop that opened them, so a warm contain
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import functools
 import json
 import logging
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, AsyncIterator, Callable, Coroutine, Literal, Mapping, TypeVar, Union
@@ -42,6 +44,8 @@ from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.idempotency import (DynamoDBPersistenceLayer, IdempotencyConfig,
                                                          idempotent_function)
+from aws_lambda_powertools.utilities.idempotency.exceptions import BaseError as IdempotencyError
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 from botocore.config import Config
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -269,15 +273,24 @@ class _Idempotency:
 
     def __init__(self, settings: Settings, table: str) -> None:
         cfg = settings.resolver
+        # Each worker waits for one message's work: room for BATCH_CONCURRENCY faces and dead letters beside.
+        workers = settings.concurrency + 2
         self.config = IdempotencyConfig(expires_after_seconds=settings.idempotency_ttl_s)
         store = DynamoDBPersistenceLayer(
             table_name=table, key_attr=IDEMPOTENCY_KEY, expiry_attr=IDEMPOTENCY_TTL_ATTRIBUTE,
             boto3_session=boto3.session.Session(region_name=cfg.region),
             boto_config=Config(retries={"mode": "standard", "total_max_attempts": cfg.max_attempts},
                                connect_timeout=5, read_timeout=30,
-                               max_pool_connections=max(10, settings.concurrency)))
-        self.run = idempotent_function(data_keyword_argument="message_id", persistence_store=store,
-                                       config=self.config)(_on_loop)
+                               max_pool_connections=max(10, workers)))
+        self._run = idempotent_function(data_keyword_argument="message_id", persistence_store=store,
+                                        config=self.config)(_on_loop)
+        self.threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="idempotency")
+
+    async def once(self, message_id: str, work: Callable[[], Coroutine[Any, Any, dict[str, Any]]]) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        call = functools.partial(self._run, message_id=message_id, loop=loop, work=work)
+        # The copied context carries the record's log keys over to the work scheduled back on this loop.
+        return await loop.run_in_executor(self.threads, contextvars.copy_context().run, call)
 
 
 class Container:
@@ -307,6 +320,8 @@ class Container:
     def close(self) -> None:
         self._runner.run(self._stack.aclose())
         self._runner.close()
+        if self._idempotency is not None:
+            self._idempotency.threads.shutdown()
 
     @property
     def resolver(self) -> Resolver | None:
@@ -372,9 +387,14 @@ class Container:
         the first result without work, one still in progress elsewhere fails (SQS retries it later)."""
         if self._idempotency is None:
             return await work()
-        # powertools' persistence layer is boto3 (blocking): it runs in a worker thread, the work on this loop.
-        return await asyncio.to_thread(self._idempotency.run, message_id=message_id,
-                                       loop=asyncio.get_running_loop(), work=work)
+        try:  # powertools' persistence layer is boto3 (blocking): it runs in a worker thread, the work on this loop
+            return await self._idempotency.once(message_id, work)
+        except IdempotencyAlreadyInProgressError:
+            log.info("message_in_progress", message_id=message_id)  # another invocation has it: retried later
+            raise
+        except IdempotencyError as e:  # the idempotency table cannot be read or written: retried later
+            log.warning("idempotency_failed", message_id=message_id, error=f"{type(e).__name__}: {e}")
+            raise
 
     async def _resolve_one(self, state: _Open, record: Mapping[str, Any], query: FaceQuery) -> dict[str, Any]:
         try:
