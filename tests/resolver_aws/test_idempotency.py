@@ -7,6 +7,7 @@ import asyncio
 import json
 import threading
 
+from facewatchd.messages import Resolution
 from tests.support.aws import face_crop, face_query, handle, open_container, persons, query_record, sqs_record
 
 
@@ -71,3 +72,28 @@ def test_the_same_message_in_two_invocations_at_once_is_resolved_once(aws_stack,
     assert rek.calls["SearchFacesByImage"] == 1 and rek.calls["IndexFaces"] == 1
     [entry] = persons(aws_stack).values()
     assert len(rek.faces_of(aws_stack.collection_id, entry["profile"]["person_id"])) == 1
+
+
+def test_batch_concurrency_is_not_capped_by_the_idempotency_threads(aws_stack, monkeypatch):
+    # Each message's work holds an idempotency thread while it runs on the loop: BATCH_CONCURRENCY of
+    # them must be there (asyncio's default pool has min(32, CPUs + 4)).
+    container = open_container(monkeypatch, BATCH_CONCURRENCY="12")
+    running, peak = 0, 0
+
+    async def slow_resolve(query):
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.3)
+        running -= 1
+        return Resolution(query.face_id, "person-0123456789", None, 1.0, new_person=False)
+
+    try:
+        container.run(container.handle_sqs({"Records": []}))  # opens the clients and the resolver
+        monkeypatch.setattr(container.resolver, "resolve", slow_resolve)
+        crop = face_crop("obama.jpg")
+        records = [query_record(face_query(crop, f"cam-{i}")) for i in range(12)]  # 12 things: all at once
+        assert handle(container, *records) == []
+    finally:
+        container.close()
+    assert peak == 12
