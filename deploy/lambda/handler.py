@@ -235,7 +235,8 @@ def configure_lambda_logging(logger: Logger) -> None:
 
 class _BatchOnThisLoop(AsyncBatchProcessor):
     """powertools' AsyncBatchProcessor, awaited on the caller's loop. Its own `async_process` drives a loop
-    of its choosing (asyncio.run outside Lambda); the aioboto3 clients are bound to the container's."""
+    of its choosing (asyncio.run outside Lambda; a new one per call in one release, powertools-lambda-python
+    #7798); the aioboto3 clients are bound to the container's."""
 
     def __init__(self) -> None:
         # Every record failing is still a partial response (SQS retries each), not an exception.
@@ -262,8 +263,9 @@ class _Turns:
 
 def _on_loop(*, message_id: str, loop: asyncio.AbstractEventLoop,
              work: Callable[[], Coroutine[Any, Any, dict[str, Any]]]) -> dict[str, Any]:
-    """The idempotent function, in a worker thread: powertools' blocking DynamoDB calls around it hold that
-    thread, never the loop; the work itself runs on the loop, where the aioboto3 clients live."""
+    """The idempotent function, in a worker thread. powertools idempotency has no async form (its boto3
+    blocks: powertools-lambda-python#4483), so its DynamoDB calls around this hold that thread, never the
+    loop; the work itself runs on the loop, where the aioboto3 clients live."""
     return asyncio.run_coroutine_threadsafe(work(), loop).result()
 
 
