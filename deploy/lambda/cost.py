@@ -52,6 +52,7 @@ def cost_per_1000(a: argparse.Namespace) -> list[LineItem]:
         LineItem("S3", f"storage for {a.retention_days:g} days",
                  FACES * a.crop_kb / 1024 ** 2 * a.s3_gb_month * a.retention_days / 30),
         LineItem("DynamoDB", "TransactWriteItems: 3 items x 2 WRU", FACES * 6 * a.ddb_wru_per_m / 1e6),
+        LineItem("DynamoDB", "idempotency record: 2 writes x 1 WRU", FACES * 2 * a.ddb_wru_per_m / 1e6),
         LineItem("DynamoDB", f"reads, {a.ddb_rru_per_face:g} RRU per face",
                  FACES * a.ddb_rru_per_face * a.ddb_rru_per_m / 1e6),
         LineItem("CloudWatch", f"logs, {a.log_kb_per_face:g} KB per face",

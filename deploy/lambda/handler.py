@@ -4,7 +4,14 @@
 The thing name comes from the topic (which AWS IoT authorised), never from the payload. Poison
 messages (not JSON, wrong schema, not a JPEG, too large, no face, an image Rekognition cannot read)
 go to the DLQ with their reason and are not retried; transient errors are reported as batch item
-failures so SQS redelivers only those.
+failures so SQS redelivers only those (powertools' AsyncBatchProcessor). Each message is handled at most
+once per message id (powertools idempotency over the IDEMPOTENCY_TABLE): a redelivery returns the first
+result, and the same message delivered twice at once is not resolved twice. Under that, the core stays
+idempotent by face id, so a device resending a face (a new message) is answered again, never indexed
+again. Counts go to CloudWatch as EMF (powertools Metrics): FacesResolved, NewPersons, Refusals,
+RekognitionThrottles. Logs, the core's and the adapters' structlog events included, are powertools
+Logger JSON lines with the invocation's keys (function_request_id, cold_start) and the record's
+(message_id, thing, face_id).
 
 `operator_handler`: {"action": "list"} | {"action": "label", "person_id", "name"} |
 {"action": "forget", "person_id"}.
@@ -16,19 +23,32 @@ aioboto3 clients are bound to the event loop that opened them, so a warm contain
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import functools
 import json
+import logging
 import os
-from contextlib import AsyncExitStack
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any, Coroutine, Literal, Mapping, TypeVar, Union
+from typing import Annotated, Any, AsyncIterator, Callable, Coroutine, Literal, Mapping, TypeVar, Union
 
 import aioboto3
+import boto3
 import structlog
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.idempotency import (DynamoDBPersistenceLayer, IdempotencyConfig,
+                                                         idempotent_function)
+from aws_lambda_powertools.utilities.idempotency.exceptions import BaseError as IdempotencyError
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
+from botocore.config import Config
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from facewatchd.logs import configure_logging
 from facewatchd.messages import FaceQuery, MessageError, thing_from_uplink_topic
 from facewatchd.resolver.aws import (AwsAdapters, AwsResolverConfig, UnreadableImageError, client_config,
                                      open_aws_adapters)
@@ -39,6 +59,12 @@ log = structlog.get_logger("facewatchd.lambda")
 T = TypeVar("T")
 MAX_BODY_CHARS = 192 * 1024  # AWS IoT caps payloads at 128 KB; anything bigger did not come from a device
 MAX_DLQ_BODY_CHARS = 200 * 1024  # keeps the DLQ message under SQS's 256 KB
+# CloudWatch namespace and service dimension of the EMF metrics; template.yaml's alarms and dashboard use them.
+METRICS_NAMESPACE = "facewatchd"
+METRICS_SERVICE = "resolver"
+# The idempotency table's key and TTL attribute (powertools' defaults, named here for template.yaml and the tests).
+IDEMPOTENCY_KEY = "id"
+IDEMPOTENCY_TTL_ATTRIBUTE = "expiration"
 
 
 class Settings(BaseModel):
@@ -50,6 +76,9 @@ class Settings(BaseModel):
     # search and index two persons. Higher values trade that risk (across things only) for latency.
     concurrency: int = Field(1, ge=1, le=64, description="messages of different things resolved at once")
     ensure_collection: bool = True
+    idempotency_table: str | None = None
+    # Longer than any redelivery (5 receives x 720 s visibility); a failed message leaves no record at all.
+    idempotency_ttl_s: int = Field(86_400, ge=60, description="seconds a processed message id is remembered")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
@@ -61,7 +90,9 @@ class Settings(BaseModel):
         resolver = {field: env[var] for field, var in names.items() if env.get(var)}
         return cls(resolver=AwsResolverConfig.model_validate(resolver), dlq_url=env.get("DLQ_URL") or None,
                    concurrency=int(env.get("BATCH_CONCURRENCY", "1")),
-                   ensure_collection=env.get("ENSURE_COLLECTION", "true").lower() == "true")
+                   ensure_collection=env.get("ENSURE_COLLECTION", "true").lower() == "true",
+                   idempotency_table=env.get("IDEMPOTENCY_TABLE") or None,
+                   idempotency_ttl_s=int(env.get("IDEMPOTENCY_TTL_S", "86400")))
 
 
 class Poison(Exception):
@@ -70,6 +101,11 @@ class Poison(Exception):
     def __init__(self, kind: str, reason: str) -> None:
         super().__init__(reason)
         self.kind, self.reason = kind, reason
+
+
+class Kept(Exception):
+    """A poison message that could not be dead-lettered: failed, so SQS keeps it (its redrive policy
+    moves it to the DLQ after a few receives)."""
 
 
 def _kind(e: MessageError) -> str:
@@ -155,6 +191,110 @@ class _Open:
     sqs: Any
 
 
+class _Stdout:
+    """sys.stdout as it is at each write (the runtime's, or a test's capture), not as it was at start."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+# LogRecord's own attributes: stdlib refuses them in `extra` (KeyError), so such event keys get a "_".
+_RESERVED = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# Frames between the code that logs and powertools' Logger: structlog's bound method and its proxy.
+_STRUCTLOG_FRAMES = 2
+
+
+def _to_powertools(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """structlog's last processor: the event as powertools Logger's arguments."""
+    message = str(event_dict.pop("event", ""))
+    exc_info = event_dict.pop("exc_info", None)
+    extra = {f"{k}_" if k in _RESERVED else k: v for k, v in event_dict.items()}
+    return {"msg": message, "extra": extra, "exc_info": exc_info, "stacklevel": 2 + _STRUCTLOG_FRAMES}
+
+
+@functools.cache
+def lambda_logger() -> Logger:
+    """The process's one powertools Logger (its stdlib logger and handler are per process, like the runtime's)."""
+    return Logger(service=METRICS_SERVICE, logger_handler=logging.StreamHandler(_Stdout()))
+
+
+def configure_lambda_logging(logger: Logger) -> None:
+    """structlog, which the core and the adapters log with, written through powertools' Logger: one JSON
+    shape for every line, with the keys the Logger holds for the invocation (inject_lambda_context) and
+    those bound for the record in hand (structlog contextvars, per task)."""
+    structlog.configure(
+        processors=[structlog.contextvars.merge_contextvars, _to_powertools],
+        wrapper_class=structlog.make_filtering_bound_logger(logger.log_level),
+        logger_factory=lambda *_: logger,
+        cache_logger_on_first_use=False,
+    )
+
+
+class _BatchOnThisLoop(AsyncBatchProcessor):
+    """powertools' AsyncBatchProcessor, awaited on the caller's loop. Its own `async_process` drives a loop
+    of its choosing (asyncio.run outside Lambda; a new one per call in one release, powertools-lambda-python
+    #7798); the aioboto3 clients are bound to the container's."""
+
+    def __init__(self) -> None:
+        # Every record failing is still a partial response (SQS retries each), not an exception.
+        super().__init__(EventType.SQS, raise_on_entire_batch_failure=False)
+
+    async def process_here(self) -> None:
+        await asyncio.gather(*(self._async_process_record(record) for record in self.records))
+
+
+class _Turns:
+    """Order and concurrency within one batch: one thing's faces one after the other, in batch order (a
+    person seen twice by one camera is indexed once), at most `concurrency` faces at once in all."""
+
+    def __init__(self, concurrency: int) -> None:
+        self._things: dict[str, asyncio.Lock] = {}
+        self._limit = asyncio.Semaphore(concurrency)
+
+    @asynccontextmanager
+    async def of(self, thing: str) -> AsyncIterator[None]:
+        # asyncio.Lock is FIFO: records that ask in batch order are served in batch order.
+        async with self._things.setdefault(thing, asyncio.Lock()), self._limit:
+            yield
+
+
+def _on_loop(*, message_id: str, loop: asyncio.AbstractEventLoop,
+             work: Callable[[], Coroutine[Any, Any, dict[str, Any]]]) -> dict[str, Any]:
+    """The idempotent function, in a worker thread. powertools idempotency has no async form (its boto3
+    blocks: powertools-lambda-python#4483), so its DynamoDB calls around this hold that thread, never the
+    loop; the work itself runs on the loop, where the aioboto3 clients live."""
+    return asyncio.run_coroutine_threadsafe(work(), loop).result()
+
+
+class _Idempotency:
+    """powertools idempotency over its own DynamoDB table (`id` key, TTL on `expiration`), keyed by the SQS
+    message id: records in progress, completed (with the result) or gone when the work failed."""
+
+    def __init__(self, settings: Settings, table: str) -> None:
+        cfg = settings.resolver
+        # Each worker waits for one message's work: room for BATCH_CONCURRENCY faces and dead letters beside.
+        workers = settings.concurrency + 2
+        self.config = IdempotencyConfig(expires_after_seconds=settings.idempotency_ttl_s)
+        store = DynamoDBPersistenceLayer(
+            table_name=table, key_attr=IDEMPOTENCY_KEY, expiry_attr=IDEMPOTENCY_TTL_ATTRIBUTE,
+            boto3_session=boto3.session.Session(region_name=cfg.region),
+            boto_config=Config(retries={"mode": "standard", "total_max_attempts": cfg.max_attempts},
+                               connect_timeout=5, read_timeout=30,
+                               max_pool_connections=max(10, workers)))
+        self._run = idempotent_function(data_keyword_argument="message_id", persistence_store=store,
+                                        config=self.config)(_on_loop)
+        self.threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="idempotency")
+
+    async def once(self, message_id: str, work: Callable[[], Coroutine[Any, Any, dict[str, Any]]]) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        call = functools.partial(self._run, message_id=message_id, loop=loop, work=work)
+        # The copied context carries the record's log keys over to the work scheduled back on this loop.
+        return await loop.run_in_executor(self.threads, contextvars.copy_context().run, call)
+
+
 class Container:
     """What a warm Lambda container reuses: one event loop, the AWS clients bound to it, the Resolver."""
 
@@ -164,6 +304,17 @@ class Container:
         self._runner = asyncio.Runner()
         self._stack = AsyncExitStack()
         self._open_state: _Open | None = None
+        self._idempotency = _Idempotency(settings, settings.idempotency_table) if settings.idempotency_table else None
+        # powertools keeps one metric set per process; it is flushed (printed as EMF) after every batch.
+        self.metrics = Metrics(namespace=METRICS_NAMESPACE, service=METRICS_SERVICE)
+        self.logger = lambda_logger()
+
+    def invoked(self, context: Any, call: Callable[[], T]) -> T:
+        """`call` with the invocation's keys on every log line (powertools inject_lambda_context);
+        a call without a Lambda context (a local run) has none."""
+        if context is None:
+            return call()
+        return self.logger.inject_lambda_context(lambda _event, _context: call(), clear_state=True)({}, context)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._runner.run(coro)
@@ -171,6 +322,8 @@ class Container:
     def close(self) -> None:
         self._runner.run(self._stack.aclose())
         self._runner.close()
+        if self._idempotency is not None:
+            self._idempotency.threads.shutdown()
 
     @property
     def resolver(self) -> Resolver | None:
@@ -181,7 +334,8 @@ class Container:
             cfg = self.settings.resolver
             async with AsyncExitStack() as stack:  # on failure everything opened so far is closed again
                 pool = max(10, 2 * self.settings.concurrency)
-                adapters = await stack.enter_async_context(open_aws_adapters(cfg, self._session, pool))
+                adapters = await stack.enter_async_context(
+                    open_aws_adapters(cfg, self._session, pool, on_throttle=self._throttled))
                 sqs = await stack.enter_async_context(self._session.client("sqs", config=client_config(cfg)))
                 if self.settings.ensure_collection:
                     await adapters.collection.ensure_collection()
@@ -189,52 +343,81 @@ class Container:
                 self._stack = stack.pop_all()
         return self._open_state
 
+    def _throttled(self, operation: str) -> None:
+        self.metrics.add_metric(name="RekognitionThrottles", unit=MetricUnit.Count, value=1)
+
     # -- SQS batches ------------------------------------------------------------------------------
-    async def handle_sqs(self, event: Mapping[str, Any]) -> dict[str, Any]:
+    async def handle_sqs(self, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
         state = await self._open()
-        records: list[Mapping[str, Any]] = list(event.get("Records", []))
-        by_thing: dict[str, list[tuple[Mapping[str, Any], FaceQuery]]] = {}
-        jobs: list[Coroutine[Any, Any, list[str]]] = []
-        for record in records:
-            try:
-                query = parse_record(record)
-            except Poison as p:
-                jobs.append(self._dead_letter(state, record, p))
-                continue
-            except Exception as e:  # whatever else a hostile body does, it fails only its own record
-                jobs.append(self._dead_letter(state, record, Poison("schema", f"{type(e).__name__}: {e}")))
-                continue
-            by_thing.setdefault(query.thing, []).append((record, query))
-        limit = asyncio.Semaphore(self.settings.concurrency)
-        # One thing's faces always in order (a person seen twice by one camera is indexed once).
-        jobs += [self._resolve_in_order(state, items, limit) for items in by_thing.values()]
-        failed = {mid for ids in await asyncio.gather(*jobs) for mid in ids}
-        return {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in records if r["messageId"] in failed]}
+        if context is not None and self._idempotency is not None:
+            self._idempotency.config.register_lambda_context(context)  # in-progress records end with the invocation
+        turns = _Turns(self.settings.concurrency)
 
-    async def _resolve_in_order(self, state: _Open, items: list[tuple[Mapping[str, Any], FaceQuery]],
-                                limit: asyncio.Semaphore) -> list[str]:
-        failed: list[str] = []
-        for record, query in items:
-            async with limit:
-                failed += await self._resolve_one(state, record, query)
-        return failed
+        async def record_handler(record: SQSRecord) -> None:
+            await self._handle_record(state, record.raw_event, turns)
 
-    async def _resolve_one(self, state: _Open, record: Mapping[str, Any], query: FaceQuery) -> list[str]:
+        batch = _BatchOnThisLoop()
         try:
-            await state.resolver.resolve(query)
-            return []
+            with batch(list(event.get("Records", [])), record_handler):
+                await batch.process_here()
+        finally:
+            if self.metrics.metric_set:
+                self.metrics.flush_metrics()  # one EMF line per batch, even when it fails
+        return dict(batch.response())
+
+    async def _handle_record(self, state: _Open, record: Mapping[str, Any], turns: "_Turns") -> None:
+        """One record; raising reports it as a batch item failure (SQS redelivers only those)."""
+        message_id = str(record.get("messageId"))
+        try:
+            query = parse_record(record)
+        except Poison as p:
+            poison = p
+        except Exception as e:  # whatever else a hostile body does, it fails only its own record
+            poison = Poison("schema", f"{type(e).__name__}: {e}")
+        else:
+            # Parsing never awaits, so records reach their thing's turn in batch order.
+            async with turns.of(query.thing):
+                with structlog.contextvars.bound_contextvars(message_id=message_id, thing=query.thing,
+                                                             face_id=query.face_id):
+                    await self._once(message_id, lambda: self._resolve_one(state, record, query))
+            return
+        with structlog.contextvars.bound_contextvars(message_id=message_id):
+            await self._once(message_id, lambda: self._dead_letter(state, record, poison))
+
+    async def _once(self, message_id: str, work: Callable[[], Coroutine[Any, Any, dict[str, Any]]]) -> dict[str, Any]:
+        """`work`, at most once per SQS message id (powertools idempotency): a redelivered message returns
+        the first result without work, one still in progress elsewhere fails (SQS retries it later)."""
+        if self._idempotency is None:
+            return await work()
+        try:  # powertools' persistence layer is boto3 (blocking): it runs in a worker thread, the work on this loop
+            return await self._idempotency.once(message_id, work)
+        except IdempotencyAlreadyInProgressError:
+            log.info("message_in_progress", message_id=message_id)  # another invocation has it: retried later
+            raise
+        except IdempotencyError as e:  # the idempotency table cannot be read or written: retried later
+            log.warning("idempotency_failed", message_id=message_id, error=f"{type(e).__name__}: {e}")
+            raise
+
+    async def _resolve_one(self, state: _Open, record: Mapping[str, Any], query: FaceQuery) -> dict[str, Any]:
+        try:
+            resolution = await state.resolver.resolve(query)
         except NoFaceError as e:
             await self._drop_crop(state, query)
             kind = "bad_image" if isinstance(e, UnreadableImageError) else "no_face"
             try:  # tell the device, so it stops resending a face that can never be resolved
                 await state.resolver.refuse(query.thing, query.face_id, f"{kind}: {e}")
+                self.metrics.add_metric(name="Refusals", unit=MetricUnit.Count, value=1)
             except Exception as refusal:
                 log.warning("refusal_not_sent", face_id=query.face_id, error=f"{type(refusal).__name__}: {refusal}")
             return await self._dead_letter(state, record, Poison(kind, str(e)))
         except Exception as e:  # an outage or throttling beyond botocore's retries: SQS redelivers it
             log.warning("face_failed", message_id=record["messageId"], face_id=query.face_id, thing=query.thing,
                         error=f"{type(e).__name__}: {e}")
-            return [record["messageId"]]
+            raise
+        self.metrics.add_metric(name="FacesResolved", unit=MetricUnit.Count, value=1)
+        if resolution.new_person:
+            self.metrics.add_metric(name="NewPersons", unit=MetricUnit.Count, value=1)
+        return {"person_id": resolution.person_id, "new_person": resolution.new_person}
 
     @staticmethod
     async def _drop_crop(state: _Open, query: FaceQuery) -> None:
@@ -244,11 +427,11 @@ class Container:
         except Exception as e:  # the bucket's lifecycle expiry removes it anyway
             log.warning("crop_not_deleted", face_id=query.face_id, error=str(e))
 
-    async def _dead_letter(self, state: _Open, record: Mapping[str, Any], poison: Poison) -> list[str]:
+    async def _dead_letter(self, state: _Open, record: Mapping[str, Any], poison: Poison) -> dict[str, Any]:
         message_id = str(record.get("messageId"))
         if not self.settings.dlq_url:
             log.error("poison_without_dlq", message_id=message_id, reason=poison.reason)
-            return [message_id]  # the queue's redrive policy moves it to the DLQ after a few receives
+            raise Kept(poison.reason)  # the queue's redrive policy moves it to the DLQ after a few receives
         body = record.get("body") if isinstance(record.get("body"), str) else None
         letter = {"kind": poison.kind, "reason": poison.reason, "message_id": message_id,
                   "event_source_arn": record.get("eventSourceARN"),
@@ -261,9 +444,9 @@ class Container:
                                    "reason": {"DataType": "String", "StringValue": poison.reason[:256]}})
         except Exception as e:  # cannot park it: let SQS keep it rather than lose it
             log.warning("dead_letter_failed", message_id=message_id, error=str(e))
-            return [message_id]
+            raise Kept(poison.reason) from e
         log.info("dead_lettered", message_id=message_id, kind=poison.kind, reason=poison.reason)
-        return []
+        return {"dead_lettered": poison.kind}
 
     # -- operator ---------------------------------------------------------------------------------
     async def handle_operator(self, event: Mapping[str, Any]) -> dict[str, Any]:
@@ -297,15 +480,16 @@ class Container:
 def container() -> Container:
     """The container's one Container, created on the first invocation (not at import, so tests and
     tools can import this module without AWS settings)."""
-    configure_logging("json")
-    return Container(Settings.from_env(os.environ))
+    c = Container(Settings.from_env(os.environ))
+    configure_lambda_logging(c.logger)
+    return c
 
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     c = container()
-    return c.run(c.handle_sqs(event))
+    return c.invoked(context, lambda: c.run(c.handle_sqs(event, context)))
 
 
 def operator_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     c = container()
-    return c.run(c.handle_operator(event))
+    return c.invoked(context, lambda: c.run(c.handle_operator(event)))

@@ -61,6 +61,8 @@ EXCLUDING_MAX_FACES = 10
 REKOGNITION_MAX_FACES = 4096
 # Rekognition errors that mean "this crop can never be searched": a poison message, not an outage.
 _IMAGE_ERRORS = {"InvalidImageFormatException", "ImageTooLargeException"}
+# Rekognition's answers when the account's TPS is exceeded (botocore retries both).
+THROTTLE_ERRORS = frozenset({"ThrottlingException", "ProvisionedThroughputExceededException"})
 
 
 class AwsResolverConfig(BaseModel):
@@ -555,16 +557,33 @@ def client_config(config: AwsResolverConfig, pool: int = 10) -> AioConfig:
                      connect_timeout=5, read_timeout=30)
 
 
+def count_throttles(client: Any, on_throttle: Callable[[str], None]) -> None:
+    """Call `on_throttle(operation)` for every throttled attempt of the client's calls, the ones botocore
+    retries too: those never reach the adapter as an exception, yet are what an account's TPS limit
+    looks like. Installed on botocore's needs-retry event, which sees every attempt's answer."""
+    def seen(response: Any = None, operation: Any = None, **_: Any) -> None:
+        parsed = response[1] if isinstance(response, tuple) and len(response) == 2 else {}
+        if isinstance(parsed, dict) and parsed.get("Error", {}).get("Code") in THROTTLE_ERRORS:
+            on_throttle(getattr(operation, "name", ""))
+        return None  # no opinion: botocore's retry handler decides
+
+    client.meta.events.register("needs-retry", seen)
+
+
 @asynccontextmanager
 async def open_aws_adapters(config: AwsResolverConfig, session: aioboto3.Session | None = None,
-                            pool: int = 10) -> AsyncIterator[AwsAdapters]:
+                            pool: int = 10, on_throttle: Callable[[str], None] | None = None
+                            ) -> AsyncIterator[AwsAdapters]:
     """The four adapters over clients that live as long as the context (and its event loop).
-    Endpoints come from the standard AWS_ENDPOINT_URL_<SERVICE> variables when set."""
+    Endpoints come from the standard AWS_ENDPOINT_URL_<SERVICE> variables when set. `on_throttle` is
+    called with the operation's name each time Rekognition throttles a call (see count_throttles)."""
     session = session or _aioboto3().Session(region_name=config.region)
     cfg = client_config(config, pool)
     async with AsyncExitStack() as stack:
         s3, rek, ddb, iot = [await stack.enter_async_context(session.client(name, config=cfg))
                              for name in ("s3", "rekognition", "dynamodb", "iot-data")]
+        if on_throttle is not None:
+            count_throttles(rek, on_throttle)
         crops = S3CropStore(s3, config)
         yield AwsAdapters(crops, RekognitionCollection(rek, config, crops.read), DynamoNameDirectory(ddb, config),
                           IotShadow(iot))

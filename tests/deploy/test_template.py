@@ -3,6 +3,8 @@ handler names, environment) and the security rules (least privilege, device poli
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,8 +44,7 @@ def test_cfn_lint_finds_no_error():
 
 
 def test_table_matches_the_adapter(template):
-    [table] = _of_type(template, "AWS::DynamoDB::Table").values()
-    props = table["Properties"]
+    props = template["Resources"]["FacesTable"]["Properties"]
     assert props["KeySchema"] == TABLE_KEY_SCHEMA and props["BillingMode"] == "PAY_PER_REQUEST"
     assert props["TimeToLiveSpecification"] == {"AttributeName": TTL_ATTRIBUTE, "Enabled": True}
 
@@ -118,3 +119,62 @@ def test_device_policy_is_scoped_to_the_connected_thing(template):
         [f"topic/facewatchd/{THING}/*", f"topic/$aws/things/{THING}/shadow/*"])
     assert [r.split("${AWS::AccountId}:", 1)[1] for r in by_action["iot:Subscribe"]] == [
         f"topicfilter/$aws/things/{THING}/shadow/*"]
+
+
+def test_idempotency_table_matches_powertools_and_only_the_resolver_uses_it(template):
+    mod = handler_module()
+    tables = _of_type(template, "AWS::DynamoDB::Table")
+    assert set(tables) == {"FacesTable", "IdempotencyTable"}
+    props = tables["IdempotencyTable"]["Properties"]
+    assert props["KeySchema"] == [{"AttributeName": mod.IDEMPOTENCY_KEY, "KeyType": "HASH"}]
+    assert props["AttributeDefinitions"] == [{"AttributeName": mod.IDEMPOTENCY_KEY, "AttributeType": "S"}]
+    assert props["TimeToLiveSpecification"] == {"AttributeName": mod.IDEMPOTENCY_TTL_ATTRIBUTE, "Enabled": True}
+    resolver = template["Resources"]["ResolverFunction"]["Properties"]
+    assert resolver["Environment"]["Variables"] == {"IDEMPOTENCY_TABLE": {"Ref": "IdempotencyTable"}}
+    users = {(name, st["Sid"]): sorted(_as_list(st["Action"]))
+             for name, role in _of_type(template, "AWS::IAM::Role").items() for st in _statements(role)
+             if {"Fn::GetAtt": ["IdempotencyTable", "Arn"]} in _as_list(st["Resource"])}
+    # What powertools' DynamoDBPersistenceLayer calls: get, conditional put, update on success, delete on failure.
+    assert users == {("ResolverRole", "Idempotency"): ["dynamodb:DeleteItem", "dynamodb:GetItem",
+                                                       "dynamodb:PutItem", "dynamodb:UpdateItem"]}
+
+
+def test_alarms_watch_dead_letters_errors_throttles_and_queue_age(template):
+    mod = handler_module()
+    alarms = _of_type(template, "AWS::CloudWatch::Alarm")
+    watched = {(a["Properties"]["Namespace"], a["Properties"]["MetricName"]): a["Properties"] for a in alarms.values()}
+    assert set(watched) == {("AWS/SQS", "ApproximateNumberOfMessagesVisible"), ("AWS/Lambda", "Errors"),
+                            (mod.METRICS_NAMESPACE, "RekognitionThrottles"),
+                            ("AWS/SQS", "ApproximateAgeOfOldestMessage")}
+    dims = {k: p["Dimensions"] for k, p in watched.items()}
+    assert dims[("AWS/SQS", "ApproximateNumberOfMessagesVisible")] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["FacesDeadLetterQueue", "QueueName"]}}]
+    assert dims[("AWS/SQS", "ApproximateAgeOfOldestMessage")] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["FacesQueue", "QueueName"]}}]
+    assert dims[("AWS/Lambda", "Errors")] == [{"Name": "FunctionName", "Value": {"Ref": "ResolverFunction"}}]
+    # The custom metric as handler.py emits it (EMF adds the service dimension).
+    assert dims[(mod.METRICS_NAMESPACE, "RekognitionThrottles")] == [{"Name": "service", "Value": mod.METRICS_SERVICE}]
+    for props in watched.values():
+        assert props["ComparisonOperator"] == "GreaterThanThreshold" and props["TreatMissingData"] == "notBreaching"
+        # Mail only when an address is given: the topic exists only then.
+        assert props["AlarmActions"] == {"Fn::If": ["HasAlarmEmail", [{"Ref": "AlarmTopic"}], {"Ref": "AWS::NoValue"}]}
+    assert template["Resources"]["AlarmTopic"]["Condition"] == "HasAlarmEmail"
+    assert watched[("AWS/SQS", "ApproximateAgeOfOldestMessage")]["Threshold"] == {"Ref": "MaxMessageAgeSeconds"}
+    assert all(p["Threshold"] == 0 for k, p in watched.items() if k[1] != "ApproximateAgeOfOldestMessage")
+
+
+def test_dashboard_is_json_and_shows_the_metrics_and_alarms(template):
+    mod = handler_module()
+    [dashboard] = _of_type(template, "AWS::CloudWatch::Dashboard").values()
+    body, names = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
+    assert set(names) == {"Queue", "DeadLetters"}
+    for ref in re.findall(r"\$\{([^}]+)\}", body):  # every ${...} names a parameter, resource or local name
+        assert ref in names or ref.split(".")[0] in template["Resources"] or ref.startswith("AWS::"), ref
+    widgets = json.loads(re.sub(r"\$\{[^}]+\}", "x", body))["widgets"]
+    metrics = [m for w in widgets if w["type"] == "metric" for m in w["properties"]["metrics"]]
+    assert [mod.METRICS_NAMESPACE, "FacesResolved", "service", mod.METRICS_SERVICE] in metrics
+    assert {m[1] for m in metrics} >= {"NewPersons", "Refusals", "RekognitionThrottles", "Errors",
+                                       "ApproximateAgeOfOldestMessage"}
+    [alarm_widget] = [w for w in widgets if w["type"] == "alarm"]
+    shown = set(re.findall(r"\$\{(\w+)\.Arn\}", body))
+    assert len(alarm_widget["properties"]["alarms"]) == 4 and shown == set(_of_type(template, "AWS::CloudWatch::Alarm"))

@@ -3,12 +3,14 @@ for S3/DynamoDB/SQS/IoT, our Rekognition-compatible server matching real faces."
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 
 from tests.support.aws import (
-    assert_consistent, face_crop, face_query, handle, handler_module, open_container, persons, query_record,
+    LambdaContext, assert_consistent, face_crop, face_query, handle, handler_module, open_container, persons,
+    query_record, sqs_record,
 )
 
 
@@ -160,10 +162,10 @@ def test_lambda_entry_point_keeps_one_container_and_loop(aws_stack):
     try:
         q1 = face_query(face_crop("obama.jpg"), aws_stack.thing)
         q2 = face_query(face_crop("obama1.jpg"), aws_stack.thing)
-        assert mod.handler({"Records": [query_record(q1)]}, None) == {"batchItemFailures": []}
+        assert mod.handler({"Records": [query_record(q1)]}, LambdaContext()) == {"batchItemFailures": []}
         first = mod.container()
         resolver = first.resolver
-        assert mod.handler({"Records": [query_record(q2)]}, None) == {"batchItemFailures": []}
+        assert mod.handler({"Records": [query_record(q2)]}, LambdaContext()) == {"batchItemFailures": []}
         assert mod.container() is first and first.resolver is resolver  # clients reused, not re-created
         assert resolver.stats.requests == 2 and resolver.stats.indexed == 1
         assert mod.operator_handler({"action": "list"}, None)["persons"][0]["faces"] == [q1.face_id, q2.face_id]
@@ -200,3 +202,29 @@ def test_concurrent_batch_resolves_different_things_at_once(aws_stack, monkeypat
     assert aws_stack.rekognition.calls["SearchFacesByImage"] == 4 and aws_stack.rekognition.calls["IndexFaces"] == 3
     assert sorted(len(e["faces"]) for e in persons(aws_stack).values()) == [1, 1, 2]
     assert_consistent(aws_stack)
+
+
+def test_lambda_logs_are_one_json_shape_with_the_invocation_and_the_record(aws_stack, capsys):
+    mod = handler_module()
+    mod.container.cache_clear()
+    try:
+        q = face_query(face_crop("obama.jpg"), aws_stack.thing)
+        record, context = query_record(q), LambdaContext()
+        assert mod.handler({"Records": [record, sqs_record("{not json")]}, context) == {"batchItemFailures": []}
+    finally:
+        mod.container().close()
+        mod.container.cache_clear()
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"level"')]
+    by_message = {line["message"]: line for line in lines}
+    # The core's structlog event, through powertools' Logger: the invocation's keys, the record's, its own.
+    resolved = by_message["face_resolved"]
+    assert resolved["function_request_id"] == context.aws_request_id and "cold_start" in resolved
+    assert resolved["function_name"] == context.function_name and resolved["service"] == "resolver"
+    assert (resolved["message_id"], resolved["face_id"], resolved["thing"]) == (record["messageId"], q.face_id,
+                                                                               aws_stack.thing)
+    assert resolved["level"] == "INFO" and resolved["location"].startswith("resolve:")  # the core's line
+    assert resolved["person_id"].startswith("person-")
+    # A key that LogRecord holds itself (`name`: the person's) would make stdlib raise: it is renamed.
+    assert mod._to_powertools(None, "info", {"event": "e", "name": "Ada"})["extra"] == {"name_": "Ada"}
+    assert by_message["dead_lettered"]["kind"] == "not_json"
+    assert by_message["dead_lettered"]["function_request_id"] == context.aws_request_id

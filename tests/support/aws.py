@@ -160,6 +160,7 @@ class AwsStack:
     queue_url: str
     dlq_url: str
     thing: str
+    idempotency_table: str = ""
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def client(self, service: str) -> Any:
@@ -179,6 +180,7 @@ class AwsStack:
                    AWS_DEFAULT_REGION=REGION, AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE="/dev/null",
                    AWS_SHARED_CREDENTIALS_FILE="/dev/null", BUCKET=self.bucket, TABLE=self.table,
                    COLLECTION_ID=self.collection_id, DLQ_URL=self.dlq_url, RETENTION_DAYS="30",
+                   IDEMPOTENCY_TABLE=self.idempotency_table,
                    FACE_MATCH_THRESHOLD="80", MAX_ATTEMPTS="2")
         env.update(overrides)
         return env
@@ -193,11 +195,11 @@ class AwsStack:
         resp = self.client("s3").list_objects_v2(Bucket=self.bucket)
         return sorted(o["Key"] for o in resp.get("Contents", []))
 
-    def table_items(self) -> list[dict[str, Any]]:
+    def table_items(self, table: str | None = None) -> list[dict[str, Any]]:
         from boto3.dynamodb.types import TypeDeserializer
 
         de = TypeDeserializer()
-        items = self.client("dynamodb").scan(TableName=self.table, ConsistentRead=True)["Items"]
+        items = self.client("dynamodb").scan(TableName=table or self.table, ConsistentRead=True)["Items"]
         return [{k: de.deserialize(v) for k, v in i.items()} for i in items]
 
     def desired(self, thing: str | None = None) -> dict[str, Any]:
@@ -230,6 +232,14 @@ def create_stack(moto_url: str, rekognition: RekognitionServer) -> AwsStack:
                      BillingMode="PAY_PER_REQUEST")
     ddb.update_time_to_live(TableName=stack.table,
                             TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE})
+    # The handler's idempotency table, as template.yaml makes it (powertools' key and TTL attribute).
+    mod = handler_module()
+    stack.idempotency_table = f"facewatchd-idempotency-{suffix}"
+    ddb.create_table(TableName=stack.idempotency_table, BillingMode="PAY_PER_REQUEST",
+                     KeySchema=[{"AttributeName": mod.IDEMPOTENCY_KEY, "KeyType": "HASH"}],
+                     AttributeDefinitions=[{"AttributeName": mod.IDEMPOTENCY_KEY, "AttributeType": "S"}])
+    ddb.update_time_to_live(TableName=stack.idempotency_table, TimeToLiveSpecification={
+        "Enabled": True, "AttributeName": mod.IDEMPOTENCY_TTL_ATTRIBUTE})
     sqs = stack.client("sqs")
     stack.dlq_url = sqs.create_queue(QueueName=f"facewatchd-dlq-{suffix}")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=stack.dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -360,10 +370,38 @@ def container(aws_stack: AwsStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
 
 # -- assertions ------------------------------------------------------------------------------------
+@dataclass
+class LambdaContext:
+    """What the Lambda runtime passes as `context`, as far as the handler and powertools read it."""
+
+    function_name: str = "facewatchd-resolver"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:facewatchd-resolver"
+    timeout_s: float = 120.0
+    _start: float = field(default_factory=time.monotonic)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int(max(0.0, self.timeout_s - (time.monotonic() - self._start)) * 1000)
+
+
 def handle(container: Any, *records: dict[str, Any]) -> list[str]:
     """Run one SQS batch through the handler; returns the message ids reported as failures."""
-    result = container.run(container.handle_sqs(sqs_event(*records)))
+    result = container.run(container.handle_sqs(sqs_event(*records), LambdaContext()))
     return [f["itemIdentifier"] for f in result["batchItemFailures"]]
+
+
+def emf_metrics(output: str) -> Counter[str]:
+    """The sum of every EMF metric printed in `output` (powertools Metrics), by metric name."""
+    sums: Counter[str] = Counter()
+    for line in output.splitlines():
+        if line.startswith("{") and '"_aws"' in line:
+            doc = json.loads(line)
+            for directive in doc["_aws"]["CloudWatchMetrics"]:
+                for metric in directive["Metrics"]:
+                    value = doc[metric["Name"]]
+                    sums[metric["Name"]] += int(sum(value) if isinstance(value, list) else value)
+    return sums
 
 
 def persons(stack: AwsStack) -> dict[str, dict[str, Any]]:
