@@ -241,6 +241,9 @@ class Daemon:
             assert self.recognizer is not None
             while (item := await queue.get()) is not None:
                 frame, faces, cut = item
+                if camera.stats.tracked == 0:
+                    log.info("camera_first_frame", camera=camera.config.id, frame=frame.index)
+                camera.stats.tracked += 1
                 update = tracker.update(faces, frame.index, frame.ts, scene_cut=cut)
                 try:
                     await self.recognizer.process(frame, update)
