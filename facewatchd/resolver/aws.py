@@ -261,8 +261,10 @@ def _face_pk(face_id: str) -> str:
 
 
 class DynamoNameDirectory:
-    def __init__(self, dynamodb: Any, config: AwsResolverConfig, max_conflicts: int = 5) -> None:
+    def __init__(self, dynamodb: Any, config: AwsResolverConfig, max_conflicts: int = 5,
+                 clock: Callable[[], float] = time.time) -> None:
         self._ddb = dynamodb
+        self._clock = clock  # a sighting's time (last_seen, TTL): a fake one in tests
         self._table = config.table
         self._retention_s = config.retention_days * DAY_S
         self._max_conflicts = max_conflicts
@@ -290,7 +292,7 @@ class DynamoNameDirectory:
         return Resolution(face_id, rec["person_id"], name, float(rec["similarity"]), bool(rec["new_person"]))
 
     async def record(self, resolution: Resolution, thing: str, crop_key: str, face_ref: str | None) -> None:
-        now = time.time()
+        now = self._clock()
         expires = int(now + self._retention_s)
         r = resolution
         marker = {"pk": _face_pk(r.face_id), "sk": "FACE", "face_id": r.face_id, "person_id": r.person_id,
@@ -445,7 +447,7 @@ class DynamoNameDirectory:
             {"Update": {"TableName": self._table, "Key": self._item({"pk": _person_pk(person_id), "sk": PROFILE}),
                         "ConditionExpression": "attribute_exists(pk)",
                         "UpdateExpression": "SET last_seen = :now" + (" ADD things :things" if old.thing else ""),
-                        "ExpressionAttributeValues": self._item({":now": time.time(),
+                        "ExpressionAttributeValues": self._item({":now": self._clock(),
                                                                  ":things": {old.thing} if old.thing else None})}},
         ]
         try:
@@ -557,7 +559,7 @@ def client_config(config: AwsResolverConfig, pool: int = 10) -> AioConfig:
 
 @asynccontextmanager
 async def open_aws_adapters(config: AwsResolverConfig, session: aioboto3.Session | None = None,
-                            pool: int = 10) -> AsyncIterator[AwsAdapters]:
+                            pool: int = 10, clock: Callable[[], float] = time.time) -> AsyncIterator[AwsAdapters]:
     """The four adapters over clients that live as long as the context (and its event loop).
     Endpoints come from the standard AWS_ENDPOINT_URL_<SERVICE> variables when set."""
     session = session or _aioboto3().Session(region_name=config.region)
@@ -566,5 +568,5 @@ async def open_aws_adapters(config: AwsResolverConfig, session: aioboto3.Session
         s3, rek, ddb, iot = [await stack.enter_async_context(session.client(name, config=cfg))
                              for name in ("s3", "rekognition", "dynamodb", "iot-data")]
         crops = S3CropStore(s3, config)
-        yield AwsAdapters(crops, RekognitionCollection(rek, config, crops.read), DynamoNameDirectory(ddb, config),
-                          IotShadow(iot))
+        yield AwsAdapters(crops, RekognitionCollection(rek, config, crops.read),
+                          DynamoNameDirectory(ddb, config, clock=clock), IotShadow(iot))
