@@ -1,0 +1,137 @@
+"""The retention plugin in the real daemon, with a fake clock: on the embedded resolver it forgets the
+unnamed person not seen for N days (the device cache learns it through the shadow and plugins hear
+`person_labelled(name=None)`, which is how Home Assistant drops the entity), keeps the named ones, and
+deletes exactly the crops, door audit entries and analytics rows older than their N days."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from facewatchd.hookspecs import hookimpl
+from facewatchd.identity import IdentityConfig
+from facewatchd.pipeline.cache import CacheConfig, FaceCache
+from facewatchd.plugins import PluginHost
+from facewatchd.resolver.core import DAY_S
+from plugins.retention import ANALYTICS_DB, Plugin, audit_entry_before
+from tests.plugins.conftest import Enrolled
+from tests.plugins.support import HttpReceiver, eventually, run_in_loop
+from tests.resolver.test_retention import FakeClock
+from tests.support.daemon import ROOT, make_config
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class Labels:
+    """A plugin that keeps every person_labelled call, as Home Assistant's acts on them."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str | None]] = []
+
+    @hookimpl
+    def person_labelled(self, person_id: str, name: str | None, previous: str | None) -> None:
+        self.calls.append((person_id, name))
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def analytics_db(path: Path, hours: list[float]) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE hours (hour_start REAL NOT NULL, camera TEXT, faces INTEGER)")
+        conn.executemany("INSERT INTO hours VALUES (?, 'front', 3)", [(h,) for h in hours])
+    conn.close()
+
+
+async def test_retention_in_the_daemon_forgets_old_unnamed_persons_and_old_files(tmp_path: Path, enrolled: Enrolled):
+    state = enrolled.state(tmp_path)
+    clock = FakeClock(time.time() + 40 * DAY_S)  # 40 days after the enrolled visit
+    now = clock()
+    [stranger] = [pid for pid, name in enrolled.persons.items() if name is None]
+    cache = FaceCache(state / "cache.db", CacheConfig(), IdentityConfig())
+    assert stranger in cache.persons()  # the device knows the stranger before the sweep
+    cache.close()
+    # door audit, analytics and crops: one side of each cutoff
+    audit = state / "door-audit.jsonl"
+    audit.write_text("".join(json.dumps({"ts": iso(now - d * DAY_S), "decision": "deny", "reason": "unknown face",
+                                         "days": d}) + "\n" for d in (120, 91, 89, 1)) + "not json\n")
+    analytics_db(state / ANALYTICS_DB, [now - d * DAY_S for d in (400, 366, 364, 0)])
+    crops_dir = state / "resolver" / "crops"
+    with sqlite3.connect(state / "resolver" / "resolver.db") as conn:
+        keys = dict(conn.execute("SELECT crop_key, person_id FROM faces").fetchall())
+    conn.close()
+    assert len(keys) == 5  # two enrolled photos, three resolved faces
+    strangers = [crops_dir / k for k, pid in keys.items() if pid == stranger]
+    old, *kept = [crops_dir / k for k, pid in sorted(keys.items()) if pid != stranger]
+    os.utime(old, (now - 46 * DAY_S, now - 46 * DAY_S))  # the others are 40 days old
+    relay = HttpReceiver()
+    config = make_config(state, plugins={
+        "retention": {"crops_days": 45, "audit_days": 90, "analytics_days": 365, "unnamed_person_days": 30},
+        "door": {"backend": {"type": "http", "unlock_url": relay.url("/unlock"), "lock_url": relay.url("/lock")}}})
+    host = PluginHost(config)
+    host.load()
+    retention: Plugin = host.pm.get_plugin("retention")
+    retention.clock = clock
+    labels = Labels()
+    host.register("labels", labels, "test")
+
+    async def forgotten(daemon: Any) -> None:
+        await eventually(lambda: daemon.recognizer is not None, what="the daemon's recognizer")
+        await eventually(lambda: stranger not in daemon.recognizer.cache.persons(), what="the forget on the device")
+        await eventually(lambda: (stranger, None) in labels.calls, what="person_labelled(name=None)")
+
+    try:
+        daemon, _ = await run_in_loop(config, host, until=forgotten)
+    finally:
+        relay.close()
+    persons = daemon.recognizer.cache.persons()
+    assert sorted(n or "" for n in persons.values()) == ["Barack Obama", "Joe Biden"]  # named: kept
+    swept = [s for s in retention.sweeps if s.persons]
+    assert [s.persons for s in swept] == [[stranger]]
+    assert sum(s.crops for s in retention.sweeps) == 1 and not old.exists()
+    assert all(c.exists() for c in kept) and len(kept) == 3
+    assert strangers and not any(c.exists() for c in strangers)  # forgotten with the person
+    assert [json.loads(line)["days"] for line in audit.read_text().splitlines()[:2]] == [89, 1]
+    assert audit.read_text().splitlines()[2:] == ["not json"]  # what cannot be dated is kept
+    with sqlite3.connect(state / ANALYTICS_DB) as conn:
+        left = sorted(round((now - h) / DAY_S) for (h,) in conn.execute("SELECT hour_start FROM hours"))
+    conn.close()
+    assert left == [0, 364]
+    change = json.loads((state / "changes.jsonl").read_text().splitlines()[-1])
+    assert (change["user"], change["change"], change["person_id"]) == ("retention", "forget", stranger)
+
+
+def test_audit_entries_are_dated_by_their_timestamp():
+    assert audit_entry_before(json.dumps({"ts": iso(100.0)}), 101.0)
+    assert not audit_entry_before(json.dumps({"ts": iso(101.0)}), 101.0)
+    assert not audit_entry_before(json.dumps({"ts": "2023-11-14T22:13:20"}), 1e12)  # no zone: not dated
+    assert not audit_entry_before("{", 1e12) and not audit_entry_before("[]", 1e12)
+
+
+def test_plugins_list_shows_retention(tmp_path: Path):
+    config_file = tmp_path / "facewatchd.toml"
+    config_file.write_text(f'[device]\nstate_dir = "{tmp_path / "state"}"\n[plugins.retention]\nunnamed_person_days = 14\n')
+    proc = subprocess.run([sys.executable, "-m", "facewatchd", "plugins", "list", "--json", "--config",
+                           str(config_file)], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 0, proc.stderr
+    [listed] = [p for p in json.loads(proc.stdout) if p["name"] == "retention"]
+    assert listed["origin"] == "builtin" and listed["version"] == "0.1.0"
+    assert listed["hooks"] == ["facewatchd_config_schema", "facewatchd_start", "facewatchd_stop", "resolver_started"]
+    bad = subprocess.run([sys.executable, "-m", "facewatchd", "check-config", "--config", str(config_file)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert bad.returncode == 0, bad.stderr
+    config_file.write_text(config_file.read_text() + "crop_days = 3\n")
+    bad = subprocess.run([sys.executable, "-m", "facewatchd", "check-config", "--config", str(config_file)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert bad.returncode != 0 and "plugins.retention.crop_days" in bad.stderr
