@@ -34,7 +34,7 @@ async def test_the_scheduled_cleanup_forgets_old_unnamed_persons_and_their_rekog
     assert rek.faces_of(aws_stack.collection_id, old) and old_crops
 
     settings = cleanup.CleanupSettings.from_env({**os.environ, "UNNAMED_PERSON_DAYS": "30"})
-    assert await cleanup.cleanup(settings, now=clock()) == {"ok": True, "forgotten": [old]}
+    assert await cleanup.cleanup(settings, now=clock()) == {"ok": True, "forgotten": [old], "orphan_faces": 0}
 
     assert sorted(persons(aws_stack)) == sorted([named, back])
     assert rek.faces_of(aws_stack.collection_id, old) == []  # out of the collection: no future match
@@ -44,8 +44,8 @@ async def test_the_scheduled_cleanup_forgets_old_unnamed_persons_and_their_rekog
     assert "persons" not in aws_stack.desired(door2)
     assert_consistent(aws_stack)
     # the next run finds nothing more; ten years on, the named person is still kept
-    assert await cleanup.cleanup(settings, now=clock()) == {"ok": True, "forgotten": []}
-    assert await cleanup.cleanup(settings, now=clock() + 3650 * DAY_S) == {"ok": True, "forgotten": [back]}
+    assert await cleanup.cleanup(settings, now=clock()) == {"ok": True, "forgotten": [], "orphan_faces": 0}
+    assert await cleanup.cleanup(settings, now=clock() + 3650 * DAY_S) == {"ok": True, "forgotten": [back], "orphan_faces": 0}
     assert sorted(persons(aws_stack)) == [named] and rek.faces_of(aws_stack.collection_id, back) == []
 
 
@@ -57,4 +57,36 @@ def test_the_lambda_entry_point_reads_its_settings_from_the_environment(aws_stac
     scheduled = {"version": "0", "id": "1", "detail-type": "Scheduled Event", "source": "aws.events",
                  "account": "123456789012", "time": "2026-11-29T03:00:00Z", "region": "us-east-1",
                  "resources": ["arn:aws:events:us-east-1:123456789012:rule/cleanup"], "detail": {}}
-    assert cleanup.handler(scheduled) == {"ok": True, "forgotten": []}  # an empty table: nothing to forget
+    assert cleanup.handler(scheduled) == {"ok": True, "forgotten": [], "orphan_faces": 0}  # nothing there
+
+
+async def test_faces_whose_person_expired_by_ttl_leave_the_collection_after_the_grace(aws_stack):
+    """DynamoDB's TTL removes a person's records (named or not) after RETENTION_DAYS unseen; their faces
+    must not stay in Rekognition for ever. A face is deleted only when found without a person twice,
+    ORPHAN_GRACE_S apart: a new person's face is indexed a moment before the person is recorded."""
+    cleanup = lambda_module("cleanup")
+    rek, ddb = aws_stack.rekognition, aws_stack.client("dynamodb")
+    config = AwsResolverConfig(bucket=aws_stack.bucket, table=aws_stack.table, collection_id=aws_stack.collection_id)
+    clock = FakeClock(TS)
+    async with open_aws_adapters(config, clock=clock) as adapters:
+        resolver = adapters.resolver(config)
+        expired = (await resolver.resolve(face_query(face_crop("obama.jpg"), aws_stack.thing))).person_id
+        await resolver.label(expired, "Barack Obama")
+        kept = (await resolver.resolve(face_query(face_crop("biden.jpg"), aws_stack.thing))).person_id
+        await resolver.label(kept, "Joe Biden")
+    for item in aws_stack.table_items():  # what TTL does to the expired person's records
+        if item.get("person_id") == expired or item["pk"] == f"PERSON#{expired}":
+            ddb.delete_item(TableName=aws_stack.table, Key={"pk": {"S": item["pk"]}, "sk": {"S": item["sk"]}})
+    assert rek.faces_of(aws_stack.collection_id, expired)
+    settings = cleanup.CleanupSettings.from_env({**os.environ, "ORPHAN_GRACE_S": "3600"})
+
+    first = await cleanup.cleanup(settings, now=clock())
+    assert first["orphan_faces"] == 0 and rek.faces_of(aws_stack.collection_id, expired)  # only marked
+    clock.advance(1800 / DAY_S)
+    assert (await cleanup.cleanup(settings, now=clock()))["orphan_faces"] == 0  # within the grace
+    clock.advance(1801 / DAY_S)
+    assert (await cleanup.cleanup(settings, now=clock()))["orphan_faces"] == 1
+    assert rek.faces_of(aws_stack.collection_id, expired) == []
+    assert rek.faces_of(aws_stack.collection_id, kept) and sorted(persons(aws_stack)) == [kept]
+    assert not [i for i in aws_stack.table_items() if i["pk"] == "ORPHANS"]  # the mark went with the face
+    assert_consistent(aws_stack)
