@@ -10,6 +10,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +23,7 @@ from facewatchd.identity import IdentityConfig
 from facewatchd.pipeline.cache import CacheConfig, FaceCache
 from facewatchd.plugins import PluginHost
 from facewatchd.resolver.core import DAY_S
+from facewatchd.state import append_line, prune_lines
 from plugins.retention import ANALYTICS_DB, Plugin, audit_entry_before
 from tests.plugins.conftest import Enrolled
 from tests.plugins.support import HttpReceiver, eventually, run_in_loop
@@ -116,6 +118,27 @@ def test_audit_entries_are_dated_by_their_timestamp():
     assert not audit_entry_before(json.dumps({"ts": iso(101.0)}), 101.0)
     assert not audit_entry_before(json.dumps({"ts": "2023-11-14T22:13:20"}), 1e12)  # no zone: not dated
     assert not audit_entry_before("{", 1e12) and not audit_entry_before("[]", 1e12)
+
+
+def test_a_prune_never_loses_a_line_appended_meanwhile(tmp_path: Path):
+    """The door appends from its worker thread while retention rewrites the log: no decision may be lost."""
+    log, written, stop = tmp_path / "door-audit.jsonl", [], threading.Event()
+
+    def door() -> None:
+        while not stop.is_set() or len(written) < 200:
+            append_line(log, json.dumps({"ts": iso(time.time()), "i": len(written)}) + "\n")
+            written.append(len(written))
+
+    thread = threading.Thread(target=door)
+    thread.start()
+    try:
+        for _ in range(100):
+            append_line(log, json.dumps({"ts": iso(0.0)}) + "\n")
+            assert prune_lines(log, lambda line: not audit_entry_before(line, 1.0)) >= 1
+    finally:
+        stop.set()
+        thread.join()
+    assert [json.loads(line)["i"] for line in log.read_text().splitlines()] == written
 
 
 def test_plugins_list_shows_retention(tmp_path: Path):
