@@ -143,7 +143,8 @@ def test_a_prune_never_loses_a_line_appended_meanwhile(tmp_path: Path):
 
 def test_plugins_list_shows_retention(tmp_path: Path):
     config_file = tmp_path / "facewatchd.toml"
-    config_file.write_text(f'[device]\nstate_dir = "{tmp_path / "state"}"\n[plugins.retention]\nunnamed_person_days = 14\n')
+    config_file.write_text(f'[device]\nstate_dir = "{tmp_path / "state"}"\n'
+                           '[plugins.retention]\nunnamed_person_days = 14\n')
     proc = subprocess.run([sys.executable, "-m", "facewatchd", "plugins", "list", "--json", "--config",
                            str(config_file)], capture_output=True, text=True, cwd=ROOT, timeout=120,
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
