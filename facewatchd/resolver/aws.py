@@ -427,6 +427,18 @@ class DynamoNameDirectory:
                 raise KeyError(person_id) from None
             raise
 
+    async def seen(self, person_id: str, ts: float) -> None:
+        # last_seen only: the TTL stays that of the person's records, which expire together.
+        try:
+            await self._ddb.update_item(
+                TableName=self._table, Key=self._item({"pk": _person_pk(person_id), "sk": PROFILE}),
+                UpdateExpression="SET last_seen = :ts",
+                ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(last_seen) OR last_seen < :ts)",
+                ExpressionAttributeValues=self._item({":ts": ts}))
+        except ClientError as e:
+            if _code(e) != "ConditionalCheckFailedException":  # unknown, or seen later already: nothing to do
+                raise
+
     async def face(self, face_id: str) -> FaceRecord | None:
         resp = await self._ddb.get_item(TableName=self._table, Key=self._item({"pk": _face_pk(face_id), "sk": "FACE"}),
                                         ConsistentRead=True)

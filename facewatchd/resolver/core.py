@@ -146,6 +146,11 @@ class Resolver:
             await self.shadow.update_desired(thing, person_label_patch(person_id, None, forget=True))
         return person
 
+    async def seen(self, person_id: str, ts: float) -> None:
+        """A device's own cache named a face of the person at `ts` (no resolver call): retention counts it
+        as a sighting, so someone the cache names every day is never taken for gone."""
+        await self.names.seen(person_id, ts)
+
     async def forget_unseen(self, days: float, now: float) -> list[Person]:
         """Retention: forget (everywhere, as `forget` does) every unnamed person not seen for `days` days
         at `now`. Returns those forgotten."""

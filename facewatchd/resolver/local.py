@@ -307,6 +307,10 @@ class SqliteNameDirectory:
 
         await self._db(mark)
 
+    async def seen(self, person_id: str, ts: float) -> None:
+        await self._db(lambda c: c.execute("UPDATE persons SET last_seen = MAX(last_seen, ?) WHERE person_id=?",
+                                           (ts, person_id)))
+
     async def face(self, face_id: str) -> FaceRecord | None:
         def get(conn: sqlite3.Connection) -> FaceRecord | None:
             row = conn.execute("SELECT face_id, person_id, thing, crop_key, face_ref FROM faces WHERE face_id=?",

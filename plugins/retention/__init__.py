@@ -4,6 +4,8 @@ Every `interval_s` (and once the embedded resolver is up) it deletes face crops 
 door audit entries older than `audit_days`, analytics rows older than `analytics_days`, and forgets every
 unnamed person not seen for `unnamed_person_days` everywhere: collection, crops, records, and through the
 shadow every device's cache (which fires `person_labelled(name=None)`, so Home Assistant drops them).
+"Seen" is the resolver's last face of theirs or, since the device's cache names a returning person
+without asking the resolver, the last `unknown_face` of theirs here.
 A named person is never forgotten here. Which persons expire is the resolver core's rule
 (`resolver.core.unseen_unnamed`); on AWS the scheduled `deploy/lambda/cleanup.py` applies the same rule.
 A value of 0 days keeps that kind of data for ever.
@@ -26,6 +28,7 @@ from typing import Callable
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
+from facewatchd.events import FaceEvent
 from facewatchd.hookspecs import hookimpl
 from facewatchd.plugins import PluginContext
 from facewatchd.resolver.core import DAY_S, Resolver
@@ -116,6 +119,13 @@ class Plugin:
     async def resolver_started(self, resolver: Resolver) -> None:
         self.resolver = resolver
         self._kick.set()  # sweep the persons now, not an interval later
+
+    @hookimpl
+    async def unknown_face(self, event: FaceEvent) -> None:
+        # The device's cache names a returning unnamed person without asking the resolver, which would
+        # otherwise think them gone. (Named persons never expire: nothing to note for them.)
+        if self.resolver is not None and event.person_id:
+            await self.resolver.seen(event.person_id, self.clock())
 
     @hookimpl
     async def facewatchd_stop(self, context: PluginContext) -> None:

@@ -5,6 +5,7 @@ deletes exactly the crops, door audit entries and analytics rows older than thei
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -113,6 +114,38 @@ async def test_retention_in_the_daemon_forgets_old_unnamed_persons_and_old_files
     assert (change["user"], change["change"], change["person_id"]) == ("retention", "forget", stranger)
 
 
+async def test_a_person_the_device_cache_names_is_not_taken_for_gone(tmp_path: Path, enrolled: Enrolled):
+    """The cache names a returning stranger without asking the resolver; that sighting counts."""
+    state = enrolled.state(tmp_path)
+    clock = FakeClock(time.time() + 20 * DAY_S)  # 20 days after the resolver last saw the stranger
+    [stranger] = [pid for pid, name in enrolled.persons.items() if name is None]
+    config = make_config(state, cameras=[{"id": "yard", "source": str(enrolled.stranger), "loop": True,
+                                          "pace": "realtime", "fps": 5}],
+                         plugins={"retention": {"unnamed_person_days": 30, "interval_s": 3600}})
+    host = PluginHost(config)
+    host.load()
+    retention: Plugin = host.pm.get_plugin("retention")
+    retention.clock = clock
+    labels = Labels()
+    host.register("labels", labels, "test")
+
+    async def scenario(daemon: Any) -> None:
+        await eventually(lambda: retention.resolver is not None and daemon.recognizer is not None
+                         and daemon.recognizer.stats.cache_hits > 0, what="the stranger named by the cache")
+        names = retention.resolver.names
+        deadline = time.monotonic() + 20
+        while (await names.get(stranger)).last_seen < clock():  # the plugin noted the sighting
+            assert time.monotonic() < deadline, "the cache's sighting never reached the resolver"
+            await asyncio.sleep(0.05)
+        clock.advance(25)  # 45 days after the resolver's own sighting, 25 after the cache's
+        assert (await retention.sweep()).persons == []
+        assert stranger in daemon.recognizer.cache.persons()
+        daemon.request_stop()
+
+    await run_in_loop(config, host, until=scenario)
+    assert (stranger, None) not in labels.calls
+
+
 def test_audit_entries_are_dated_by_their_timestamp():
     assert audit_entry_before(json.dumps({"ts": iso(100.0)}), 101.0)
     assert not audit_entry_before(json.dumps({"ts": iso(101.0)}), 101.0)
@@ -151,7 +184,8 @@ def test_plugins_list_shows_retention(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr
     [listed] = [p for p in json.loads(proc.stdout) if p["name"] == "retention"]
     assert listed["origin"] == "builtin" and listed["version"] == "0.1.0"
-    assert listed["hooks"] == ["facewatchd_config_schema", "facewatchd_start", "facewatchd_stop", "resolver_started"]
+    assert listed["hooks"] == ["facewatchd_config_schema", "facewatchd_start", "facewatchd_stop", "resolver_started",
+                              "unknown_face"]
     bad = subprocess.run([sys.executable, "-m", "facewatchd", "check-config", "--config", str(config_file)],
                          capture_output=True, text=True, cwd=ROOT, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert bad.returncode == 0, bad.stderr

@@ -90,3 +90,18 @@ async def test_faces_whose_person_expired_by_ttl_leave_the_collection_after_the_
     assert rek.faces_of(aws_stack.collection_id, kept) and sorted(persons(aws_stack)) == [kept]
     assert not [i for i in aws_stack.table_items() if i["pk"] == "ORPHANS"]  # the mark went with the face
     assert_consistent(aws_stack)
+
+
+async def test_a_sighting_by_a_device_cache_moves_last_seen_on_dynamodb(aws_stack):
+    config = AwsResolverConfig(bucket=aws_stack.bucket, table=aws_stack.table, collection_id=aws_stack.collection_id)
+    clock = FakeClock(TS)
+    async with open_aws_adapters(config, clock=clock) as adapters:
+        resolver = adapters.resolver(config)
+        person = (await resolver.resolve(face_query(face_crop("obama.jpg"), aws_stack.thing))).person_id
+        await resolver.seen(person, TS + 20 * DAY_S)
+        await resolver.seen(person, TS + 10 * DAY_S)  # an older sighting changes nothing
+        await resolver.seen("person-unknown", TS)  # nor does one of nobody
+        assert (await adapters.names.get(person)).last_seen == TS + 20 * DAY_S
+        assert await resolver.forget_unseen(30, TS + 45 * DAY_S) == []
+        assert [p.person_id for p in await resolver.forget_unseen(30, TS + 51 * DAY_S)] == [person]
+    assert persons(aws_stack) == {}
