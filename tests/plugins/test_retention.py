@@ -45,6 +45,17 @@ class Labels:
         self.calls.append((person_id, name))
 
 
+def loaded(config: Any, clock: FakeClock) -> tuple[PluginHost, Plugin, Labels]:
+    """The plugins of `config`, retention on the fake clock, and a Labels plugin beside them."""
+    host = PluginHost(config)
+    host.load()
+    retention: Plugin = host.pm.get_plugin("retention")
+    retention.clock = clock
+    labels = Labels()
+    host.register("labels", labels, "test")
+    return host, retention, labels
+
+
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
 
@@ -81,12 +92,7 @@ async def test_retention_in_the_daemon_forgets_old_unnamed_persons_and_old_files
     config = make_config(state, plugins={
         "retention": {"crops_days": 45, "audit_days": 90, "analytics_days": 365, "unnamed_person_days": 30},
         "door": {"backend": {"type": "http", "unlock_url": relay.url("/unlock"), "lock_url": relay.url("/lock")}}})
-    host = PluginHost(config)
-    host.load()
-    retention: Plugin = host.pm.get_plugin("retention")
-    retention.clock = clock
-    labels = Labels()
-    host.register("labels", labels, "test")
+    host, retention, labels = loaded(config, clock)
 
     async def forgotten(daemon: Any) -> None:
         await eventually(lambda: daemon.recognizer is not None, what="the daemon's recognizer")
@@ -122,12 +128,7 @@ async def test_a_person_the_device_cache_names_is_not_taken_for_gone(tmp_path: P
     config = make_config(state, cameras=[{"id": "yard", "source": str(enrolled.stranger), "loop": True,
                                           "pace": "realtime", "fps": 5}],
                          plugins={"retention": {"unnamed_person_days": 30, "interval_s": 3600}})
-    host = PluginHost(config)
-    host.load()
-    retention: Plugin = host.pm.get_plugin("retention")
-    retention.clock = clock
-    labels = Labels()
-    host.register("labels", labels, "test")
+    host, retention, labels = loaded(config, clock)
 
     async def scenario(daemon: Any) -> None:
         await eventually(lambda: retention.resolver is not None and daemon.recognizer is not None
