@@ -32,8 +32,9 @@ def new_person_id() -> str:
 
 
 def unseen_unnamed(persons: Iterable[Person], now: float, days: float) -> list[Person]:
-    """The persons retention forgets: unnamed, and no face of theirs resolved for more than `days` days.
-    A name is an operator's decision to keep someone, so a named person never expires here."""
+    """The persons retention forgets: unnamed, and not seen (a face resolved, or named by a device's cache:
+    `last_seen`) for more than `days` days. A name is an operator's decision to keep someone, so a named
+    person never expires here."""
     cutoff = now - days * DAY_S
     return [p for p in persons if p.name is None and p.last_seen < cutoff]
 
