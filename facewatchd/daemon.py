@@ -148,6 +148,7 @@ class Daemon:
             stack.callback(self._embedded.close)
             # `facewatchd faces …` acts through this process while it runs: labels reach it at once
             await stack.enter_async_context(ControlServer(self._embedded.resolver, socket_path(cfg.device.state_dir)))
+            self.plugins.fire("resolver_started", resolver=self._embedded.resolver)
             if cfg.web.enabled:
                 self.web = await stack.enter_async_context(WebServer(
                     cfg.web, self._embedded.resolver, cfg.device.state_dir, self.live, door_audit_path(cfg)))

@@ -17,6 +17,7 @@ import pluggy
 if TYPE_CHECKING:
     from facewatchd.events import FaceEvent, TrackEnded
     from facewatchd.plugins import PluginContext
+    from facewatchd.resolver.core import Resolver
 
 hookspec = pluggy.HookspecMarker("facewatchd")
 hookimpl = pluggy.HookimplMarker("facewatchd")
@@ -90,3 +91,10 @@ def door_status(door: str, locked: bool, failures: int, detail: str) -> Any:
 def camera_status(camera: str, online: bool, reason: str) -> Any:
     """A live camera became unavailable (it is being reopened; `reason` says why) or delivers frames
     again. File sources that end are not offline."""
+
+
+@hookspec
+def resolver_started(resolver: "Resolver") -> Any:
+    """The daemon's embedded resolver (the core over the local adapters) is up; fired once, after
+    `facewatchd_start`. A plugin that acts on the collection (retention) keeps it; its changes reach
+    every device's cache through the shadow, as an operator's do. Not fired with a remote resolver."""

@@ -15,12 +15,14 @@ import asyncio
 import fcntl
 import json
 import os
+import shutil
 import sqlite3
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import structlog
 
@@ -117,12 +119,42 @@ class ChangeLog:
         entry = {"ts": datetime.now(timezone.utc).isoformat(timespec="seconds"), "user": user, "change": change,
                  **detail}
         log.info("change", **entry)
-        await asyncio.to_thread(self._append, json.dumps(entry) + "\n")
+        await asyncio.to_thread(append_line, self.path, json.dumps(entry) + "\n")
         return entry
 
-    def _append(self, line: str) -> None:
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(line)
+
+@contextmanager
+def _lines_lock(path: Path) -> Iterator[None]:
+    # A lock file beside the log, not the log itself: a prune replaces the log, and an append waiting on
+    # the old file's lock would then write into the replaced copy and be lost.
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append to a JSON-lines log (blocking: call it from a worker thread)."""
+    with _lines_lock(path), path.open("a", encoding="utf-8") as f:
+        f.write(line)
+
+
+def prune_lines(path: Path, keep: Callable[[str], bool]) -> int:
+    """Rewrite a JSON-lines log with only the lines `keep` accepts; returns how many were removed.
+    Atomic (a crash leaves the old log or the new one) and safe against `append_line` meanwhile."""
+    if not path.is_file():
+        return 0
+    with _lines_lock(path):
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [line for line in lines if keep(line)]
+        if len(kept) < len(lines):
+            tmp = path.with_name(f"{path.name}.tmp")
+            tmp.write_text("".join(kept), encoding="utf-8")
+            shutil.copymode(path, tmp)
+            os.replace(tmp, path)
+        return len(lines) - len(kept)
 
 
 def required_text(value: object, key: str) -> str:

@@ -10,6 +10,8 @@ The DynamoDB table (one table, pk/sk strings, TTL on `expires_at`) holds three i
     pk=PERSON#<person_id>  sk=PROFILE        name, labelled, things, first_seen, last_seen
     pk=PERSON#<person_id>  sk=FACE#<face_id> thing, crop_key, face_ref, similarity, ts
     pk=FACE#<face_id>      sk=FACE           person_id, similarity, new_person (the idempotency record)
+    pk=ORPHANS             sk=FACE#<face_ref> person_id, first_seen (a collection face without a person,
+                                             found by deploy/lambda/cleanup.py and deleted at its next run)
 
 A person's face ids are the FACE# items of its partition (not a list on the profile), so a person
 seen a million times never hits DynamoDB's 400 KB item limit. `record` writes the three items in one
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
 
 DAY_S = 86_400
 PROFILE = "PROFILE"
+ORPHANS = "ORPHANS"  # the partition of collection faces found without a person (see cleanup)
 # Key schema shared by the adapter, the tests and (by hand) deploy/lambda/template.yaml.
 TABLE_KEY_SCHEMA = [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]
 TABLE_ATTRIBUTES = [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}]
@@ -233,20 +236,26 @@ class RekognitionCollection:
             raise NoFaceError(f"IndexFaces indexed no face of {query.face_id} ({', '.join(reasons) or 'no face'})")
         return str(records[0]["Face"]["FaceId"])
 
-    async def delete_person(self, person_id: str) -> int:
-        # ListFaces over the collection, not the face refs we recorded: it also finds faces indexed
-        # by an attempt whose DynamoDB write then failed.
-        face_ids: list[str] = []
+    async def faces_by_person(self) -> dict[str, list[str]]:
+        """Every face of the collection by its person id (faces indexed without one are not ours: left out)."""
+        faces: dict[str, list[str]] = {}
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {"CollectionId": self._id, "MaxResults": 4096}
             if token:
                 kwargs["NextToken"] = token
             resp = await self._rek.list_faces(**kwargs)
-            face_ids += [f["FaceId"] for f in resp.get("Faces", []) if f.get("ExternalImageId") == person_id]
+            for face in resp.get("Faces", []):
+                if face.get("ExternalImageId"):
+                    faces.setdefault(face["ExternalImageId"], []).append(face["FaceId"])
             token = resp.get("NextToken")
             if not token:
-                break
+                return faces
+
+    async def delete_person(self, person_id: str) -> int:
+        # ListFaces over the collection, not the face refs we recorded: it also finds faces indexed
+        # by an attempt whose DynamoDB write then failed.
+        face_ids = (await self.faces_by_person()).get(person_id, [])
         deleted = 0
         for i in range(0, len(face_ids), 4096):
             resp = await self._rek.delete_faces(CollectionId=self._id, FaceIds=face_ids[i:i + 4096])
@@ -263,8 +272,10 @@ def _face_pk(face_id: str) -> str:
 
 
 class DynamoNameDirectory:
-    def __init__(self, dynamodb: Any, config: AwsResolverConfig, max_conflicts: int = 5) -> None:
+    def __init__(self, dynamodb: Any, config: AwsResolverConfig, max_conflicts: int = 5,
+                 clock: Callable[[], float] = time.time) -> None:
         self._ddb = dynamodb
+        self._clock = clock  # a sighting's time (last_seen, TTL): a fake one in tests
         self._table = config.table
         self._retention_s = config.retention_days * DAY_S
         self._max_conflicts = max_conflicts
@@ -292,7 +303,7 @@ class DynamoNameDirectory:
         return Resolution(face_id, rec["person_id"], name, float(rec["similarity"]), bool(rec["new_person"]))
 
     async def record(self, resolution: Resolution, thing: str, crop_key: str, face_ref: str | None) -> None:
-        now = time.time()
+        now = self._clock()
         expires = int(now + self._retention_s)
         r = resolution
         marker = {"pk": _face_pk(r.face_id), "sk": "FACE", "face_id": r.face_id, "person_id": r.person_id,
@@ -331,10 +342,12 @@ class DynamoNameDirectory:
         raise RuntimeError(f"face {r.face_id}: DynamoDB transaction conflicting {self._max_conflicts} times")
 
     async def _partition(self, person_id: str) -> list[dict[str, Any]]:
+        return await self._partition_items(_person_pk(person_id))
+
+    async def _partition_items(self, pk: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {"TableName": self._table, "KeyConditionExpression": "pk = :pk",
-                                  "ExpressionAttributeValues": self._item({":pk": _person_pk(person_id)}),
-                                  "ConsistentRead": True}
+                                  "ExpressionAttributeValues": self._item({":pk": pk}), "ConsistentRead": True}
         while True:
             resp = await self._ddb.query(**kwargs)
             items += [self._plain(i) for i in resp.get("Items", [])]
@@ -416,6 +429,18 @@ class DynamoNameDirectory:
                 raise KeyError(person_id) from None
             raise
 
+    async def seen(self, person_id: str, ts: float) -> None:
+        # last_seen only: the TTL stays that of the person's records, which expire together.
+        try:
+            await self._ddb.update_item(
+                TableName=self._table, Key=self._item({"pk": _person_pk(person_id), "sk": PROFILE}),
+                UpdateExpression="SET last_seen = :ts",
+                ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(last_seen) OR last_seen < :ts)",
+                ExpressionAttributeValues=self._item({":ts": ts}))
+        except ClientError as e:
+            if _code(e) != "ConditionalCheckFailedException":  # unknown, or seen later already: nothing to do
+                raise
+
     async def face(self, face_id: str) -> FaceRecord | None:
         resp = await self._ddb.get_item(TableName=self._table, Key=self._item({"pk": _face_pk(face_id), "sk": "FACE"}),
                                         ConsistentRead=True)
@@ -447,7 +472,7 @@ class DynamoNameDirectory:
             {"Update": {"TableName": self._table, "Key": self._item({"pk": _person_pk(person_id), "sk": PROFILE}),
                         "ConditionExpression": "attribute_exists(pk)",
                         "UpdateExpression": "SET last_seen = :now" + (" ADD things :things" if old.thing else ""),
-                        "ExpressionAttributeValues": self._item({":now": time.time(),
+                        "ExpressionAttributeValues": self._item({":now": self._clock(),
                                                                  ":things": {old.thing} if old.thing else None})}},
         ]
         try:
@@ -464,9 +489,28 @@ class DynamoNameDirectory:
             await self._delete([{"pk": _face_pk(face_id), "sk": "FACE"},
                                 {"pk": _person_pk(old.person_id), "sk": f"FACE#{face_id}"}])
 
+    # -- faces whose person expired (cleanup) ----------------------------------------------------
+    async def orphan_marks(self) -> dict[str, float]:
+        """Collection faces found without a person by an earlier cleanup: face ref → when first found."""
+        items = await self._partition_items(ORPHANS)
+        return {i["sk"].removeprefix("FACE#"): float(i["first_seen"]) for i in items}
+
+    async def mark_orphans(self, face_refs: dict[str, str], now: float) -> None:
+        """Remember faces (ref → person id) found without a person, so a later cleanup can tell a face whose
+        person expired from one whose person is being recorded right now."""
+        items = [{"pk": ORPHANS, "sk": f"FACE#{ref}", "person_id": person_id, "first_seen": now,
+                  "expires_at": int(now + self._retention_s)} for ref, person_id in face_refs.items()]
+        await self._write([{"PutRequest": {"Item": self._item(i)}} for i in items])
+
+    async def unmark_orphans(self, face_refs: list[str]) -> None:
+        await self._delete([{"pk": ORPHANS, "sk": f"FACE#{ref}"} for ref in face_refs])
+
     async def _delete(self, keys: list[dict[str, str]]) -> None:
-        for i in range(0, len(keys), 25):  # BatchWriteItem takes at most 25 requests
-            pending = {self._table: [{"DeleteRequest": {"Key": self._item(k)}} for k in keys[i:i + 25]]}
+        await self._write([{"DeleteRequest": {"Key": self._item(k)}} for k in keys])
+
+    async def _write(self, requests: list[dict[str, Any]]) -> None:
+        for i in range(0, len(requests), 25):  # BatchWriteItem takes at most 25 requests
+            pending = {self._table: requests[i:i + 25]}
             for attempt in range(self._max_conflicts + 3):
                 resp = await self._ddb.batch_write_item(RequestItems=pending)
                 pending = resp.get("UnprocessedItems") or {}
@@ -474,7 +518,7 @@ class DynamoNameDirectory:
                     break
                 await _backoff(attempt)
             if pending:
-                raise RuntimeError(f"DynamoDB left {len(pending[self._table])} deletes unprocessed")
+                raise RuntimeError(f"DynamoDB left {len(pending[self._table])} writes unprocessed")
 
 
 def _ddb_value(v: Any) -> Any:
@@ -572,8 +616,8 @@ def count_throttles(client: Any, on_throttle: Callable[[str], None]) -> None:
 
 @asynccontextmanager
 async def open_aws_adapters(config: AwsResolverConfig, session: aioboto3.Session | None = None,
-                            pool: int = 10, on_throttle: Callable[[str], None] | None = None
-                            ) -> AsyncIterator[AwsAdapters]:
+                            pool: int = 10, on_throttle: Callable[[str], None] | None = None,
+                            clock: Callable[[], float] = time.time) -> AsyncIterator[AwsAdapters]:
     """The four adapters over clients that live as long as the context (and its event loop).
     Endpoints come from the standard AWS_ENDPOINT_URL_<SERVICE> variables when set. `on_throttle` is
     called with the operation's name each time Rekognition throttles a call (see count_throttles)."""
@@ -585,5 +629,5 @@ async def open_aws_adapters(config: AwsResolverConfig, session: aioboto3.Session
         if on_throttle is not None:
             count_throttles(rek, on_throttle)
         crops = S3CropStore(s3, config)
-        yield AwsAdapters(crops, RekognitionCollection(rek, config, crops.read), DynamoNameDirectory(ddb, config),
-                          IotShadow(iot))
+        yield AwsAdapters(crops, RekognitionCollection(rek, config, crops.read),
+                          DynamoNameDirectory(ddb, config, clock=clock), IotShadow(iot))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Iterable
 
 import structlog
 
@@ -23,9 +24,19 @@ from facewatchd.resolver.ports import CropStore, FaceCollection, FaceRecord, Nam
 
 log = structlog.get_logger("facewatchd.resolver")
 
+DAY_S = 86_400.0
+
 
 def new_person_id() -> str:
     return f"person-{uuid.uuid4().hex[:10]}"
+
+
+def unseen_unnamed(persons: Iterable[Person], now: float, days: float) -> list[Person]:
+    """The persons retention forgets: unnamed, and not seen (a face resolved, or named by a device's cache:
+    `last_seen`) for more than `days` days. A name is an operator's decision to keep someone, so a named
+    person never expires here."""
+    cutoff = now - days * DAY_S
+    return [p for p in persons if p.name is None and p.last_seen < cutoff]
 
 
 @dataclass
@@ -135,6 +146,28 @@ class Resolver:
         for thing in person.things:
             await self.shadow.update_desired(thing, person_label_patch(person_id, None, forget=True))
         return person
+
+    async def seen(self, person_id: str, ts: float) -> None:
+        """A device's own cache named a face of the person at `ts` (no resolver call): retention counts it
+        as a sighting, so someone the cache names every day is never taken for gone."""
+        await self.names.seen(person_id, ts)
+
+    async def forget_unseen(self, days: float, now: float) -> list[Person]:
+        """Retention: forget (everywhere, as `forget` does) every unnamed person not seen for `days` days
+        at `now`. Returns those forgotten."""
+        forgotten: list[Person] = []
+        for candidate in unseen_unnamed(await self.names.list(), now, days):
+            # Read again just before: a person named or seen since the list was read stays.
+            current = await self.names.get(candidate.person_id)
+            if current is None or not unseen_unnamed([current], now, days):
+                continue
+            try:
+                forgotten.append(await self.forget(candidate.person_id))
+            except KeyError:  # forgotten by an operator meanwhile
+                continue
+            log.info("person_expired", person_id=candidate.person_id, last_seen=current.last_seen, days=days,
+                     things=current.things, faces=len(current.faces))
+        return forgotten
 
     async def move(self, face_id: str, person_id: str) -> Person:
         """One face was the wrong person: it (its template, record and every device's views learnt from it)

@@ -3,7 +3,9 @@ shadow. Used by the daemon (no broker, no cloud) and by the `facewatchd faces` c
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -20,11 +22,11 @@ from facewatchd.vision.embedder import EmbedderConfig
 class EmbeddedResolver:
     def __init__(self, state_dir: Path, config: LocalResolverConfig, detector: DetectorConfig | None = None,
                  embedder: EmbedderConfig | None = None, identity: IdentityConfig | None = None,
-                 shadow_path: Path | None = None) -> None:
+                 shadow_path: Path | None = None, clock: Callable[[], float] = time.time) -> None:
         self._detector_config = detector
         self._embedder_config = embedder
         self._analyzer: FaceAnalyzer | None = None  # loaded only when a request carries no embedding
-        self.stores = LocalResolverStores(config.data_dir or state_dir / "resolver", self.embed_crop)
+        self.stores = LocalResolverStores(config.data_dir or state_dir / "resolver", self.embed_crop, clock)
         self.shadow_store = ShadowStore(shadow_path or state_dir / "shadow.db")
         self.hub = ShadowHub(self.shadow_store)
         self.resolver = Resolver(self.stores.crops, self.stores.collection, self.stores.names, HubShadowPort(self.hub),

@@ -102,6 +102,21 @@ class DirectoryCropStore:
 
         await asyncio.to_thread(remove)
 
+    async def delete_older(self, before: float) -> int:
+        """Retention: delete crops stored before `before` (epoch s), as the S3 bucket's lifecycle rule does
+        on AWS; their face records stay. Returns how many."""
+        def remove() -> int:
+            removed = 0
+            for path in sorted(self.root.rglob("*"), reverse=True):  # files before the folders that hold them
+                if path.is_file() and path.stat().st_mtime < before:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+                elif path.is_dir() and not any(path.iterdir()):
+                    path.rmdir()  # an emptied day folder
+            return removed
+
+        return await asyncio.to_thread(remove)
+
 
 class SqliteFaceCollection:
     """The shared face collection. Uses the device's embedding when the request carries one (same SFace
@@ -198,8 +213,9 @@ class SqliteFaceCollection:
 
 
 class SqliteNameDirectory:
-    def __init__(self, db: _Db) -> None:
+    def __init__(self, db: _Db, clock: Callable[[], float] = time.time) -> None:
         self._db = db
+        self._clock = clock  # when a face is recorded (its person's last sighting): a fake one in tests
 
     async def handled(self, face_id: str) -> Resolution | None:
         def get(conn: sqlite3.Connection) -> Resolution | None:
@@ -210,7 +226,7 @@ class SqliteNameDirectory:
         return await self._db(get)  # type: ignore[return-value]
 
     async def record(self, resolution: Resolution, thing: str, crop_key: str, face_ref: str | None) -> None:
-        now = time.time()
+        now = self._clock()
 
         def write(conn: sqlite3.Connection) -> None:
             conn.execute("BEGIN IMMEDIATE")  # one transaction: never a face without its person
@@ -291,6 +307,10 @@ class SqliteNameDirectory:
 
         await self._db(mark)
 
+    async def seen(self, person_id: str, ts: float) -> None:
+        await self._db(lambda c: c.execute("UPDATE persons SET last_seen = MAX(last_seen, ?) WHERE person_id=?",
+                                           (ts, person_id)))
+
     async def face(self, face_id: str) -> FaceRecord | None:
         def get(conn: sqlite3.Connection) -> FaceRecord | None:
             row = conn.execute("SELECT face_id, person_id, thing, crop_key, face_ref FROM faces WHERE face_id=?",
@@ -315,12 +335,13 @@ class SqliteNameDirectory:
 class LocalResolverStores:
     """The three local adapters over one data directory."""
 
-    def __init__(self, data_dir: Path, embed_crop: Callable[[bytes], np.ndarray | None]) -> None:
+    def __init__(self, data_dir: Path, embed_crop: Callable[[bytes], np.ndarray | None],
+                 clock: Callable[[], float] = time.time) -> None:
         private_dir(data_dir)
         self.db = _Db(data_dir / "resolver.db")
         self.crops = DirectoryCropStore(data_dir / "crops")
         self.collection = SqliteFaceCollection(self.db, embed_crop)
-        self.names = SqliteNameDirectory(self.db)
+        self.names = SqliteNameDirectory(self.db, clock)
 
     def close(self) -> None:
         self.db.close()

@@ -114,6 +114,10 @@ class NameDirectory(Protocol):
     async def set_reviewed(self, person_id: str) -> None:
         """Dismissed on the review page: an unknown person nobody needs to name."""
 
+    async def seen(self, person_id: str, ts: float) -> None:
+        """A face of the person was named without the resolver (by a device's own cache) at `ts`: their
+        last sighting becomes at least `ts`. An unknown person is ignored."""
+
 
 class ShadowPort(Protocol):
     async def update_desired(self, thing: str, desired: dict[str, Any]) -> None:

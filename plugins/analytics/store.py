@@ -138,6 +138,16 @@ class AnalyticsStore:
         return hmac.new(self._salt, person_id.encode(), hashlib.sha256).hexdigest()
 
     # -- writing --------------------------------------------------------------------------------
+    def prune(self, before: float) -> int:
+        """Retention: delete the hours that began before `before`, and the pseudonyms seen in none of the
+        hours kept (they count as new if they come again). Returns the hourly rows deleted."""
+        with self._transaction() as db:
+            deleted = db.execute("DELETE FROM hourly WHERE hour < ?", (before,)).rowcount
+            db.execute("DELETE FROM dwell WHERE hour < ?", (before,))
+            db.execute("DELETE FROM presence WHERE hour < ?", (before,))
+            db.execute("DELETE FROM persons WHERE person NOT IN (SELECT person FROM presence)")
+        return deleted
+
     def record(self, camera: str, arrived_at: float, dwell_s: float, person_id: str | None) -> None:
         """One visit: it counts in the hour it began."""
         hour = hour_of(arrived_at)

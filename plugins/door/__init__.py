@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from facewatchd.events import FaceEvent, TrackEnded
 from facewatchd.hookspecs import hookimpl
 from facewatchd.plugins import PluginContext
+from facewatchd.state import append_line
 from plugins.door.backends import Backend, GpioConfig, HttpConfig, MqttConfig, create_backend
 
 log = structlog.get_logger("facewatchd.plugins.door")
@@ -316,13 +317,9 @@ class Plugin:
         log.info("door_decision", **record)
         async with self._audit_lock:
             try:
-                await asyncio.to_thread(self._append, line)
+                await asyncio.to_thread(append_line, self.audit_path, line)
             except OSError as e:
                 log.error("door_audit_write_failed", path=str(self.audit_path), error=str(e), record=record)
-
-    def _append(self, line: str) -> None:
-        with self.audit_path.open("a", encoding="utf-8") as f:
-            f.write(line)
 
     def _spawn(self, tasks: set[asyncio.Task[None]], make: Callable[[], Awaitable[None]]) -> None:
         async def run() -> None:

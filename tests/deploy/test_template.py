@@ -14,7 +14,7 @@ import pytest
 from cfnlint.decode import cfn_yaml
 
 from facewatchd.resolver.aws import TABLE_KEY_SCHEMA, TTL_ATTRIBUTE
-from tests.support.aws import handler_module
+from tests.support.aws import handler_module, lambda_module
 
 TEMPLATE = Path(__file__).parents[2] / "deploy" / "lambda" / "template.yaml"
 THING = "${!iot:Connection.Thing.ThingName}"
@@ -90,9 +90,11 @@ def test_the_resolver_reads_its_queue_with_partial_batch_failures(template):
 def test_handlers_and_environment_match_the_code(template):
     mod = handler_module()
     functions = _of_type(template, "AWS::Serverless::Function")
-    assert {f["Properties"]["Handler"] for f in functions.values()} == {"handler.handler", "handler.operator_handler"}
+    assert {f["Properties"]["Handler"] for f in functions.values()} == {"handler.handler", "handler.operator_handler",
+                                                                       "cleanup.handler"}
     for f in functions.values():
-        assert callable(getattr(mod, f["Properties"]["Handler"].split(".")[1]))
+        module, function = f["Properties"]["Handler"].split(".")
+        assert callable(getattr(lambda_module(module), function))
     variables = template["Globals"]["Function"]["Environment"]["Variables"]
     env = {k: "x" for k in variables} | {"FACE_MATCH_THRESHOLD": "80", "MAX_FACES": "1", "RETENTION_DAYS": "30",
                                          "QUALITY_FILTER": "AUTO", "BATCH_CONCURRENCY": "1",
@@ -178,3 +180,19 @@ def test_dashboard_is_json_and_shows_the_metrics_and_alarms(template):
     [alarm_widget] = [w for w in widgets if w["type"] == "alarm"]
     shown = set(re.findall(r"\$\{(\w+)\.Arn\}", body))
     assert len(alarm_widget["properties"]["alarms"]) == 4 and shown == set(_of_type(template, "AWS::CloudWatch::Alarm"))
+
+
+def test_the_cleanup_runs_on_a_schedule_with_only_what_forgetting_needs(template):
+    fn = template["Resources"]["CleanupFunction"]["Properties"]
+    [event] = fn["Events"].values()
+    assert event["Type"] == "Schedule" and event["Properties"]["Schedule"] == {"Ref": "CleanupSchedule"}
+    assert fn["Environment"]["Variables"]["UNNAMED_PERSON_DAYS"] == {"Ref": "UnnamedPersonDays"}
+    assert fn["ReservedConcurrentExecutions"] == 1
+    actions = {a for st in _statements(template["Resources"]["CleanupRole"]) for a in _as_list(st["Action"])}
+    assert actions == {"logs:CreateLogStream", "logs:PutLogEvents", "s3:DeleteObject", "dynamodb:Scan",
+                       "dynamodb:Query", "dynamodb:BatchWriteItem", "rekognition:ListFaces", "rekognition:DeleteFaces",
+                       "iot:GetThingShadow", "iot:UpdateThingShadow"}
+    env = dict(template["Globals"]["Function"]["Environment"]["Variables"], UNNAMED_PERSON_DAYS="14",
+               BUCKET="bkt", TABLE="tbl", COLLECTION_ID="c", RETENTION_DAYS="30")
+    settings = lambda_module("cleanup").CleanupSettings.from_env({k: v for k, v in env.items() if isinstance(v, str)})
+    assert (settings.resolver.bucket, settings.resolver.table, settings.unnamed_person_days) == ("bkt", "tbl", 14)

@@ -161,9 +161,10 @@ def test_builtins_ship_a_manifest_that_documents_every_key():
     from plugins.door import DoorConfig
     from plugins.homeassistant import HomeAssistantConfig
     from plugins.metrics import MetricsConfig
+    from plugins.retention import RetentionConfig
 
-    models = {"alerts": AlertsConfig, "analytics": AnalyticsConfig, "door": DoorConfig, "homeassistant": HomeAssistantConfig,
-              "metrics": MetricsConfig}
+    models = {"alerts": AlertsConfig, "analytics": AnalyticsConfig, "door": DoorConfig,
+              "homeassistant": HomeAssistantConfig, "metrics": MetricsConfig, "retention": RetentionConfig}
     assert builtin_plugin_names() == sorted(models)
     for name, model in models.items():
         manifest = tomllib.loads((ROOT / "plugins" / name / "manifest.toml").read_text())

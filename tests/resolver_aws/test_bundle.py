@@ -64,7 +64,7 @@ class OnlyTheBundle(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, OnlyTheBundle())
 sys.path[:0] = [lambda_dir, repo]
 sys.path.append(site_packages)
-import handler
+import cleanup, handler  # every entry point imports with only the bundle
 print(json.dumps(handler.handler(json.loads(open(event_path).read()), None)))
 print(json.dumps(sorted({m.partition(".")[0] for m in sys.modules} - set(sys.stdlib_module_names))))
 """
@@ -96,7 +96,11 @@ def test_makefile_builds_what_the_template_deploys():
                           timeout=30, check=True).stdout
     build_dir = function["CodeUri"].rstrip("/")
     assert f"--target {build_dir} " in plan and "-r requirements.txt" in plan
-    assert f"cp handler.py {build_dir}/" in plan and f"cp -R ../../facewatchd {build_dir}/facewatchd" in plan
+    assert f"cp -R ../../facewatchd {build_dir}/facewatchd" in plan
+    [copy] = [line for line in plan.splitlines() if line.startswith("cp ") and line.endswith(f" {build_dir}/")]
+    modules = {f"{r['Properties']['Handler'].split('.')[0]}.py" for r in template["Resources"].values()
+               if r["Type"] == "AWS::Serverless::Function"}
+    assert modules == {"handler.py", "cleanup.py"} and modules <= set(copy.split()[1:-1])  # every entry point
     # Linux wheels for the template's runtime and architecture, whatever machine builds the bundle.
     version = re.fullmatch(r"python(3\.\d+)", function["Runtime"]).group(1)
     assert f"--python-version {version}" in plan and function["Architectures"] == ["x86_64"]

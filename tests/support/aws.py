@@ -251,10 +251,15 @@ def create_stack(moto_url: str, rekognition: RekognitionServer) -> AwsStack:
 
 
 # -- the Lambda module -------------------------------------------------------------------------------
-@lru_cache(maxsize=1)
 def handler_module() -> ModuleType:
     """deploy/lambda/handler.py, loaded by path (`lambda` is a keyword, so it is no package)."""
-    spec = importlib.util.spec_from_file_location("facewatchd_lambda_handler", HANDLER_PATH)
+    return lambda_module("handler")
+
+
+@lru_cache(maxsize=4)
+def lambda_module(name: str) -> ModuleType:
+    """deploy/lambda/<name>.py (a Lambda entry point module), loaded by path."""
+    spec = importlib.util.spec_from_file_location(f"facewatchd_lambda_{name}", HANDLER_PATH.with_name(f"{name}.py"))
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
