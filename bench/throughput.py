@@ -203,6 +203,14 @@ def run_many_faces(photo: Path, _: dict[str, Any]) -> dict[str, Any]:
 RUNNERS = {"detector": run_detector, "facewatchd": run_facewatchd, "seed": run_seed, "many-faces": run_many_faces}
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak (VmHWM): ru_maxrss would carry over the parent's peak through fork and exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def cpu_seconds() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -216,7 +224,7 @@ def child(mode: str, video: Path, options: dict[str, Any]) -> None:
         print(json.dumps({"mode": mode, "skipped": f"{type(e).__name__}: {e}"}))
         return
     result.update(mode=mode, cpu_s=round(cpu_seconds() - cpu, 3), seconds=round(time.perf_counter() - wall, 3),
-                  peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+                  peak_rss_mb=peak_rss_mb())
     print(json.dumps(result))
 
 

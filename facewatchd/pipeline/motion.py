@@ -71,6 +71,7 @@ class MotionGate:
 
 
 def shrink(image: np.ndarray) -> np.ndarray:
-    """The frame at SMALL_WIDTH pixels wide: one resize shared by the motion gate and the cut detector."""
+    """The frame at SMALL_WIDTH pixels wide, shared by the motion gate and the cut detector (bilinear: a
+    quarter of the cost of INTER_AREA, and the gate blurs what it compares anyway)."""
     h, w = image.shape[:2]
-    return cv2.resize(image, (SMALL_WIDTH, max(1, round(h * SMALL_WIDTH / w))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(image, (SMALL_WIDTH, max(1, round(h * SMALL_WIDTH / w))), interpolation=cv2.INTER_LINEAR)
