@@ -69,6 +69,9 @@ async def delete_orphan_faces(adapters: AwsAdapters, now: float, grace_s: float)
     orphans = {ref: person for person, refs in faces.items() if person not in persons for ref in refs}
     marks = await adapters.names.orphan_marks()
     due = [ref for ref in orphans if ref in marks and marks[ref] <= now - grace_s]
+    # The scan is eventually consistent and a person may have come back since: ask each one again.
+    back = {person for person in {orphans[ref] for ref in due} if await adapters.names.get(person) is not None}
+    due = [ref for ref in due if orphans[ref] not in back]
     await adapters.collection.delete_faces(due)
     # Marks of faces deleted now, or that have a person again (it was being recorded), go.
     await adapters.names.unmark_orphans([ref for ref in marks if ref not in orphans or ref in due])

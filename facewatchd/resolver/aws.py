@@ -317,11 +317,13 @@ class DynamoNameDirectory:
             {"Put": {"TableName": self._table, "Item": self._item(face)}},
             {"Update": {
                 "TableName": self._table, "Key": self._item({"pk": _person_pk(r.person_id), "sk": PROFILE}),
+                # No TTL on the profile: a named person is kept for good, an unnamed one is forgotten by the
+                # scheduled cleanup from its last sighting (deploy/lambda/cleanup.py), never by its first.
                 "UpdateExpression": "SET person_id = :p, first_seen = if_not_exists(first_seen, :now), "
-                                    "last_seen = :now, labelled = if_not_exists(labelled, :f), expires_at = :exp"
+                                    "last_seen = :now, labelled = if_not_exists(labelled, :f)"
                                     + (", possibly = if_not_exists(possibly, :maybe)" if r.possibly else "")
                                     + (" ADD things :things" if thing else ""),
-                "ExpressionAttributeValues": self._item({":p": r.person_id, ":now": now, ":f": False, ":exp": expires,
+                "ExpressionAttributeValues": self._item({":p": r.person_id, ":now": now, ":f": False,
                                                          ":things": {thing} if thing else None,
                                                          ":maybe": r.possibly}),
             }},
@@ -386,7 +388,8 @@ class DynamoNameDirectory:
         return sorted(persons, key=lambda p: p.first_seen)
 
     async def set_name(self, person_id: str, name: str | None) -> Person:
-        update = "SET #n = :n, labelled = :t" if name is not None else "REMOVE #n SET labelled = :f"
+        # REMOVE expires_at: profiles written before profiles stopped expiring lose their TTL when named
+        update = "SET #n = :n, labelled = :t REMOVE expires_at" if name is not None else "REMOVE #n SET labelled = :f"
         values = {":n": name, ":t": True} if name is not None else {":f": False}
         try:
             await self._ddb.update_item(
@@ -430,7 +433,7 @@ class DynamoNameDirectory:
             raise
 
     async def seen(self, person_id: str, ts: float) -> None:
-        # last_seen only: the TTL stays that of the person's records, which expire together.
+        # last_seen only: the profile has no TTL, the scheduled cleanup forgets unnamed persons from it
         try:
             await self._ddb.update_item(
                 TableName=self._table, Key=self._item({"pk": _person_pk(person_id), "sk": PROFILE}),

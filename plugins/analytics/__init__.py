@@ -117,6 +117,11 @@ class Plugin:
             await asyncio.to_thread(self.store.close)
 
     @hookimpl
+    def person_labelled(self, person_id: str, name: str | None, previous: str | None) -> None:
+        if name is None and self.store is not None:  # forgotten: their pseudonymous history goes too
+            self.store.forget(person_id)
+
+    @hookimpl
     def track_ended(self, event: TrackEnded) -> None:
         if self.store is None or event.dwell_s < self.config.min_dwell_s:
             return

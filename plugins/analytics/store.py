@@ -138,15 +138,14 @@ class AnalyticsStore:
         return hmac.new(self._salt, person_id.encode(), hashlib.sha256).hexdigest()
 
     # -- writing --------------------------------------------------------------------------------
-    def prune(self, before: float) -> int:
-        """Retention: delete the hours that began before `before`, and the pseudonyms seen in none of the
-        hours kept (they count as new if they come again). Returns the hourly rows deleted."""
+    def forget(self, person_id: str) -> None:
+        """A person forgotten (by an operator or by retention) leaves no pseudonymous history behind."""
+        if self.anonymous:
+            return
+        person = self.pseudonym(person_id)
         with self._transaction() as db:
-            deleted = db.execute("DELETE FROM hourly WHERE hour < ?", (before,)).rowcount
-            db.execute("DELETE FROM dwell WHERE hour < ?", (before,))
-            db.execute("DELETE FROM presence WHERE hour < ?", (before,))
-            db.execute("DELETE FROM persons WHERE person NOT IN (SELECT person FROM presence)")
-        return deleted
+            db.execute("DELETE FROM presence WHERE person = ?", (person,))
+            db.execute("DELETE FROM persons WHERE person = ?", (person,))
 
     def record(self, camera: str, arrived_at: float, dwell_s: float, person_id: str | None) -> None:
         """One visit: it counts in the hour it began."""
@@ -207,3 +206,27 @@ class AnalyticsStore:
         found = dict(rows)
         return {edge: int(found.get(edge, 0)) for edge in DWELL_BINS_S}
 
+
+def prune(path: Path, before: float) -> int:
+    """Retention: delete the hours that began before `before`, and the pseudonyms seen in none of the hours
+    kept (they count as new if they come again). Returns the hourly rows deleted. Opens the file without
+    touching its mode or salt, which belong to the plugin; blocking: call it from a worker thread."""
+    if not path.is_file():
+        return 0
+    db = open_sqlite(path, "analytics database")
+    try:
+        db.execute("PRAGMA busy_timeout = 30000")  # the plugin writes too: wait for its lock
+        db.execute("PRAGMA secure_delete = ON")  # a deleted pseudonym is overwritten, not left in a free page
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            deleted = db.execute("DELETE FROM hourly WHERE hour < ?", (before,)).rowcount
+            db.execute("DELETE FROM dwell WHERE hour < ?", (before,))
+            db.execute("DELETE FROM presence WHERE hour < ?", (before,))
+            db.execute("DELETE FROM persons WHERE person NOT IN (SELECT person FROM presence)")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return deleted
+    finally:
+        db.close()

@@ -17,12 +17,13 @@ test moves it forward instead of waiting days.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import AsyncIterator, Callable
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,7 +36,7 @@ from facewatchd.resolver.local import DirectoryCropStore
 from facewatchd.state import ChangeLog, prune_lines
 from facewatchd.web import door_audit_path
 from plugins.analytics import AnalyticsConfig, db_path
-from plugins.analytics.store import AnalyticsStore
+from plugins.analytics.store import prune as prune_analytics
 
 log = structlog.get_logger("facewatchd.plugins.retention")
 
@@ -73,18 +74,6 @@ def audit_entry_before(line: str, before: float) -> bool:
     except (ValueError, KeyError, TypeError):
         return False
     return ts.tzinfo is not None and ts.timestamp() < before
-
-
-def prune_analytics(db: Path, before: float) -> int:
-    """The analytics plugin's hours that began before `before`, if it keeps a database. Blocking: call it
-    from a worker thread."""
-    if not db.is_file():
-        return 0
-    store = AnalyticsStore(db, anonymous=None)  # keeps the database's own mode
-    try:
-        return store.prune(before)
-    finally:
-        store.close()
 
 
 class Plugin:
@@ -133,6 +122,13 @@ class Plugin:
         self._task.cancel()
         await asyncio.wait({self._task}, timeout=STOP_WAIT_S)
 
+    @contextlib.asynccontextmanager
+    async def _step(self, what: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except Exception as e:
+            log.exception("retention_step_failed", step=what, error=repr(e))
+
     async def _run(self) -> None:
         while True:
             self._kick.clear()
@@ -146,24 +142,29 @@ class Plugin:
                 pass
 
     async def sweep(self) -> Sweep:
-        """Delete everything older than its configured days, at the clock's time now."""
+        """Delete everything older than its configured days, at the clock's time now. Each kind is its own
+        step: one that fails (a locked database, a damaged log) is logged and the others still run."""
         now, cfg, done = self.clock(), self.config, Sweep()
         crops = self.resolver.crops if self.resolver is not None else None
         if cfg.crops_days and isinstance(crops, DirectoryCropStore):
-            done.crops = await crops.delete_older(now - cfg.crops_days * DAY_S)
+            async with self._step("crops"):
+                done.crops = await crops.delete_older(now - cfg.crops_days * DAY_S)
         if cfg.audit_days and self.audit_path is not None:
             before = now - cfg.audit_days * DAY_S
-            done.audit_entries = await asyncio.to_thread(
-                prune_lines, self.audit_path, lambda line: not audit_entry_before(line, before))
+            async with self._step("door audit"):
+                done.audit_entries = await asyncio.to_thread(
+                    prune_lines, self.audit_path, lambda line: not audit_entry_before(line, before))
         if cfg.analytics_days and self.analytics_db is not None:
-            done.analytics_rows = await asyncio.to_thread(prune_analytics, self.analytics_db,
-                                                          now - cfg.analytics_days * DAY_S)
+            async with self._step("analytics"):
+                done.analytics_rows = await asyncio.to_thread(prune_analytics, self.analytics_db,
+                                                              now - cfg.analytics_days * DAY_S)
         if cfg.unnamed_person_days and self.resolver is not None:
-            for person in await self.resolver.forget_unseen(cfg.unnamed_person_days, now):
-                done.persons.append(person.person_id)
-                if self.changes is not None:
-                    await self.changes.record("retention", "forget", person_id=person.person_id,
-                                              reason=f"unnamed, not seen for {cfg.unnamed_person_days:g} days")
+            async with self._step("persons"):
+                for person in await self.resolver.forget_unseen(cfg.unnamed_person_days, now):
+                    done.persons.append(person.person_id)
+                    if self.changes is not None:
+                        await self.changes.record("retention", "forget", person_id=person.person_id,
+                                                  reason=f"unnamed, not seen for {cfg.unnamed_person_days:g} days")
         self.sweeps.insert(0, done)
         del self.sweeps[10:]
         log.info("retention_sweep", crops=done.crops, audit_entries=done.audit_entries,

@@ -187,7 +187,7 @@ def test_the_cleanup_runs_on_a_schedule_with_only_what_forgetting_needs(template
     [event] = fn["Events"].values()
     assert event["Type"] == "Schedule" and event["Properties"]["Schedule"] == {"Ref": "CleanupSchedule"}
     assert fn["Environment"]["Variables"]["UNNAMED_PERSON_DAYS"] == {"Ref": "UnnamedPersonDays"}
-    assert fn["ReservedConcurrentExecutions"] == 1
+    assert "ReservedConcurrentExecutions" not in fn  # new accounts (10 concurrent) could not deploy it; sweeps are idempotent
     actions = {a for st in _statements(template["Resources"]["CleanupRole"]) for a in _as_list(st["Action"])}
     assert actions == {"logs:CreateLogStream", "logs:PutLogEvents", "s3:DeleteObject", "dynamodb:Scan",
                        "dynamodb:Query", "dynamodb:BatchWriteItem", "rekognition:ListFaces", "rekognition:DeleteFaces",

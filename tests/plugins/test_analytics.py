@@ -129,6 +129,23 @@ async def test_the_database_holds_salted_hashes_never_ids_or_names(tmp_path):
         assert db.execute("SELECT person FROM persons").fetchone()[0] not in persons
 
 
+async def test_a_forgotten_person_leaves_no_history(tmp_path):
+    config_file = write_config(tmp_path)
+    host = PluginHost(load_config(config_file))
+    host.load()
+    await host.start()
+    for n, (camera, at, dwell, person) in enumerate(VISITS):
+        host.fire("track_ended", event=ended(camera, T10 + at, dwell, person, n))
+    host.fire("person_labelled", person_id=BOB, name=None, previous=None)  # forgotten (operator, retention)
+    await host.drain()
+    await host.stop()
+    with sqlite3.connect(tmp_path / "state" / "analytics.db") as db:
+        persons = db.execute("SELECT count(*) FROM persons").fetchone()[0]
+        visits = db.execute("SELECT sum(visits) FROM hourly").fetchone()[0]
+    assert persons == 2  # Alice and Carol keep their pseudonyms; Bob's is gone with his hours
+    assert visits == sum(1 for v in VISITS if v[2] >= 1.0)  # the counts stay: they are not anyone's
+
+
 async def test_anonymous_keeps_no_identity_and_says_so(tmp_path):
     config_file = write_config(tmp_path)
     await feed(config_file, VISITS[:3])  # an earlier run that counted persons

@@ -37,6 +37,8 @@ async def test_the_scheduled_cleanup_forgets_old_unnamed_persons_and_their_rekog
     assert await cleanup.cleanup(settings, now=clock()) == {"ok": True, "forgotten": [old], "orphan_faces": 0}
 
     assert sorted(persons(aws_stack)) == sorted([named, back])
+    # no profile expires by TTL: a named person is kept for good, an unnamed one goes by its last sighting
+    assert all("expires_at" not in p["profile"] for p in persons(aws_stack).values())
     assert rek.faces_of(aws_stack.collection_id, old) == []  # out of the collection: no future match
     assert rek.faces_of(aws_stack.collection_id, named) and rek.faces_of(aws_stack.collection_id, back)
     assert not set(old_crops) & set(aws_stack.s3_keys()) and len(aws_stack.s3_keys()) == 3
