@@ -314,7 +314,10 @@ class SharedEmbeddings:
         found = self._aligned.get(id(face))
         return found if found is not None else self.real.align(frame, face)
 
-    def embed_aligned(self, aligned: np.ndarray) -> np.ndarray:
+    def embed_aligned(self, aligned: np.ndarray, mirror: bool | None = None) -> np.ndarray:
+        if mirror is False:  # a re-verification's plain embedding: not what the frame computed
+            self.computed_again += 1
+            return self.real.embed_aligned(aligned, mirror)
         found = self._embeddings.get(aligned_key(aligned))
         if found is None:
             self.computed_again += 1

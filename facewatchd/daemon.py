@@ -215,11 +215,11 @@ class Daemon:
         def analyse(image: Any, tracking: bool) -> tuple[list[Face] | None, bool]:
             """Faces (None: not looked for, nothing moved) and whether the shot changed."""
             small = shrink(image)
-            cut = cuts.is_cut(small)
             moved = gate.opens(small)  # every frame: the gate's background follows the scene
-            if not (moved or tracking or cut):
-                return None, cut
-            return detector.detect(image), cut
+            if not (moved or tracking):
+                cuts.forget()  # no track to end; the next detected frame starts the comparison afresh
+                return None, False
+            return detector.detect(image), cuts.is_cut(small)
 
         async def detect() -> None:
             try:

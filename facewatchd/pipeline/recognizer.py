@@ -109,9 +109,9 @@ class Recognizer:
         quality = face.score * size_score(face) * (0.25 + 0.75 * sharpness(aligned))
         return View(quality, aligned, crop, face, ts)
 
-    def _embed_sync(self, view: View) -> np.ndarray:
+    def _embed_sync(self, view: View, mirror: bool) -> np.ndarray:
         with self._embed_lock:
-            return self.embedder.embed_aligned(view.aligned)
+            return self.embedder.embed_aligned(view.aligned, None if mirror else False)
 
     def _first_views_sync(self, image: np.ndarray, faces: list[Face], ts: float) -> list[View]:
         """Views of faces that appeared in one frame, embedded in one batched forward pass."""
@@ -126,9 +126,10 @@ class Recognizer:
         return await asyncio.get_running_loop().run_in_executor(self.executor, self._view_sync, frame.image, face,
                                                                 frame.ts)
 
-    async def _embed(self, track: Track, view: View, frame_index: int) -> np.ndarray:
+    async def _embed(self, track: Track, view: View, frame_index: int, mirror: bool = True) -> np.ndarray:
         if view.embedding is None:
-            view.embedding = await asyncio.get_running_loop().run_in_executor(self.executor, self._embed_sync, view)
+            view.embedding = await asyncio.get_running_loop().run_in_executor(self.executor, self._embed_sync, view,
+                                                                              mirror)
             track.embeds += 1
             self.stats.embeds += 1
         track.embedding, track.embedded_frame = view.embedding, frame_index
@@ -206,7 +207,9 @@ class Recognizer:
         """Embed the track again and check it is still who it was named (or is pending) as; a face that
         does not verify splits the track, and a face that does is fresh evidence."""
         view = await self._view(frame, track.face)
-        emb = await self._embed(track, view, frame.index)
+        # Without the mirror image: half the cost, and a check against a person already named, not a
+        # search (bench/openset.py: plain and flip-averaged embeddings name strangers at the same rate).
+        emb = await self._embed(track, view, frame.index, mirror=False)
         self.stats.reverifications += 1
         if track.state == "pending":
             reference = f"pending:{track.face_id}"
@@ -236,6 +239,7 @@ class Recognizer:
         self.stats.tracks += 1
         self._live[track.id] = track
         self.fire("face_detected", event=self._event(track))
+        view.embedding = None  # the new track is looked up as any first look is: with the mirror image
         await self._first_look(frame, track, view)  # the view that failed is the new track's first
 
     def _add_evidence(self, track: Track, ts: float, evidence: float) -> None:

@@ -60,11 +60,11 @@ class Embedder(Protocol):
 
     def align(self, frame: np.ndarray, face: Face) -> np.ndarray: ...
 
-    def embed_aligned(self, aligned: np.ndarray) -> np.ndarray: ...
+    def embed_aligned(self, aligned: np.ndarray, mirror: bool | None = None) -> np.ndarray: ...
 
     def embed(self, frame: np.ndarray, face: Face) -> np.ndarray: ...
 
-    def embed_batch(self, aligned: list[np.ndarray]) -> np.ndarray: ...
+    def embed_batch(self, aligned: list[np.ndarray], mirror: bool | None = None) -> np.ndarray: ...
 
 
 def normalise(v: np.ndarray) -> np.ndarray:
@@ -87,24 +87,26 @@ class SFaceEmbedder:
         """The 112x112 aligned face crop SFace was trained on."""
         return align_face(frame, face)
 
-    def embed_aligned(self, aligned: np.ndarray) -> np.ndarray:
-        return self.embed_batch([aligned])[0]
+    def embed_aligned(self, aligned: np.ndarray, mirror: bool | None = None) -> np.ndarray:
+        return self.embed_batch([aligned], mirror)[0]
 
     def embed(self, frame: np.ndarray, face: Face) -> np.ndarray:
         return self.embed_aligned(self.align(frame, face))
 
-    def embed_batch(self, aligned: list[np.ndarray]) -> np.ndarray:
-        """(N, 128) embeddings of N aligned faces in one forward pass; with `flip`, each the normalised
-        mean of the face's and its mirror image's. Not thread-safe (one network): callers serialise."""
+    def embed_batch(self, aligned: list[np.ndarray], mirror: bool | None = None) -> np.ndarray:
+        """(N, 128) embeddings of N aligned faces; with `flip` (unless `mirror` is False), each the
+        normalised mean of the face's and its mirror image's. Not thread-safe (one network): callers
+        serialise."""
         if not aligned:
             return np.zeros((0, EMBEDDING_DIM), np.float32)
         for a in aligned:
             if a.shape != (ALIGNED_SIZE, ALIGNED_SIZE, 3):
                 raise ValueError(f"expected a 112x112 BGR aligned face, got shape {a.shape}")
-        images = list(aligned) + ([mirrored(a) for a in aligned] if self.config.flip else [])
+        flip = self.config.flip and mirror is not False
+        images = list(aligned) + ([mirrored(a) for a in aligned] if flip else [])
         features = np.concatenate([self._forward(images[i:i + MAX_BATCH]) for i in range(0, len(images), MAX_BATCH)])
         features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-        if self.config.flip:
+        if flip:
             features = features[:len(aligned)] + features[len(aligned):]
             features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
         return features

@@ -200,10 +200,11 @@ class TorchSFaceEmbedder:
         """The 112x112 aligned face crop SFace was trained on (what alignCrop returns)."""
         return align_face(frame, face)
 
-    def embed_batch(self, aligned: Sequence[np.ndarray]) -> np.ndarray:
-        """(N, 128) L2-normalised embeddings, `batch_size` faces per forward pass; with `flip`, each the
-        normalised mean of the face and its mirror image, as the OpenCV backend computes it."""
-        if not self.config.flip:
+    def embed_batch(self, aligned: Sequence[np.ndarray], mirror: bool | None = None) -> np.ndarray:
+        """(N, 128) L2-normalised embeddings, `batch_size` faces per forward pass; with `flip` (unless
+        `mirror` is False), each the normalised mean of the face and its mirror image, as the OpenCV
+        backend computes it."""
+        if not self.config.flip or mirror is False:
             return self._features(aligned)
         plain, mirror = self._features(aligned), self._features([mirrored(a) for a in aligned])
         both = plain + mirror
@@ -225,8 +226,8 @@ class TorchSFaceEmbedder:
             row += len(chunk)
         return out
 
-    def embed_aligned(self, aligned: np.ndarray) -> np.ndarray:
-        return self.embed_batch([aligned])[0]
+    def embed_aligned(self, aligned: np.ndarray, mirror: bool | None = None) -> np.ndarray:
+        return self.embed_batch([aligned], mirror)[0]
 
     def embed(self, frame: np.ndarray, face: Face) -> np.ndarray:
         return self.embed_aligned(self.align(frame, face))
