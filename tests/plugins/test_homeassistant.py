@@ -52,7 +52,7 @@ def check_discovery(topic: str, payload: bytes) -> tuple[str, dict[str, Any]]:
     if component == "image":
         assert ("image_topic" in config) != ("url_topic" in config)  # HA: exactly one
     if component == "event":
-        assert config["event_types"] == ["recognised"]
+        assert config["event_types"] == ["recognised", "unknown"]
     if component == "binary_sensor":
         assert (config["payload_on"], config["payload_off"]) == ("ON", "OFF")
     if component == "device_tracker":
@@ -87,7 +87,8 @@ async def test_discovery_states_birth_message_and_forget(tmp_path: Path, enrolle
             await eventually(lambda: ha.last(f"{BASE}/front/last_person") == OBAMA.encode(), what="last person")
             await eventually(lambda: ha.on(f"{BASE}/yard/unknown_person")[-2:] == [b"ON", b"OFF"],
                              what="unknown person on, then off after the stranger left")
-            await eventually(lambda: ha.last(f"{BASE}/persons/{obama}/presence") == b"home", what="presence")
+            await eventually(lambda: json.loads(ha.last(f"{BASE}/persons/{obama}/attributes") or b"{}").get("presence")
+                             == "home", what="presence")
             for topic, payload in configs(ha).items():
                 check_discovery(topic, payload)
             assert ha.last(f"{BASE}/homeassistant/availability") == b"online"
@@ -118,8 +119,8 @@ async def test_discovery_states_birth_message_and_forget(tmp_path: Path, enrolle
             mark = len(ha.messages)
             await daemon._embedded.resolver.forget(obama)
             await eventually(lambda: configs(ha, since=mark).get(tracker_topic) == b"", what="empty retained config")
-            await eventually(lambda: ha.last(f"{BASE}/front/last_person") == b"None", what="name cleared")
-            assert ha.last(f"{BASE}/persons/{obama}/presence") == b""
+            await eventually(lambda: ha.last(f"{BASE}/front/last_person") == b"", what="name cleared")
+            assert ha.last(f"{BASE}/persons/{obama}/attributes") == b""
 
         await run_in_loop(config, loaded_host(config), until=scenario)
         await eventually(lambda: ha.last(f"{BASE}/homeassistant/availability") == b"offline", what="offline")
@@ -153,7 +154,7 @@ def test_face_crops_are_off_by_default_and_their_entity_removed():
     plugin.config, plugin.thing = HomeAssistantConfig(), "door-1"
     entities = plugin.camera_configs("front")
     assert entities["homeassistant/image/facewatchd_door-1/front_last_face/config"] is None  # empty config
-    assert sum(v is not None for v in entities.values()) == 3
+    assert sum(v is not None for v in entities.values()) == 4
 
 
 async def test_a_forget_before_the_broker_is_reached_is_sent_at_connect(tmp_path: Path) -> None:
