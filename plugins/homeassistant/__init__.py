@@ -1,8 +1,9 @@
 """Home Assistant through MQTT discovery.
 
 A hub device for this facewatchd thing with a "Resolver link" connectivity sensor (so the hub always
-exists, and the cameras' `via_device` finds it), and one device_tracker per named person (home while
-seen, not_home `away_after_s` after their last track ended; last camera as attribute). One HA device
+exists, and the cameras' `via_device` finds it), and one device per named person, named as the person,
+with a device_tracker (home while seen, not_home `away_after_s` after their last track ended; last camera
+as attribute) and a "Last camera" sensor. One HA device
 per camera: sensors "Last recognised person" and "People in view", binary_sensor "Unknown person
 present" (on while a face without a name is in view, off `unknown_off_after_s` after it left), event
 "Face" (`recognised` or `unknown`, once per track, also when the resolver answers after the track
@@ -173,7 +174,7 @@ class Plugin:
                 "manufacturer": "facewatchd", "sw_version": __version__, "via_device": self.node,
                 "suggested_area": options.area or name}
 
-    def _entity(self, unique_id: str, name: str, device: dict[str, Any], **keys: Any) -> dict[str, Any]:
+    def _entity(self, unique_id: str, name: str | None, device: dict[str, Any], **keys: Any) -> dict[str, Any]:
         return {"name": name, "unique_id": unique_id, "availability_topic": self.availability_topic,
                 "device": device, "origin": ORIGIN, **keys}
 
@@ -210,20 +211,35 @@ class Plugin:
             if self.config.publish_face_crops else None  # turned off: remove an entity an earlier run made
         return configs
 
-    def person_config(self, person_id: str, person: PersonState) -> dict[str, Any]:
-        # State and attributes in one JSON message: HA writes the tracker once per update, not twice.
-        topic = self.person_topic(person_id, "attributes")
-        return self._entity(f"{self.node}_person_{slug(person_id)}", person.name, self.hub_device(),
-                            icon="mdi:account", source_type="router", state_topic=topic,
-                            value_template="{{ value_json.presence }}", json_attributes_topic=topic,
-                            payload_home="home", payload_not_home="not_home")
+    def person_device(self, person_id: str, person: PersonState) -> dict[str, Any]:
+        return {"identifiers": [f"{self.node}_person_{slug(person_id)}"], "name": person.name,
+                "model": "facewatchd person", "manufacturer": "facewatchd", "sw_version": __version__,
+                "via_device": self.node}
 
-    def person_config_topic(self, person_id: str) -> str:
-        return self.config_topic("device_tracker", f"person_{slug(person_id)}")
+    def person_config_topics(self, person_id: str) -> tuple[str, str]:
+        """(device_tracker, sensor "Last camera") config topics of one person."""
+        return (self.config_topic("device_tracker", f"person_{slug(person_id)}"),
+                self.config_topic("sensor", f"person_{slug(person_id)}_camera"))
+
+    def person_configs(self, person_id: str, person: PersonState) -> dict[str, dict[str, Any]]:
+        # Each person is a device of their own, so HA names the tracker as the person ("Alice", the device's
+        # name: the entity has none), not "facewatchd door-1 Alice"; the device has a sensor too, as HA 2024.3
+        # deletes at start a device with nothing but trackers. State and attributes come in one JSON message:
+        # HA writes the tracker once per update, not twice.
+        topic, uid = self.person_topic(person_id, "attributes"), f"{self.node}_person_{slug(person_id)}"
+        device = self.person_device(person_id, person)
+        tracker, camera = self.person_config_topics(person_id)
+        return {tracker: self._entity(uid, None, device, icon="mdi:account", source_type="router", state_topic=topic,
+                                      value_template="{{ value_json.presence }}", json_attributes_topic=topic,
+                                      payload_home="home", payload_not_home="not_home"),
+                camera: self._entity(f"{uid}_camera", "Last camera", device, icon="mdi:cctv", state_topic=topic,
+                                     value_template="{{ value_json.camera_name or 'unknown' }}")}
 
     def person_attributes(self, person_id: str, person: PersonState) -> dict[str, Any]:
         return {"presence": "home" if person.home else "not_home", "person_id": person_id,
-                "last_camera": person.last_camera, "last_seen": iso(person.last_seen) if person.last_seen else None,
+                "last_camera": person.last_camera,
+                "camera_name": self._camera_name(person.last_camera) if person.last_camera else None,
+                "last_seen": iso(person.last_seen) if person.last_seen else None,
                 "in_zones": ["home"] if person.home else []}  # HA ≥ 2026 reads presence from in_zones
 
     def wanted_configs(self) -> dict[str, dict[str, Any] | None]:
@@ -232,7 +248,7 @@ class Plugin:
         for camera in self.cameras:
             wanted |= self.camera_configs(camera)
         for person_id, person in self.persons.items():
-            wanted[self.person_config_topic(person_id)] = self.person_config(person_id, person)
+            wanted |= self.person_configs(person_id, person)
         return wanted
 
     # -- hooks ----------------------------------------------------------------------------------
@@ -286,8 +302,9 @@ class Plugin:
         key = (event.camera, event.track_id)
         if key in self._announced:
             return  # a repeat as more frames agree, or the same track after a rename: no new sighting
-        self._announced.add(key)
         ended = key in self._ended  # the answer came after the track ended (a slow resolver, a short visit)
+        if not ended:  # (an ended track has no more events: nothing to remember, nothing to forget later)
+            self._announced.add(key)
         now = time.time()
         cam, new_camera = self._camera(event.camera)
         cam.last_name, cam.last_known = event.name, True
@@ -317,8 +334,7 @@ class Plugin:
                   self._face(event)]
         if person is not None and event.person_id:
             if new_person or renamed:
-                sends.append(self._publish(self.person_config_topic(event.person_id),
-                                           self.person_config(event.person_id, person), retain=True))
+                sends.append(self._person_discovery(event.person_id, person))
             sends.append(self._person_state(event.person_id, person))
         await self._send(sends)
 
@@ -327,8 +343,9 @@ class Plugin:
         key = (event.camera, event.track_id)
         if key in self._announced:
             return  # a re-verification of the same stranger
-        self._announced.add(key)
         ended = key in self._ended
+        if not ended:
+            self._announced.add(key)
         cam, new_camera = self._camera(event.camera)
         sends = [self._camera_discovery(event.camera)] if new_camera else []
         if not ended:  # present only while in view; a late answer is an event, not a presence
@@ -391,9 +408,7 @@ class Plugin:
             if self.config.person_entities:
                 person = self.persons.setdefault(person_id, PersonState(name))
                 person.name = name
-                sends += [self._publish(self.person_config_topic(person_id), self.person_config(person_id, person),
-                                        retain=True),
-                          self._person_state(person_id, person)]
+                sends += [self._person_discovery(person_id, person), self._person_state(person_id, person)]
         await self._send(sends + [self._camera_state(camera) for camera in shown_on])
 
     # -- connect: announce and reconcile --------------------------------------------------------
@@ -454,7 +469,6 @@ class Plugin:
     async def _reconciled(self, found: Reconcile) -> None:
         assert self.mqtt is not None
         await self.mqtt.subscribe(*self._reconcile_topics(), unsubscribe=True)
-        wanted = {t for t, payload in self.wanted_configs().items() if payload is not None}
         tracker_prefix = self.config_topic("device_tracker", "person_").removesuffix("/config")
         for camera, cam in self.cameras.items():  # who each camera shows, from the last run: a forget clears it
             shown = found.last_person.get(slug(camera), {})
@@ -465,23 +479,24 @@ class Plugin:
                 await self._camera_state(camera)
             else:
                 cam.last_name, cam.last_attributes = str(shown["person"]), shown
-        removed, away = 0, 0
+        away = 0
+        for topic, config in found.configs.items():  # persons from an earlier run: known, not seen since the start
+            person_slug = topic.removeprefix(tracker_prefix).removesuffix("/config")
+            attributes = found.attributes.get(person_slug, {})
+            person_id = str(attributes.get("person_id") or person_slug)
+            if not topic.startswith(tracker_prefix) or not self.config.person_entities or person_id in self.persons \
+                    or person_id in self.forgotten:
+                continue
+            name = config.get("name") or (config.get("device") or {}).get("name") or person_id
+            person = self.persons[person_id] = PersonState(str(name), last_camera=attributes.get("last_camera"),
+                                                           last_seen=parse_iso(attributes.get("last_seen")))
+            await self._person_discovery(person_id, person)
+            await self._person_state(person_id, person)
+            away += 1
+        wanted = {t for t, payload in self.wanted_configs().items() if payload is not None}
+        removed = 0
         for topic, config in found.configs.items():
             if topic in wanted:
-                continue
-            person_slug = topic.removeprefix(tracker_prefix).removesuffix("/config") \
-                if topic.startswith(tracker_prefix) else None
-            attributes = found.attributes.get(person_slug or "", {})
-            person_id = str(attributes.get("person_id") or person_slug)
-            if person_slug and self.config.person_entities and person_id not in self.removals \
-                    and person_id not in self.persons:
-                # a person from an earlier run: still known, but not seen since this one started
-                person = self.persons[person_id] = PersonState(
-                    str(config.get("name") or person_id), last_camera=attributes.get("last_camera"),
-                    last_seen=parse_iso(attributes.get("last_seen")))
-                await self._publish(topic, self.person_config(person_id, person), retain=True)
-                await self._person_state(person_id, person)
-                away += 1
                 continue
             # gone from this run (a camera out of the config, an option off, a forgotten person): remove it
             await self._publish(topic, b"", retain=True)
@@ -494,10 +509,14 @@ class Plugin:
 
     # -- publishing -----------------------------------------------------------------------------
     async def _remove_person(self, person_id: str) -> None:
-        for topic in (self.person_config_topic(person_id), self.person_topic(person_id, "presence"),
+        for topic in (*self.person_config_topics(person_id), self.person_topic(person_id, "presence"),
                       self.person_topic(person_id, "attributes")):
             await self._publish(topic, b"", retain=True)
         self.removals.discard(person_id)
+
+    async def _person_discovery(self, person_id: str, person: PersonState) -> None:
+        for topic, payload in self.person_configs(person_id, person).items():
+            await self._publish(topic, payload, retain=True)
 
     async def _camera_discovery(self, camera: str) -> None:
         for topic, payload in self.camera_configs(camera).items():
