@@ -8,7 +8,8 @@ per camera: sensors "Last recognised person" and "People in view", binary_sensor
 present" (on while a face without a name is in view, off `unknown_off_after_s` after it left), event
 "Face" (`recognised` or `unknown`, once per track, also when the resolver answers after the track
 ended), and, opt-in, image "Last face". Discovery configs and states are retained; availability is
-announced `online` on connect with a last will of `offline`.
+announced `online` on connect with a last will of `offline`, and a camera's entities are also unavailable
+while the camera delivers no frames (camera_status).
 
 At every (re)connect and HA birth message (`<discovery_prefix>/status` = `online`) the plugin
 reconciles: it publishes its current cameras and persons, then reads back the retained discovery
@@ -103,6 +104,7 @@ class CameraState:
     last_name: str | None = None
     last_attributes: dict[str, Any] = field(default_factory=dict)
     last_known: bool = False  # set in this run: otherwise the retained state from the last run stays as it is
+    online: bool = True  # delivers frames (camera_status)
     unknown: bool = False
     unknown_tracks: set[str] = field(default_factory=set)  # live tracks of people without a name
     live_tracks: set[str] = field(default_factory=set)  # every live track: "people in view"
@@ -209,6 +211,12 @@ class Plugin:
         configs[image_topic] = self._entity(f"{cid}_last_face", "Last face", dev, content_type="image/jpeg",
                                             image_topic=self.camera_topic(camera, "face")) \
             if self.config.publish_face_crops else None  # turned off: remove an entity an earlier run made
+        # available while the daemon is and the camera delivers frames (a live source being reopened is not)
+        availability = [{"topic": self.availability_topic}, {"topic": self.camera_topic(camera, "availability")}]
+        for payload in configs.values():
+            if payload is not None:
+                del payload["availability_topic"]
+                payload |= {"availability": availability, "availability_mode": "all"}
         return configs
 
     def person_device(self, person_id: str, person: PersonState) -> dict[str, Any]:
@@ -287,6 +295,13 @@ class Plugin:
     async def link_status(self, online: bool, link: str) -> None:
         self.link_online = online
         await self._send([self._link_state()])
+
+    @hookimpl
+    async def camera_status(self, camera: str, online: bool, reason: str) -> None:
+        cam, new_camera = self._camera(camera)
+        cam.online = online
+        sends = [self._camera_discovery(camera)] if new_camera else []
+        await self._send(sends + [self._camera_online(camera)])
 
     @hookimpl
     async def face_detected(self, event: FaceEvent) -> None:
@@ -423,6 +438,7 @@ class Plugin:
             await self._publish(topic, payload if payload is not None else b"", retain=True)
         await self._link_state()
         for camera in list(self.cameras):
+            await self._camera_online(camera)
             await self._camera_state(camera)
             await self._people(camera)
         for person_id, person in list(self.persons.items()):
@@ -500,9 +516,10 @@ class Plugin:
                 continue
             # gone from this run (a camera out of the config, an option off, a forgotten person): remove it
             await self._publish(topic, b"", retain=True)
-            for key in STATE_KEYS:
-                state = config.get(key)
-                if isinstance(state, str) and state.startswith(f"{self.base}/"):
+            own = [config.get(key) for key in STATE_KEYS] + [a.get("topic") for a in config.get("availability") or []
+                                                              if isinstance(a, dict)]
+            for state in own:  # its retained states, and its own availability (never the daemon's)
+                if isinstance(state, str) and state.startswith(f"{self.base}/") and state != self.availability_topic:
                     await self._publish(state, b"", retain=True)
             removed += 1
         log.info("ha_reconciled", retained=len(found.configs), removed=removed, set_not_home=away)
@@ -529,6 +546,10 @@ class Plugin:
                                 retain=True)
             await self._publish(self.camera_topic(camera, "last_person"), cam.last_name or "", retain=True)
         await self._publish(self.camera_topic(camera, "unknown_person"), "ON" if cam.unknown else "OFF", retain=True)
+
+    async def _camera_online(self, camera: str) -> None:
+        await self._publish(self.camera_topic(camera, "availability"),
+                            "online" if self.cameras[camera].online else "offline", retain=True)
 
     async def _people(self, camera: str) -> None:
         await self._publish(self.camera_topic(camera, "people"), str(len(self.cameras[camera].live_tracks)),

@@ -10,14 +10,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import pytest
 
 from facewatchd.daemon import Daemon
 from facewatchd.plugins import PluginHost
 from plugins.homeassistant import HomeAssistantConfig, Plugin
 from tests.plugins.conftest import Enrolled
-from tests.plugins.support import MqttRecorder, eventually, frames_dir, run_in_loop
+from tests.plugins.support import MqttRecorder, eventually, frames_dir, read_retained, run_in_loop
 from tests.support.broker import Mosquitto
 from tests.support.daemon import FIXTURES, make_config
 
@@ -45,7 +44,8 @@ def check_discovery(topic: str, payload: bytes) -> tuple[str, dict[str, Any]]:
     config = json.loads(payload)
     for keys in REQUIRED[component]:
         assert any(k in config for k in keys), f"{topic}: needs one of {keys}: {config}"
-    assert config["unique_id"] and (config["name"] or device_name(config)) and config["availability_topic"], config
+    assert config["unique_id"] and (config["name"] or device_name(config)), config
+    assert config.get("availability_topic") or config["availability"], config
     device = config["device"]
     assert device["identifiers"] and all(isinstance(i, str) for i in device["identifiers"]), device
     assert {"name", "model", "manufacturer", "sw_version"} <= set(device), device
@@ -60,6 +60,8 @@ def check_discovery(topic: str, payload: bytes) -> tuple[str, dict[str, Any]]:
     for key in ("state_topic", "json_attributes_topic", "image_topic", "availability_topic"):
         if key in config:
             assert "+" not in config[key] and "#" not in config[key]
+    for availability in config.get("availability", []):
+        assert "+" not in availability["topic"] and "#" not in availability["topic"]
     return component, config
 
 
@@ -138,19 +140,6 @@ def loaded_host(config: Any) -> PluginHost:
     host = PluginHost(config)
     host.load()
     return host
-
-
-async def read_retained(broker: Mosquitto, topic: str, quiet_s: float = 0.5) -> dict[str, bytes]:
-    """Every retained message under `topic`, as a subscriber that connects now receives them."""
-    found: dict[str, bytes] = {}
-    async with aiomqtt.Client(broker.host, broker.port, identifier="ha-restarted") as client:
-        await client.subscribe(topic, qos=1)
-        while True:
-            try:
-                message = await asyncio.wait_for(anext(aiter(client.messages)), quiet_s)
-            except TimeoutError:
-                return found
-            found[str(message.topic)] = bytes(message.payload)  # type: ignore[arg-type]
 
 
 def test_face_crops_are_off_by_default_and_their_entity_removed():

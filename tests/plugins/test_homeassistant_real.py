@@ -17,7 +17,7 @@ import pytest
 
 from facewatchd.events import FaceEvent, TrackEnded
 from facewatchd.plugins import PluginHost
-from tests.plugins.support import eventually
+from tests.plugins.support import eventually, read_retained
 from tests.support.broker import HOST, Mosquitto, free_port
 from tests.support.daemon import FIXTURES, make_config
 from tests.support.homeassistant import HaClient, HomeAssistant, hass_or_fail
@@ -188,8 +188,20 @@ async def test_a_camera_removed_from_the_config_leaves_ha(tmp_path: Path, ha: Ha
     async with running(config_for(tmp_path, thing, ha.broker.port, camera_ids=("front", "yard"))):
         await until(lambda: _no_entities(client, gone), "the garage camera's entities to leave HA")
         await until(lambda: _gone_device(client, gone), "the garage camera's device to leave HA")
+        assert await read_retained(ha.broker, f"facewatchd/{thing}/garage/#") == {}  # its states and availability
         assert (await client.state(f"{node(thing)}_yard_last_person")) is not None
         assert (await client.state(f"{node(thing)}_front_unknown_person"))["state"] == "off"  # type: ignore[index]
+
+
+async def test_a_camera_that_stops_delivering_is_unavailable_alone(tmp_path: Path, ha: Ha, client: HaClient):
+    thing = "ha-offline"
+    async with running(config_for(tmp_path, thing, ha.broker.port, camera_ids=("front", "yard"))) as host:
+        await state_of(client, f"{node(thing)}_front_people", "0")
+        host.fire("camera_status", camera="front", online=False, reason="source lost, reopening")
+        await state_of(client, f"{node(thing)}_front_people", "unavailable")
+        assert (await client.state(f"{node(thing)}_yard_people"))["state"] == "0"  # type: ignore[index]
+        host.fire("camera_status", camera="front", online=True, reason="frames again")
+        await state_of(client, f"{node(thing)}_front_people", "0")
 
 
 async def _no_entities(client: HaClient, prefix: str) -> bool:
