@@ -78,6 +78,11 @@ def friendly(camera_id: str) -> str:
     return words[:1].upper() + words[1:] if words else camera_id
 
 
+def json_value(key: str, otherwise: str) -> str:
+    """An HA template for one key of a JSON state message; the empty message that clears it (a forget) has none."""
+    return f"{{{{ value_json.{key} if value_json is defined and value_json.{key} else '{otherwise}' }}}}"
+
+
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
 
@@ -238,10 +243,10 @@ class Plugin:
         device = self.person_device(person_id, person)
         tracker, camera = self.person_config_topics(person_id)
         return {tracker: self._entity(uid, None, device, icon="mdi:account", source_type="router", state_topic=topic,
-                                      value_template="{{ value_json.presence }}", json_attributes_topic=topic,
+                                      value_template=json_value("presence", "not_home"), json_attributes_topic=topic,
                                       payload_home="home", payload_not_home="not_home"),
                 camera: self._entity(f"{uid}_camera", "Last camera", device, icon="mdi:cctv", state_topic=topic,
-                                     value_template="{{ value_json.camera_name or 'unknown' }}")}
+                                     value_template=json_value("camera_name", "unknown"))}
 
     def person_attributes(self, person_id: str, person: PersonState) -> dict[str, Any]:
         return {"presence": "home" if person.home else "not_home", "person_id": person_id,

@@ -363,6 +363,12 @@ async def _event_of_camera(client: HaClient, prefix: str, event_type: str) -> bo
     return state is not None and state["attributes"].get("event_type") == event_type
 
 
+def test_ha_logged_no_problem_with_anything_we_sent(ha: Ha) -> None:
+    """Last in the module: every payload above was accepted, and every template rendered, without a word."""
+    assert ha.home.problems("homeassistant.components.mqtt", "homeassistant.helpers.template",
+                            "homeassistant.components.device_tracker", "homeassistant.components.sensor") == []
+
+
 def test_the_ha_venv_is_required_in_ci(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Without .venv-ha, CI fails with a message saying how to get it (a skip would hide the missing HA)."""
     import tests.support.homeassistant as support

@@ -71,7 +71,7 @@ class HomeAssistant:
         (self.config_dir / "configuration.yaml").write_text(CONFIGURATION.format(host=HOST, port=self.port))
         # --skip-pip: every requirement is in .venv-ha already; HA must not reach for PyPI at test time
         self._proc = subprocess.Popen([str(hass), "-c", str(self.config_dir), "--skip-pip"],
-                                      stdout=self.log_file.open("wb"), stderr=subprocess.STDOUT)
+                                      stdout=self.log_file.open("ab"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while True:
             if self._proc.poll() is not None:
@@ -96,6 +96,11 @@ class HomeAssistant:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+    def problems(self, *loggers: str) -> list[str]:
+        """HA's WARNING and ERROR lines from these loggers (e.g. homeassistant.components.mqtt), every start."""
+        return [line for line in self.log().splitlines()
+                if (" WARNING " in line or " ERROR " in line) and any(f"[{name}" in line for name in loggers)]
 
     def log(self) -> str:
         try:
