@@ -44,6 +44,9 @@ log = structlog.get_logger("facewatchd.plugins.homeassistant")
 TOPIC_PART = r"^[^#+\s]+$"
 ORIGIN = {"name": "facewatchd", "sw_version": __version__}
 ENDED_KEPT = 1024  # ended tracks remembered, so an answer that arrives after its track ended is recognised as late
+# the empty message that clears a retained state (a forget, a removal) may reach the entity before its removal
+# does: no attributes, rather than a warning about JSON in HA's log
+NO_ATTRIBUTES_WHEN_EMPTY = "{{ value if value else '{}' }}"
 STATE_KEYS = ("state_topic", "json_attributes_topic", "image_topic")  # a removed entity's retained states
 
 
@@ -201,7 +204,8 @@ class Plugin:
                 state_topic=self.camera_topic(camera, "last_person"),
                 # nobody (yet, or forgotten) is an empty message: HA's unknown, never the text 'None'
                 value_template="{{ value if value else 'unknown' }}",
-                json_attributes_topic=self.camera_topic(camera, "last_person/attributes")),
+                json_attributes_topic=self.camera_topic(camera, "last_person/attributes"),
+                json_attributes_template=NO_ATTRIBUTES_WHEN_EMPTY),
             self.config_topic("sensor", f"{slug(camera)}_people"): self._entity(
                 f"{cid}_people", "People in view", dev, icon="mdi:account-group", state_class="measurement",
                 state_topic=self.camera_topic(camera, "people")),
@@ -244,6 +248,7 @@ class Plugin:
         tracker, camera = self.person_config_topics(person_id)
         return {tracker: self._entity(uid, None, device, icon="mdi:account", source_type="router", state_topic=topic,
                                       value_template=json_value("presence", "not_home"), json_attributes_topic=topic,
+                                      json_attributes_template=NO_ATTRIBUTES_WHEN_EMPTY,
                                       payload_home="home", payload_not_home="not_home"),
                 camera: self._entity(f"{uid}_camera", "Last camera", device, icon="mdi:cctv", state_topic=topic,
                                      value_template=json_value("camera_name", "unknown"))}

@@ -17,7 +17,8 @@ import pytest
 
 from facewatchd.events import FaceEvent, TrackEnded
 from facewatchd.plugins import PluginHost
-from tests.plugins.support import eventually, read_retained
+from tests.plugins.conftest import Enrolled
+from tests.plugins.support import eventually, read_retained, run_in_loop
 from tests.support.broker import HOST, Mosquitto, free_port
 from tests.support.daemon import FIXTURES, make_config
 from tests.support.homeassistant import HaClient, HomeAssistant, hass_or_fail
@@ -361,6 +362,24 @@ async def test_people_count_unknown_event_area_link_and_names(tmp_path: Path, ha
 async def _event_of_camera(client: HaClient, prefix: str, event_type: str) -> bool:
     state = await client.state(f"{prefix}_person_recognised")
     return state is not None and state["attributes"].get("event_type") == event_type
+
+
+async def test_the_real_daemon_in_ha(tmp_path: Path, ha: Ha, client: HaClient, enrolled: Enrolled):
+    """End to end: the daemon recognises a real photo; HA shows the person home, named on the camera."""
+    thing, obama = "ha-daemon", enrolled.person_id("Barack Obama")
+    config = make_config(enrolled.state(tmp_path), device={"thing": thing}, cameras=[
+        {"id": "front_door", "source": str(FIXTURES / "obama2.jpg"), "loop": True, "pace": "realtime", "fps": 5}],
+        plugins={"homeassistant": {"host": HOST, "port": ha.broker.port, "reconnect_min_s": 0.1}})
+
+    async def scenario(daemon: Any) -> None:
+        await state_of(client, f"{node(thing)}_person_{obama}", "home")
+        await state_of(client, f"{node(thing)}_front_door_last_person", "Barack Obama")
+        await state_of(client, f"{node(thing)}_front_door_people", "1")
+        await state_of(client, f"{node(thing)}_person_{obama}_camera", "Front door")
+
+    host = PluginHost(config)
+    host.load()
+    await run_in_loop(config, host, until=scenario)
 
 
 def test_ha_logged_no_problem_with_anything_we_sent(ha: Ha) -> None:
