@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 CONFIG ?= etc/facewatchd.toml
 EXTRAS := mqtt,awsiot,aws,systemd,dev,torch,analytics
 
-.PHONY: run test venv servers bench clean
+.PHONY: run test venv servers ha-venv bench clean
 
 $(BIN)/facewatchd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,21 @@ servers:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto chromium \
 			systemd >/dev/null; }
 
-test: venv servers
+# Home Assistant for the plugin's tests (tests/plugins/test_homeassistant_real.py), in its own virtualenv: its pins
+# clash with ours. The requirements file also pins what HA's loaded integrations need, as HA starts with --skip-pip
+# and nothing downloads at test time. HA 2024.3.3 is the newest on Python 3.11.
+HA_VENV := .venv-ha
+HA_REQUIREMENTS := tests/support/homeassistant-requirements.txt
+
+$(HA_VENV)/bin/hass: $(HA_REQUIREMENTS)
+	$(PYTHON) -m venv $(HA_VENV)
+	$(HA_VENV)/bin/pip install --quiet --upgrade pip
+	$(HA_VENV)/bin/pip install --quiet -r $(HA_REQUIREMENTS)
+	touch $@
+
+ha-venv: $(HA_VENV)/bin/hass
+
+test: venv servers ha-venv
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # Benchmarks on the shared data sets (never copied into the repo). The bench extra brings dlib for the
@@ -63,4 +77,4 @@ bench-smoke: bench-extras
 	$(BIN)/python bench/cache_match.py --entries 1000 --calls 100
 
 clean:
-	rm -rf $(VENV) .state build *.egg-info
+	rm -rf $(VENV) $(HA_VENV) .state build *.egg-info

@@ -54,14 +54,17 @@ def face_recognised(event: "FaceEvent") -> Any:
     own latest verified similarity and `event.evidence` all its recent verified embeddings (time,
     similarity), so access control can ask for several fresh ones; `event.source` says whether the local
     cache or the resolver named it ("verified" for a repeat). Fired when the track is named and again
-    at each re-verification (every `identity.reverify_frames` frames). A repeat may carry `name` None
-    (an unlabelled person, or one forgotten meanwhile): treat that as not recognised."""
+    at each re-verification (every `identity.reverify_frames` frames), and once for a track that had
+    already ended (its `track_ended` came first) when the resolver's answer arrived: a short visit is
+    still a sighting. A repeat may carry `name` None (an unlabelled person, or one forgotten meanwhile):
+    treat that as not recognised."""
 
 
 @hookspec
 def unknown_face(event: "FaceEvent") -> Any:
     """A track was matched (by the cache or the resolver) to a person with no name: a stranger, or
-    someone not labelled yet. `event.person_id` is set when the resolver gave the face an id."""
+    someone not labelled yet. `event.person_id` is set when the resolver gave the face an id. Like
+    face_recognised, also fired once for a track that ended before the resolver's answer arrived."""
 
 
 @hookspec

@@ -96,6 +96,20 @@ class PluginMqtt:
                 return
             raise MqttUnavailable(f"publish to {topic} failed: {e or 'timed out'}") from e
 
+    async def subscribe(self, *topics: str, unsubscribe: bool = False) -> None:
+        """(Un)subscribe on the current connection only (the `subscriptions` given at init are renewed at each
+        connect; these are not)."""
+        client = self._client
+        if client is None:
+            raise MqttUnavailable(f"not connected to {self.config.host}:{self.config.port}")
+        try:
+            if unsubscribe:
+                await client.unsubscribe(list(topics))
+            else:
+                await client.subscribe([(t, 1) for t in topics])
+        except aiomqtt.MqttError as e:
+            raise MqttUnavailable(f"subscribe to {topics} failed: {e}") from e
+
     def _new_client(self, paho: PahoLog) -> aiomqtt.Client:
         c = self.config
         return aiomqtt.Client(

@@ -247,9 +247,12 @@ class Camera:
                 halt.wait(backoff)
                 backoff = min(backoff * 2, self.config.reopen_max_s)
                 continue
-            # A video plays at its own rate (the fps cap then skips frames); images have none, so fps paces them.
+            # A video plays at its own rate (the fps cap then skips frames); images have none, so fps paces them,
+            # and their due time is their timestamp (not their number, which would make each one a second long).
+            timed_by_pace = not self.live and not getattr(reader, "fps", 0.0)
             period = 1.0 / (getattr(reader, "fps", 0.0) or self.config.fps or 30.0)
-            min_gap = 1.0 / self.config.fps if self.config.fps else 0.0  # the cap skips frames, never slows
+            # the cap skips frames, never slows; images paced by fps itself have nothing to skip
+            min_gap = 1.0 / self.config.fps if self.config.fps and not timed_by_pace else 0.0
             started = time.monotonic()
             last_ts = -1e9
             n = 0
@@ -262,6 +265,8 @@ class Camera:
                     n += 1
                     if not self.live:  # a file paced in real time: wait for the frame's due time
                         halt.wait(max(0.0, started + n * period - time.monotonic()))
+                    if timed_by_pace:
+                        ts = n * period
                     if image is None:
                         self.stats.unreadable += 1
                         continue

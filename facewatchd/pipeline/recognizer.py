@@ -381,10 +381,13 @@ class Recognizer:
         waiting = self._pending_tracks.pop(face_id, 0)
         for t in self._ended.values():
             if t.face_id == face_id and t.person_id is None:
-                if t.joined and self._verify_joined(t, person_id) is None:
+                evidence = self._verify_joined(t, person_id) if t.joined else similarity
+                if evidence is None:
                     waiting -= 1
                     continue
-                t.person_id, t.name = person_id, name
+                t.person_id, t.name, t.similarity = person_id, name, evidence
+                # a short visit, a slow resolver: the face left before its answer came, and was still seen
+                self.fire("face_recognised" if name else "unknown_face", event=self._event(t, "resolver"))
         self.stats.person_tracks[person_id] += max(0, waiting)
         return True
 

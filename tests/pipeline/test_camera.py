@@ -60,3 +60,17 @@ def test_fps_cap_and_loop():
     frames = asyncio.run(collect(camera, limit=60))
     assert len(frames) == 60  # looped: 9.2 s at 5 fps is ~46 frames per pass
     assert all(b.ts - a.ts >= 0.19 for a, b in zip(frames, frames[1:]) if b.ts > a.ts)
+
+
+def test_an_image_directory_in_real_time_is_timed_by_its_pace(tmp_path):
+    """Images have no clock of their own: paced in real time, image n is due n periods after the start (fps, or
+    30 a second), and that is its timestamp, so dwell times and timers in the camera's clock match the pace."""
+    for i in range(4):
+        cv2.imwrite(str(tmp_path / f"{i}.jpg"), np.full((8, 8, 3), 40 * i, np.uint8))
+    paced = asyncio.run(collect(Camera(CameraConfig(id="c", source=str(tmp_path), pace="realtime", fps=10))))
+    assert [round(f.ts, 6) for f in paced] == [0.1, 0.2, 0.3, 0.4]  # every image: fps paces them, skips none
+    default = asyncio.run(collect(Camera(CameraConfig(id="c", source=str(tmp_path), pace="realtime"))))
+    steps = [f.ts * 30 for f in default]  # (a loaded machine may drop one: the latest frame wins)
+    assert steps == sorted(steps) and all(abs(step - round(step)) < 1e-6 for step in steps) and steps[-1] < 4.5
+    asap = asyncio.run(collect(Camera(CameraConfig(id="c", source=str(tmp_path)))))
+    assert [f.ts for f in asap] == [1.0, 2.0, 3.0, 4.0]  # read on demand: one a second, as before

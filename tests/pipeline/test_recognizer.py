@@ -192,3 +192,37 @@ def test_a_face_swapped_while_the_track_collects_is_not_sent_under_the_first_fac
         "SELECT embedding FROM collection WHERE person_id=?", (person.person_id,)).fetchall())]  # type: ignore
     assert float(np.frombuffer(template[0], np.float32) @ obama) > 0.9  # Obama's face, not Biden's
     stores.close()
+
+
+async def test_an_answer_after_the_track_ended_still_fires_its_event(tmp_path: Path) -> None:
+    """A short visit with a remote resolver: the face leaves before the answer comes. The answer still names
+    the ended track, and the hooks hear of it (a recognised person, or an unknown face), once."""
+    cache = FaceCache(tmp_path / "cache.db")
+    outbox = Outbox(tmp_path / "outbox.db")
+    link = LocalLink("door", ShadowHub(ShadowStore(tmp_path / "shadow.db")), lambda q: asyncio.sleep(0))
+    uplink = Uplink(link, outbox, UplinkConfig())
+    executor = ThreadPoolExecutor(1)
+    fired: list[tuple[str, Any]] = []
+    rec = Recognizer("door", SFaceEmbedder(), cache, uplink, UplinkConfig(), executor,
+                     lambda hook, **kw: fired.append((hook, kw.get("event"))))
+    obama, biden = scene(face_square("obama2.jpg")), scene(face_square("biden.jpg"))
+    a, b = Tracker("a"), Tracker("b")
+    try:
+        for frames, tracker, camera in ((obama, a, "a"), (biden, b, "b")):
+            for i in range(5):  # the track collects its best view and asks
+                await rec.process(Frame(camera, i, float(i), frames), tracker.update(_detect(frames), i, float(i)))
+        (track_a,), (track_b,) = a.tracks, b.tracks
+        await rec.end(track_a)  # both leave before the answers
+        await rec.end(track_b)
+        assert track_a.face_id and track_b.face_id and track_a.state == "pending"
+        fired.clear()
+        rec.apply_label(track_a.face_id, "person-obama", OBAMA, 0.8)
+        rec.apply_label(track_b.face_id, "person-17", None, 0.0)  # someone nobody named yet
+        rec.apply_label(track_a.face_id, "person-obama", OBAMA, 0.8)  # a resend of the same answer
+        assert [(hook, e.track_id, e.person_id, e.name) for hook, e in fired] == [
+            ("face_recognised", track_a.id, "person-obama", OBAMA), ("unknown_face", track_b.id, "person-17", None)]
+        assert fired[0][1].similarity == 0.8 and fired[0][1].source == "resolver"
+    finally:
+        executor.shutdown()
+        cache.close()
+        outbox.close()

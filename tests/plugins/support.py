@@ -123,6 +123,19 @@ class MqttRecorder:
         return [p for t, p, _ in self.messages if t == topic]
 
 
+async def read_retained(broker: Mosquitto, topic: str, quiet_s: float = 0.5) -> dict[str, bytes]:
+    """Every retained message under `topic`, as a subscriber that connects now receives them."""
+    found: dict[str, bytes] = {}
+    async with aiomqtt.Client(broker.host, broker.port, identifier="ha-restarted") as client:
+        await client.subscribe(topic, qos=1)
+        while True:
+            try:
+                message = await asyncio.wait_for(anext(aiter(client.messages)), quiet_s)
+            except TimeoutError:
+                return found
+            found[str(message.topic)] = bytes(message.payload)  # type: ignore[arg-type]
+
+
 async def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not check():

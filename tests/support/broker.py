@@ -37,7 +37,7 @@ class Mosquitto:
     """One mosquitto process; the port stays the same across restarts so clients can reconnect."""
 
     def __init__(self, workdir: Path, *, pki: TestPki | None = None, port: int | None = None,
-                 config: str | None = None) -> None:
+                 config: str | None = None, log_subscriptions: bool = False) -> None:
         self.workdir = workdir
         self.pki = pki
         self.host = HOST
@@ -45,6 +45,7 @@ class Mosquitto:
         self.log_file = workdir / "mosquitto.log"
         self.conf_file = workdir / "mosquitto.conf"
         self._proc: subprocess.Popen[bytes] | None = None
+        self.log_subscriptions = log_subscriptions
         workdir.mkdir(parents=True, exist_ok=True)
         self.conf_file.write_text(config if config is not None else self._config())
 
@@ -63,7 +64,7 @@ class Mosquitto:
             "log_type notice",
             "log_type information",
             "connection_messages true",
-        ]
+        ] + (["log_type subscribe"] if self.log_subscriptions else [])
         if os.geteuid() == 0:
             lines.append("user root")  # otherwise mosquitto drops to 'mosquitto', who cannot read tmp files
         if self.pki is not None:
@@ -129,6 +130,10 @@ class Mosquitto:
             return self.log_file.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def subscribed(self, topic: str) -> bool:
+        """Someone subscribed to exactly `topic` (needs log_subscriptions): a message published now reaches them."""
+        return any(line.endswith(f" {topic}") for line in self.log().splitlines())
 
     def __enter__(self) -> "Mosquitto":
         self.start()
