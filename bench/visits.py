@@ -298,6 +298,7 @@ class SharedEmbeddings:
         self._aligned: dict[int, np.ndarray] = {}  # id(face) → aligned, this frame only
         self._embeddings: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self.computed_again = 0
+        self.plain = 0  # re-verifications' own embeddings (no mirror image): facewatchd's, not the frame's
 
     def detections(self, image: np.ndarray, faces: list[Face]) -> list[tuple[np.ndarray, np.ndarray]]:
         self._aligned = {}
@@ -316,7 +317,7 @@ class SharedEmbeddings:
 
     def embed_aligned(self, aligned: np.ndarray, mirror: bool | None = None) -> np.ndarray:
         if mirror is False:  # a re-verification's plain embedding: not what the frame computed
-            self.computed_again += 1
+            self.plain += 1
             return self.real.embed_aligned(aligned, mirror)
         found = self._embeddings.get(aligned_key(aligned))
         if found is None:
@@ -727,7 +728,8 @@ def main() -> None:
                    "return_visits": sum(not v.first for v in visits), "frames": out.frames, "fps": FPS,
                    "stream_s": round(out.frames / FPS, 1), "detections": out.detections,
                    "detections_without_truth": out.unmatched_detections, "drawn_faces_missed": out.missed_faces,
-                   "max_in_frame": max_concurrent(visits), "embeddings_computed_again": embedder.computed_again},
+                   "max_in_frame": max_concurrent(visits), "embeddings_computed_again": embedder.computed_again,
+                   "reverify_embeddings": embedder.plain},
         "policies": results,
         "targets": targets(results),
         "seconds": round(time.perf_counter() - started, 1),
