@@ -147,13 +147,22 @@ def prune_lines(path: Path, keep: Callable[[str], bool]) -> int:
     if not path.is_file():
         return 0
     with _lines_lock(path):
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        # A damaged byte must not stop retention for good: kept lines are written back as read.
+        lines = path.read_text(encoding="utf-8", errors="surrogateescape").splitlines(keepends=True)
         kept = [line for line in lines if keep(line)]
         if len(kept) < len(lines):
             tmp = path.with_name(f"{path.name}.tmp")
-            tmp.write_text("".join(kept), encoding="utf-8")
+            with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as out:
+                out.write("".join(kept))
+                out.flush()
+                os.fsync(out.fileno())  # on a device a power cut must leave the old log or the new, never a short one
             shutil.copymode(path, tmp)
             os.replace(tmp, path)
+            directory = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
         return len(lines) - len(kept)
 
 

@@ -16,10 +16,10 @@ SPAN_S = {"m": 60, "h": 3600, "d": 86400}
 def parse_since(text: str, now: float | None = None) -> float:
     """`24h`, `7d`, `90m` (back from now), or an ISO date or date-time (local time unless it has an offset)."""
     if match := SPAN.match(text.strip()):
-        return (now if now is not None else time.time()) - int(match[1]) * SPAN_S[match[2]]
+        return max(0.0, (now if now is not None else time.time()) - int(match[1]) * SPAN_S[match[2]])
     try:
         return datetime.fromisoformat(text.strip()).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
         raise ValueError(f"{text!r}: expected an ISO date or date-time (2026-11-28, 2026-11-28T09:00) "
                          "or a span back from now (90m, 24h, 7d)") from None
 
