@@ -11,6 +11,8 @@ move a face, reject a face) change the collection, the records and every device'
 
 from __future__ import annotations
 
+import asyncio
+
 import uuid
 from dataclasses import dataclass
 from typing import Iterable
@@ -59,6 +61,9 @@ class Resolver:
         self.identity = identity
         self.templates_per_person = templates_per_person
         self.stats = ResolverStats()
+        # A name given while retention forgets that person must win: both take this lock (one process;
+        # Lambdas are separate processes, and there the window stays, see deploy/lambda/README.md)
+        self._naming = asyncio.Lock()
 
     async def identify(self, query: FaceQuery) -> Decision:
         """Who the face is, by the same rule the product acts on; changes nothing."""
@@ -136,7 +141,8 @@ class Resolver:
     # -- operator actions -----------------------------------------------------------------------
     async def label(self, person_id: str, name: str) -> Person:
         """Name a person and push the name to every device that holds them."""
-        person = await self.names.set_name(person_id, name)
+        async with self._naming:
+            person = await self.names.set_name(person_id, name)
         for thing in person.things:
             await self.shadow.update_desired(thing, person_label_patch(person_id, name))
         return person
@@ -163,14 +169,15 @@ class Resolver:
         at `now`. Returns those forgotten."""
         forgotten: list[Person] = []
         for candidate in unseen_unnamed(await self.names.list(), now, days):
-            # Read again just before: a person named or seen since the list was read stays.
-            current = await self.names.get(candidate.person_id)
-            if current is None or not unseen_unnamed([current], now, days):
-                continue
-            try:
-                forgotten.append(await self.forget(candidate.person_id))
-            except KeyError:  # forgotten by an operator meanwhile
-                continue
+            async with self._naming:
+                # Read again: a person named or seen since the list was read stays.
+                current = await self.names.get(candidate.person_id)
+                if current is None or not unseen_unnamed([current], now, days):
+                    continue
+                try:
+                    forgotten.append(await self.forget(candidate.person_id))
+                except KeyError:  # forgotten by an operator meanwhile
+                    continue
             log.info("person_expired", person_id=candidate.person_id, last_seen=current.last_seen, days=days,
                      things=current.things, faces=len(current.faces))
         return forgotten

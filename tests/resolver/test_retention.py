@@ -120,3 +120,31 @@ async def test_crops_older_than_the_cutoff_are_deleted_and_their_records_kept(em
     assert await stores.crops.delete_older(T0 - 30 * DAY_S) == 1
     assert not (stores.crops.root / old_key).exists() and (stores.crops.root / new_key).exists()
     assert len((await stores.names.get(person)).faces) == 2  # the records stay: a crop is evidence, not identity
+
+
+async def test_a_name_given_while_the_person_expires_is_never_lost_silently(embedded, clock):
+    """An operator names a person while retention is forgetting them (the collection is slow to answer):
+    the name must not succeed and then vanish. Naming waits, then says the person is gone."""
+    import asyncio
+
+    resolver, collection = embedded.resolver, embedded.stores.collection
+    person = await seen(embedded, clock, 7)
+    clock.advance(40)
+    deleting, go_on = asyncio.Event(), asyncio.Event()
+    delete_person = collection.delete_person
+
+    async def slow_delete(person_id: str) -> int:
+        deleting.set()
+        await go_on.wait()
+        return await delete_person(person_id)
+
+    collection.delete_person = slow_delete  # type: ignore[method-assign]
+    expiry = asyncio.ensure_future(resolver.forget_unseen(30, clock()))
+    await deleting.wait()  # retention is forgetting the person now
+    label = asyncio.ensure_future(resolver.label(person, "Late Label"))
+    await asyncio.sleep(0)  # let the label start
+    go_on.set()
+    assert [p.person_id for p in await expiry] == [person]
+    with pytest.raises(KeyError):
+        await label  # not "named", then forgotten behind the operator's back
+    assert await embedded.stores.names.get(person) is None
