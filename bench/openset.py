@@ -103,7 +103,7 @@ class Rule:
 def rules(door_threshold: float) -> list[Rule]:
     default = IdentityConfig()
     fixed = lambda t: IdentityConfig(name_threshold=t, new_below=min(t, 0.363), learn_threshold=max(t, 0.55),
-                                     fpir=None, margin=0.0)  # noqa: E731  (one rule: the threshold alone)
+                                     fpir=None)  # noqa: E731
     return [Rule("landed: fixed 0.363, no flip", False, fixed(0.363)),
             Rule("fixed 0.45, no flip", False, fixed(0.45)),
             Rule("fixed 0.50, no flip", False, fixed(0.50)),
