@@ -13,8 +13,6 @@ creates), the recognizer's track checks and, through the evidence it reports, th
 - **The uncertain band.** A face below the naming threshold but above `new_below` is neither merged into
   its nearest person nor silently treated as nobody: the resolver makes it a new person marked
   "possibly X", for review.
-- **A clear winner for a name.** A face about as similar to two persons is one of them at best: when
-  the nearest has a name, it is named only if it beats the next person by `margin`.
 - **Learning is stricter than naming.** A view joins a person's templates only at `learn_threshold`,
   so one false match never becomes a view that matches strangers from then on.
 - **Tracks are re-verified.** Every embedding a track makes must stay with the track's person
@@ -57,8 +55,6 @@ class IdentityConfig(BaseModel):
                                "keep it (SFace's calibration); none keeps name_threshold fixed")
     new_below: float = Field(0.363, gt=0, lt=1, description="below this a face is surely someone new; between "
                              "this and the naming threshold it is a new person marked \"possibly X\"")
-    margin: float = Field(0.05, ge=0, lt=1, description="a named nearest person must be this much more similar "
-                          "than the next one; closer than that, the face could be either: not named")
     learn_threshold: float = Field(0.55, gt=0, lt=1, description="a view is learnt as another template of a "
                                    "person only at or above this (stricter than naming)")
     verify_threshold: float = Field(0.363, gt=0, lt=1, description="each new embedding of a named track must reach "
@@ -96,17 +92,14 @@ class Decision:
         return self.kind == "named"
 
 
-def decide(best: tuple[str, float] | None, compared: int, config: IdentityConfig,
-           runner_up: float | None = None) -> Decision:
+def decide(best: tuple[str, float] | None, compared: int, config: IdentityConfig) -> Decision:
     """The decision for a face whose nearest allowed person is `best` (person id, similarity), after
-    comparing it with `compared` faces; `runner_up` is its similarity to the next nearest person, when
-    known (within `margin` of the best, the face is not named)."""
+    comparing it with `compared` faces."""
     threshold = config.naming_threshold(compared)
     if best is None:
         return Decision("new", None, -1.0, threshold)
     person_id, similarity = best
-    clear = runner_up is None or similarity - runner_up >= config.margin
-    if similarity >= threshold and clear:
+    if similarity >= threshold:
         return Decision("named", person_id, similarity, threshold)
     if similarity >= config.new_below:
         return Decision("uncertain", person_id, similarity, threshold)

@@ -27,7 +27,7 @@ import numpy as np
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from facewatchd.identity import IdentityConfig, decide
+from facewatchd.identity import IdentityConfig
 from facewatchd.state import StateError, open_sqlite, quarantine
 from facewatchd.vision.embedder import EMBEDDING_DIM
 
@@ -138,20 +138,16 @@ class FaceCache:
         if n == 0:
             return None
         sims = self._matrix[:n] @ embedding
-        # Every view is one more chance of a false match: the threshold rises with their number. Only views
-        # within `margin` of it can be the match or its rival: a face close to two people is neither, for sure.
-        threshold = self.identity.naming_threshold(n)
-        near = np.flatnonzero(sims >= threshold - self.identity.margin)
-        allowed = [int(i) for i in near[np.argsort(-sims[near])] if self._entries[i].person_id not in not_persons
-                   and self._entries[i].face_id not in not_faces]  # best first
-        if not allowed:
-            return None
-        best = self._entries[allowed[0]]
-        # The margin guards names: an unnamed person named for another unnamed one gives nobody anything.
-        runner_up = next((float(sims[i]) for i in allowed if self._entries[i].identity != best.identity),
-                         None) if best.name else None
-        decision = decide((best.identity, float(sims[allowed[0]])), n, self.identity, runner_up)
-        return CacheHit(best, decision.similarity) if decision.named else None
+        threshold = self.identity.naming_threshold(n)  # every view is one more chance of a false match
+        if not not_persons and not not_faces:
+            i = int(np.argmax(sims))
+            return CacheHit(self._entries[i], float(sims[i])) if sims[i] >= threshold else None
+        candidates = np.flatnonzero(sims >= threshold)
+        for i in candidates[np.argsort(-sims[candidates])]:
+            e = self._entries[i]
+            if e.person_id not in not_persons and e.face_id not in not_faces:
+                return CacheHit(e, float(sims[i]))
+        return None
 
     def similarity(self, identity: str, embedding: np.ndarray) -> tuple[float, float]:
         """(similarity, evidence) of a face to a person or pending face (`Entry.identity`): the best cosine

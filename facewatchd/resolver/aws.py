@@ -582,12 +582,10 @@ class AwsAdapters:
 
 def aws_identity(config: AwsResolverConfig) -> IdentityConfig:
     """The identity rule on Rekognition's scale (its 0-100 similarity / 100). Rekognition's scores are not
-    SFace's, so the SFace-calibrated rise with the number of persons does not apply: the threshold is fixed,
-    and so is the margin between the two nearest persons (unmeasured on Rekognition's scale: none)."""
+    SFace's, so the SFace-calibrated rise with the number of persons does not apply: the threshold is fixed."""
     return IdentityConfig(name_threshold=config.face_match_threshold / 100,
                           new_below=min(config.uncertain_above, config.face_match_threshold) / 100,
-                          learn_threshold=max(config.learn_threshold, config.face_match_threshold) / 100, fpir=None,
-                          margin=0.0)
+                          learn_threshold=max(config.learn_threshold, config.face_match_threshold) / 100, fpir=None)
 
 
 def _aioboto3() -> Any:

@@ -72,13 +72,7 @@ class Resolver:
         self.stats.searches += 1
         match = (await self.collection.search(query, self.identity.new_below, exclude) if exclude
                  else await self.collection.search(query, self.identity.new_below))
-        runner_up = None if match is None else match.runner_up
-        if runner_up is not None and self.identity.margin > 0:
-            # The margin guards names: an unnamed person taken for another unnamed one gives nobody anything.
-            best = await self.names.get(match.person_id)  # type: ignore[union-attr]
-            runner_up = runner_up if best is not None and best.name else None
-        return decide(None if match is None else (match.person_id, match.similarity), templates, self.identity,
-                      runner_up)
+        return decide(None if match is None else (match.person_id, match.similarity), templates, self.identity)
 
     async def resolve(self, query: FaceQuery) -> Resolution:
         self.stats.requests += 1

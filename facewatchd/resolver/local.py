@@ -7,7 +7,6 @@ SQLite calls run in a worker thread (asyncio.to_thread) so the event loop never 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import sqlite3
 import threading
@@ -157,17 +156,12 @@ class SqliteFaceCollection:
                 self._load(conn)
             assert self._matrix is not None
             sims = self._matrix @ emb
-            found: Match | None = None
-            for i in np.argsort(-sims):  # best first; stops at the threshold, or at the next nearest person
+            for i in np.argsort(-sims):  # best first; stops at the first allowed match or the threshold
                 if sims[i] < threshold:
-                    break
-                if self._persons[i] in exclude or self._refs[i] in other_faces:
-                    continue
-                if found is None:
-                    found = Match(self._persons[i], float(sims[i]), self._refs[i])
-                elif self._persons[i] != found.person_id:
-                    return dataclasses.replace(found, runner_up=float(sims[i]))
-            return found
+                    return None
+                if self._persons[i] not in exclude and self._refs[i] not in other_faces:
+                    return Match(self._persons[i], float(sims[i]), self._refs[i])
+            return None
 
         return await self._db(best)  # type: ignore[return-value]
 

@@ -18,7 +18,6 @@ class Match:
     person_id: str
     similarity: float  # cosine in [-1, 1] locally; Rekognition's 0-100 similarity / 100 on AWS
     face_ref: str  # the collection's id of the matched face
-    runner_up: float | None = None  # the similarity of the next nearest person, when the search saw one
 
 
 @dataclass(slots=True)

@@ -133,22 +133,3 @@ def test_match_is_vectorised_over_10000_entries(tmp_path):
         cache.add_pending(f"f{i}", v, now=1.0 + i)
     hit = cache.match(near(m[1234], 0.2))
     assert hit and hit.entry.face_id == "f1234"
-
-
-def test_a_face_about_as_close_to_two_people_is_neither(tmp_path):
-    cache = FaceCache(tmp_path / "c.db")
-    a, b = unit(1), unit(2)
-    for face_id, person, v in (("fa", "person-a", a), ("fb", "person-b", b)):
-        cache.add_pending(face_id, v)
-        cache.resolve(face_id, person, None)
-    between = (a + b) / np.linalg.norm(a + b)  # cosine 0.7 to both
-    assert float(between @ a) > 0.6 and abs(float(between @ a) - float(between @ b)) < 0.01
-    assert cache.match(between) is not None  # two unnamed persons: taking one for the other names nobody
-    cache.rename("person-a", "Alice")
-    cache.rename("person-b", "Bob")
-    assert cache.match(between) is None  # Alice or Bob, for all we know: not named
-    leaning = 0.75 * a + 0.25 * b
-    leaning /= np.linalg.norm(leaning)
-    hit = cache.match(leaning)  # clearly nearer A
-    assert hit and hit.entry.person_id == "person-a"
-    assert cache.match(between, not_persons={"person-b"}).entry.person_id == "person-a"  # B is elsewhere in frame
