@@ -217,8 +217,7 @@ class Daemon:
             small = shrink(image)
             moved = gate.opens(small)  # every frame: the gate's background follows the scene
             if not (moved or tracking):
-                cuts.forget()  # no track to end; the next detected frame starts the comparison afresh
-                return None, False
+                return None, False  # the next detected frame is compared with the last one detected
             return detector.detect(image), cuts.is_cut(small)
 
         async def detect() -> None:

@@ -207,6 +207,7 @@ class Recognizer:
         """Embed the track again and check it is still who it was named (or is pending) as; a face that
         does not verify splits the track, and a face that does is fresh evidence."""
         view = await self._view(frame, track.face)
+        before = track.embedding  # the face the track was: what its part keeps if this one splits off
         # Without the mirror image: half the cost, and a check against a person already named, not a
         # search (bench/openset.py: plain and flip-averaged embeddings name strangers at the same rate).
         emb = await self._embed(track, view, frame.index, mirror=False)
@@ -221,12 +222,17 @@ class Recognizer:
         if similarity < -0.5:
             return  # no views left (forgotten, evicted, or answered meanwhile): nothing to compare
         if similarity < self.identity.verify_threshold:
+            track.embedding = before
             await self._split(frame, track, view, similarity)
             return
         if track.state == "known" and track.person_id:
             self._add_evidence(track, frame.ts, evidence)
-            if self.cache.add_view(track.person_id, track.name, emb):
-                log.debug("cache_view_added", camera=track.camera, track_id=track.id, person_id=track.person_id)
+            if evidence >= self.identity.learn_threshold and similarity < self.cache.config.new_view_below:
+                # A view is learnt as searches will use it: flip-averaged (one lucky plain frame is not kept)
+                learnt = await asyncio.get_running_loop().run_in_executor(self.executor, self._embed_sync, view, True)
+                self.stats.embeds += 1
+                if self.cache.add_view(track.person_id, track.name, learnt):
+                    log.debug("cache_view_added", camera=track.camera, track_id=track.id, person_id=track.person_id)
             self.fire("face_recognised" if track.name else "unknown_face", event=self._event(track, "verified"))
 
     async def _split(self, frame: Frame, track: Track, view: View, similarity: float) -> None:

@@ -94,10 +94,6 @@ class SceneCutDetector:
         self.threshold = threshold
         self._previous: np.ndarray | None = None
 
-    def forget(self) -> None:
-        """Frames were skipped: the next one has nothing to be compared with."""
-        self._previous = None
-
     def is_cut(self, small: np.ndarray) -> bool:
         """`small`: the frame shrunk (motion.shrink), as the motion gate sees it."""
         if self.threshold <= 0:
