@@ -269,8 +269,10 @@ async def test_a_lock_that_does_not_answer_is_retried_until_it_does(tmp_path, en
     door_plugin = next(p for name, p in host.pm.list_name_plugin() if name == "door")
 
     async def refused_then_healed(_: Any) -> None:
-        await eventually(lambda: relay.paths().count("/lock") >= 5, 30, what="five refused locks")
-        assert door_plugin.locked is False and door_plugin.lock_failures >= 5
+        # the relay answers before the plugin counts: wait on both (five refusals sent, five counted)
+        await eventually(lambda: relay.paths().count("/lock") >= 5 and door_plugin.lock_failures >= 5
+                         and len(status.calls) >= 5, 30, what="five refused locks, counted and reported")
+        assert door_plugin.locked is False
         assert [locked for locked, _ in status.calls][:5] == [False] * 5  # each failure reported
         relay.answers.pop("/lock")  # the relay comes back
         await eventually(lambda: door_plugin.locked is True, 10, what="the lock to be confirmed")
