@@ -239,11 +239,12 @@ class Daemon:
 
         async def track() -> None:
             assert self.recognizer is not None
+            first = True
             while (item := await queue.get()) is not None:
                 frame, faces, cut = item
-                if camera.stats.tracked == 0:
+                if first:
                     log.info("camera_first_frame", camera=camera.config.id, frame=frame.index)
-                camera.stats.tracked += 1
+                    first = False
                 update = tracker.update(faces, frame.index, frame.ts, scene_cut=cut)
                 try:
                     await self.recognizer.process(frame, update)

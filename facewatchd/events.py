@@ -23,6 +23,7 @@ class FaceEvent:
     score: float = 0.0  # detector score
     crop_jpeg: bytes | None = None  # the face crop (not the frame), when one was made
     source: str = ""  # "cache" or "resolver" when named, "verified" for a fresh verified embedding
+    gone: bool = False  # the face had left when this came (an answer after its track ended): nobody to act on
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,7 +55,6 @@ class CameraStats:
     dropped: int = 0
     unreadable: int = 0  # corrupt images and failed reads that were skipped
     gated: int = 0  # frames not detected: nothing moved in an empty scene (pipeline.motion)
-    tracked: int = 0  # frames detected and tracked
     reopens: int = 0
 
 

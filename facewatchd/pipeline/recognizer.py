@@ -326,6 +326,7 @@ class Recognizer:
                  quality=round(view.quality, 3))
 
     async def end(self, track: Track) -> None:
+        track.gone = True
         if track.state == "collecting":
             await self._send(track)  # a short visit is still an unknown face worth resolving
         self._live.pop(track.id, None)
@@ -481,7 +482,7 @@ class Recognizer:
                          name=track.name, similarity=track.similarity, agreed_frames=track.agreed_frames,
                          evidence=tuple(track.evidence),
                          face_id=track.face_id, box=track.face.box, score=track.face.score,
-                         crop_jpeg=None if view is None else self._jpeg(view), source=source)
+                         crop_jpeg=None if view is None else self._jpeg(view), source=source, gone=track.gone)
 
     def _jpeg(self, view: View) -> bytes:
         if view.jpeg is None:

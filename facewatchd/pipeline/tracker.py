@@ -62,6 +62,7 @@ class Track:
     splits: int = 0
     crossing: str | None = None  # "overlap" while its box overlaps another face's, then "apart"
     root_id: str = ""  # the id the tracker gave; split parts are <root_id>.s<n>
+    gone: bool = False  # the face has left: events from now on are about a face no longer in view
 
     def split(self, frame_index: int, ts: float) -> "Track":
         """End this track's identity here (its face no longer verifies): returns the part that ends, and

@@ -23,7 +23,6 @@ import asyncio
 import json
 import random
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from datetime import time as day_time
@@ -44,7 +43,6 @@ log = structlog.get_logger("facewatchd.plugins.door")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 RELOCK_FIRST_RETRY_S = 0.5
-GONE_KEPT = 4096  # ended tracks remembered, so a late answer for one is ignored
 
 
 class Window(BaseModel):
@@ -101,8 +99,6 @@ class Plugin:
         self.backend: Backend | None = None
         self.audit_path = Path("door-audit.jsonl")
         self._tracks: dict[tuple[str, str], TrackMemory] = {}
-        # Tracks that have ended: a late answer for a face that has left opens nothing (nor is remembered)
-        self._gone: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._last_unlock: dict[str, float] = {}  # person → monotonic time of their last unlock
         self._backend_lock = asyncio.Lock()  # one backend action at a time: an unlock never overtakes a lock
         self._audit_lock = asyncio.Lock()  # audit lines in decision order
@@ -170,11 +166,7 @@ class Plugin:
 
     @hookimpl
     async def track_ended(self, event: TrackEnded) -> None:
-        key = (event.face.camera, event.face.track_id)
-        self._gone[key] = None
-        while len(self._gone) > GONE_KEPT:
-            self._gone.popitem(last=False)
-        memory = self._tracks.pop(key, None)
+        memory = self._tracks.pop((event.face.camera, event.face.track_id), None)
         if self.config is not None and memory is not None and memory.waiting is not None and not memory.granted:
             agreeing = self._agreeing(self.config, memory.waiting)
             detail = f"{agreeing} of {self.config.min_agreeing_embeddings} recent embeddings agreed"
@@ -187,8 +179,8 @@ class Plugin:
         config = self.config
         if config is None or (config.cameras and event.camera not in config.cameras):
             return
-        if (event.camera, event.track_id) in self._gone:
-            return  # the face has left (a late answer): nobody to let in
+        if event.gone:
+            return  # the face has left (a late answer): nobody to let in, nothing to remember
         memory = self._tracks.setdefault((event.camera, event.track_id), TrackMemory())
         if memory.granted:
             return  # this visit already opened the door

@@ -222,6 +222,7 @@ async def test_an_answer_after_the_track_ended_still_fires_its_event(tmp_path: P
         assert [(hook, e.track_id, e.person_id, e.name) for hook, e in fired] == [
             ("face_recognised", track_a.id, "person-obama", OBAMA), ("unknown_face", track_b.id, "person-17", None)]
         assert fired[0][1].similarity == 0.8 and fired[0][1].source == "resolver"
+        assert all(e.gone for _, e in fired)  # the faces had left: access control must not act on them
     finally:
         executor.shutdown()
         cache.close()

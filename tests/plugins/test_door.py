@@ -318,16 +318,19 @@ def test_only_fresh_agreeing_embeddings_count():
 async def test_a_late_answer_for_a_face_that_has_left_opens_nothing():
     """The resolver's answer can come after the track ended (a short visit): the face is gone, and two
     strong, fresh embeddings in that late event must not open the door."""
+    import dataclasses
+
     from facewatchd.events import FaceEvent, TrackEnded
     from plugins.door import DoorConfig, Plugin, TrackMemory
 
     door = Plugin()
     door.config = DoorConfig(backend={"type": "http", "unlock_url": "http://x/u", "lock_url": "http://x/l"},
                              allow=[OBAMA])
-    gone = FaceEvent("cam", "t1", 10.0, "person-o", None, 0.0, 3)
-    await door.track_ended(TrackEnded(gone, 1.0, 10))
-    late = FaceEvent("cam", "t1", 10.5, "person-o", OBAMA, 0.8, 3, ((9.5, 0.8), (10.0, 0.8)), source="resolver")
+    ended = FaceEvent("cam", "t1", 10.0, "person-o", None, 0.0, 3)
+    await door.track_ended(TrackEnded(ended, 1.0, 10))
+    late = FaceEvent("cam", "t1", 10.5, "person-o", OBAMA, 0.8, 3, ((9.5, 0.8), (10.0, 0.8)), source="resolver",
+                     gone=True)
     await door.face_recognised(late)
     assert door._tracks == {} and not door._last_unlock  # neither decided nor remembered
-    door._gone.clear()  # the same event for a face still in view would be granted
-    assert door._verdict(door.config, late, TrackMemory())[0] == "allowlisted"
+    # the same event for a face still in view would be granted
+    assert door._verdict(door.config, dataclasses.replace(late, gone=False), TrackMemory())[0] == "allowlisted"
