@@ -126,12 +126,14 @@ class Recognizer:
         return await asyncio.get_running_loop().run_in_executor(self.executor, self._view_sync, frame.image, face,
                                                                 frame.ts)
 
+    async def _embedding(self, view: View, mirror: bool) -> np.ndarray:
+        self.stats.embeds += 1
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self._embed_sync, view, mirror)
+
     async def _embed(self, track: Track, view: View, frame_index: int, mirror: bool = True) -> np.ndarray:
         if view.embedding is None:
-            view.embedding = await asyncio.get_running_loop().run_in_executor(self.executor, self._embed_sync, view,
-                                                                              mirror)
+            view.embedding = await self._embedding(view, mirror)
             track.embeds += 1
-            self.stats.embeds += 1
         track.embedding, track.embedded_frame = view.embedding, frame_index
         return view.embedding
 
@@ -229,8 +231,7 @@ class Recognizer:
             self._add_evidence(track, frame.ts, evidence)
             if evidence >= self.identity.learn_threshold and similarity < self.cache.config.new_view_below:
                 # A view is learnt as searches will use it: flip-averaged (one lucky plain frame is not kept)
-                learnt = await asyncio.get_running_loop().run_in_executor(self.executor, self._embed_sync, view, True)
-                self.stats.embeds += 1
+                learnt = await self._embedding(view, mirror=True)
                 if self.cache.add_view(track.person_id, track.name, learnt):
                     log.debug("cache_view_added", camera=track.camera, track_id=track.id, person_id=track.person_id)
             self.fire("face_recognised" if track.name else "unknown_face", event=self._event(track, "verified"))

@@ -96,6 +96,26 @@ def test_a_face_replaced_in_place_is_split_off_and_never_learnt(obama_enrolled: 
     cache.close()
 
 
+def test_a_view_is_learnt_flip_averaged_not_as_the_plain_check(obama_enrolled: Path, tmp_path: Path) -> None:
+    """Re-verification embeds without the mirror image (a check); a view it finds worth learning is
+    embedded again with the mirror before it joins the cache, as every search embeds faces."""
+    state = tmp_path / "state"
+    shutil.copytree(obama_enrolled, state)
+    # First a photo too like the enrolled one to be worth learning (0.92), then, in the same spot, one new
+    # enough to learn and strong enough (0.67): only a re-verification sees it.
+    face = scene(face_square("obama2.jpg"))
+    run_with(state, write_frames(tmp_path / "obama", (face_square("obama_small.jpg"), REVERIFY),
+                                 (face_square("obama2.jpg"), REVERIFY + 2)))
+    embedder = SFaceEmbedder()
+    aligned = embedder.align(face, YuNetDetector(DetectorConfig()).detect(face)[0])
+    flip, plain = embedder.embed_aligned(aligned), embedder.embed_aligned(aligned, mirror=False)
+    cache = FaceCache(state / "cache.db")
+    [obama] = [pid for pid, name in cache.persons().items() if name == OBAMA]
+    learnt_flip, learnt_plain = cache.similarity(obama, flip)[0], cache.similarity(obama, plain)[0]
+    cache.close()
+    assert learnt_flip > 0.999 > learnt_plain  # the learnt view is the flip-averaged embedding
+
+
 def test_a_long_track_whose_recent_embeddings_are_weak_never_opens_the_door(obama_enrolled: Path,
                                                                              tmp_path: Path) -> None:
     # Obama for 3 frames, then a look-alike in his place for 40 (similar enough to stay on the track,
