@@ -50,7 +50,10 @@ class IdentityConfig(BaseModel):
 
     name_threshold: float = Field(0.42, gt=0, lt=1, description="the least similarity that names a face as a "
                                   "known person, with few persons known; it rises with their number (fpir)")
-    fpir: float | None = Field(0.005, gt=0, le=0.1, description="share of strangers that may be named as "
+    # 0.001, not the 0.005 the single-photo bench would pick: in bench/visits.py (200 people, 400 visits,
+    # faces entering at the edge, tilted, lit differently) 0.005 named three newcomers as someone else from
+    # the first look (50 faces), 0.002 one, 0.001 none. A wrong name is worse than a missed one.
+    fpir: float | None = Field(0.001, gt=0, le=0.1, description="share of strangers that may be named as "
                                "someone, whatever the number of persons known: the naming threshold rises to "
                                "keep it (SFace's calibration); none keeps name_threshold fixed")
     new_below: float = Field(0.363, gt=0, lt=1, description="below this a face is surely someone new; between "

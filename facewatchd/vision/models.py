@@ -38,7 +38,8 @@ def verified_path(model: ModelFile, path: Path | str | None = None) -> str:
     p = Path(path) if path else model.default_path
     if not p.is_file():
         raise ModelError(f"model file {p} is missing (expected {model.name}, see facewatchd/vision/models/MODELS.md)")
-    digest = hashlib.sha256(p.read_bytes()).hexdigest()
+    with p.open("rb") as f:  # in chunks: reading the 37 MB file whole would raise the daemon's peak memory
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
     if digest != model.sha256:
         raise ModelError(f"model file {p} has sha256 {digest}, expected {model.sha256} ({model.name}); "
                          "the file is corrupt or a different model")
