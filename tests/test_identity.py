@@ -8,9 +8,9 @@ from facewatchd.identity import IdentityConfig, decide, impostor_threshold
 
 def test_the_default_naming_threshold_rises_with_the_faces_compared() -> None:
     identity = IdentityConfig()
-    assert identity.naming_threshold(1) == pytest.approx(0.42)  # a home: the floor
-    assert identity.naming_threshold(100) == pytest.approx(0.470, abs=0.002)
-    assert identity.naming_threshold(300) == pytest.approx(0.495, abs=0.002)
+    assert identity.naming_threshold(1) == pytest.approx(0.50)  # a home, a shop: the floor
+    assert identity.naming_threshold(300) == pytest.approx(0.50)
+    assert identity.naming_threshold(500) == pytest.approx(0.507, abs=0.002)
     assert identity.naming_threshold(1000) == pytest.approx(0.522, abs=0.002)
     # Past SFace's measured tail (FMR 1e-6) the threshold stops rising rather than guessing.
     assert identity.naming_threshold(10_000) == pytest.approx(impostor_threshold(1e-6))
@@ -23,7 +23,7 @@ def test_a_fixed_threshold_when_fpir_is_off() -> None:
 
 @pytest.mark.parametrize(("similarity", "kind", "person"), [
     (0.60, "named", "p"),
-    (0.45, "uncertain", "p"),  # near p, under the threshold at 300 faces: a new person "possibly p"
+    (0.47, "uncertain", "p"),  # near p, under the threshold: a new person "possibly p"
     (0.30, "new", None),
 ])
 def test_decide_names_marks_or_makes_new(similarity: float, kind: str, person: str | None) -> None:

@@ -270,7 +270,10 @@ class FaceCache:
 
     # -- storage --------------------------------------------------------------------------------
     def _trim_views(self, person_id: str) -> None:
-        views = sorted((e for e in self._entries if e.person_id == person_id), key=lambda e: e.created)
+        # Learnt views go first, oldest first: a view the resolver answered (face_id set) is the one the
+        # others were verified against, and the resolver's own template of the face.
+        views = sorted((e for e in self._entries if e.person_id == person_id),
+                       key=lambda e: (e.face_id is not None, e.created))
         excess = len(views) - self.config.views_per_person
         if excess > 0:
             self._delete([e.id for e in views[:excess]])

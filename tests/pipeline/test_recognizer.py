@@ -19,6 +19,7 @@ import pytest
 
 from facewatchd.events import FaceEvent, TrackEnded
 from facewatchd.hookspecs import hookimpl
+from facewatchd.identity import IdentityConfig
 from facewatchd.link.local import LocalLink, ShadowHub
 from facewatchd.outbox import Outbox
 from facewatchd.pipeline.cache import FaceCache
@@ -151,12 +152,15 @@ def _detect(image: np.ndarray) -> list[Any]:
 async def test_a_joined_track_that_does_not_verify_asks_on_its_own(tmp_path: Path) -> None:
     """Real recognizer, cache, uplink and outbox; the link is never started, so queries wait in the outbox
     as they do while the resolver thinks, and the answer is applied as the daemon applies a shadow delta."""
-    cache = FaceCache(tmp_path / "cache.db")
+    # A naming floor of 0.42, under the default 0.50, so that the look-alike (0.46) can join at all
+    identity = IdentityConfig(name_threshold=0.42)
+    cache = FaceCache(tmp_path / "cache.db", identity=identity)
     outbox = Outbox(tmp_path / "outbox.db")
     link = LocalLink("door", ShadowHub(ShadowStore(tmp_path / "shadow.db")), lambda q: asyncio.sleep(0))
     uplink = Uplink(link, outbox, UplinkConfig())
     executor = ThreadPoolExecutor(1)
-    rec = Recognizer("door", SFaceEmbedder(), cache, uplink, UplinkConfig(), executor, lambda hook, **kw: None)
+    rec = Recognizer("door", SFaceEmbedder(), cache, uplink, UplinkConfig(), executor, lambda hook, **kw: None,
+                     identity)
     obama, double = scene(face_square("obama2.jpg")), scene(lookalike("obama2.jpg", "biden.jpg", 0.65))
     a, b = Tracker("a"), Tracker("b")
     try:

@@ -32,7 +32,9 @@ def query(analyzer: FaceAnalyzer, face: np.ndarray) -> FaceQuery:
 
 @pytest.fixture
 def resolver(tmp_path: Path) -> EmbeddedResolver:
-    backend = EmbeddedResolver(tmp_path, LocalResolverConfig(templates_per_person=2))
+    # A naming floor of 0.42 (the default is 0.50): the look-alikes below fall on each side of it
+    backend = EmbeddedResolver(tmp_path, LocalResolverConfig(templates_per_person=2),
+                               identity=IdentityConfig(name_threshold=0.42))
     yield backend
     backend.close()
 
