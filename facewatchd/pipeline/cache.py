@@ -179,7 +179,7 @@ class FaceCache:
         worth keeping. A person with no views left was forgotten or evicted: not brought back from a
         track that was already running."""
         best, evidence, source = self._compare(person_id, embedding)
-        if source is None or best >= self.config.new_view_below or evidence < self.identity.learn_threshold:
+        if source is None or not self.worth_learning(best, evidence):
             return False
         now = now or time.time()
         origin = source.origin or source.face_id
@@ -203,6 +203,11 @@ class FaceCache:
             self.rename(person_id, name)  # the resolver's answer carries the person's current name
             self._trim_views(person_id)
         return entries
+
+    def worth_learning(self, similarity: float, evidence: float) -> bool:
+        """A view (best `similarity` to its person's views, `evidence` with their trust) that add_view would
+        keep: it verifies at the learning threshold and is a new enough angle."""
+        return evidence >= self.identity.learn_threshold and similarity < self.config.new_view_below
 
     def rename(self, person_id: str, name: str | None) -> int:
         changed = [e for e in self._entries if e.person_id == person_id]

@@ -229,8 +229,9 @@ class Recognizer:
             return
         if track.state == "known" and track.person_id:
             self._add_evidence(track, frame.ts, evidence)
-            if evidence >= self.identity.learn_threshold and similarity < self.cache.config.new_view_below:
-                # A view is learnt as searches will use it: flip-averaged (one lucky plain frame is not kept)
+            if self.cache.worth_learning(similarity, evidence):
+                # A view is learnt as searches will use it: flip-averaged (one lucky plain frame is not kept);
+                # asked first, so a view that would not be kept costs no second embedding
                 learnt = await self._embedding(view, mirror=True)
                 if self.cache.add_view(track.person_id, track.name, learnt):
                     log.debug("cache_view_added", camera=track.camera, track_id=track.id, person_id=track.person_id)

@@ -13,8 +13,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
-
+from tests.support.process import ServerProcess
 from tests.support.tls import TestPki
 
 HOST = "127.0.0.1"
@@ -33,7 +32,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Mosquitto:
+class Mosquitto(ServerProcess):
     """One mosquitto process; the port stays the same across restarts so clients can reconnect."""
 
     def __init__(self, workdir: Path, *, pki: TestPki | None = None, port: int | None = None,
@@ -125,20 +124,6 @@ class Mosquitto:
         if proc.stderr:
             proc.stderr.close()
 
-    def log(self) -> str:
-        try:
-            return self.log_file.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
     def subscribed(self, topic: str) -> bool:
         """Someone subscribed to exactly `topic` (needs log_subscriptions): a message published now reaches them."""
         return any(line.endswith(f" {topic}") for line in self.log().splitlines())
-
-    def __enter__(self) -> "Mosquitto":
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()

@@ -15,7 +15,6 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import aiohttp
@@ -24,6 +23,7 @@ import requests
 
 from tests.support.broker import HOST, free_port
 from tests.support.daemon import ROOT
+from tests.support.process import ServerProcess
 
 HA_VENV = Path(os.environ.get("HA_VENV", ROOT / ".venv-ha"))
 HASS = HA_VENV / "bin" / "hass"
@@ -54,7 +54,7 @@ def hass_or_fail() -> Path:
     pytest.skip(message)
 
 
-class HomeAssistant:
+class HomeAssistant(ServerProcess):
     def __init__(self, config_dir: Path, port: int | None = None) -> None:
         self.config_dir = config_dir
         self.port = port or free_port()
@@ -101,20 +101,6 @@ class HomeAssistant:
         """HA's WARNING and ERROR lines from these loggers (e.g. homeassistant.components.mqtt), every start."""
         return [line for line in self.log().splitlines()
                 if (" WARNING " in line or " ERROR " in line) and any(f"[{name}" in line for name in loggers)]
-
-    def log(self) -> str:
-        try:
-            return self.log_file.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def __enter__(self) -> "HomeAssistant":
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     # -- onboarding and the MQTT config entry ---------------------------------------------------
     def _post(self, path: str, body: dict[str, Any], auth: bool = True, ok: tuple[int, ...] = (200,)) -> dict[str, Any]:
