@@ -65,14 +65,16 @@ class PluginMqtt:
 
     async def wait_connected(self, timeout: float) -> bool:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._connected.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._connected.wait()
         return self.connected
 
     async def stop(self, last: tuple[str, bytes] | None = None) -> None:
         """Publish `last` (retained; e.g. availability `offline`, as a clean disconnect sends no will), then close."""
         if last is not None and self._client is not None:
             with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-                await asyncio.wait_for(self._client.publish(last[0], last[1], qos=1, retain=True), 3)
+                async with asyncio.timeout(3):
+                    await self._client.publish(last[0], last[1], qos=1, retain=True)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -89,7 +91,10 @@ class PluginMqtt:
             raise MqttUnavailable(f"not connected to {self.config.host}:{self.config.port}: "
                                   f"{self.last_error or 'connecting'}")
         try:
-            await asyncio.wait_for(client.publish(topic, data, qos=qos, retain=retain), timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that lands as
+            # the publish completes (python/cpython#86296), and the plugin's task then never stops
+            async with asyncio.timeout(timeout):
+                await client.publish(topic, data, qos=qos, retain=retain)
         except (aiomqtt.MqttError, TimeoutError) as e:
             if self._keep:
                 self._kept.append((topic, data, retain, qos))

@@ -201,7 +201,8 @@ class MqttLink:
         if client is not None:
             # A clean disconnect does not fire the will, so say `offline` ourselves.
             with contextlib.suppress(aiomqtt.MqttError, asyncio.TimeoutError):
-                await asyncio.wait_for(client.publish(self.availability_topic, b"offline", qos=1, retain=True), 5)
+                async with asyncio.timeout(5):
+                    await client.publish(self.availability_topic, b"offline", qos=1, retain=True)
         if self._task is not None:
             await cancel_and_wait(self._task)
         self._deltas.put_nowait(None)
@@ -235,7 +236,8 @@ class MqttLink:
             if remaining is not None and remaining <= 0:
                 raise LinkDown(f"not connected to {self._where()} after {timeout}s: {self.last_error or 'no answer'}")
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._state_changed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._state_changed.wait()
 
     def _where(self) -> str:
         return f"{self.config.host}:{self.config.port} as {self.client_id!r}"
@@ -314,7 +316,8 @@ class MqttLink:
             while True:
                 await client.publish(self._topic_get, b"", qos=1)
                 try:
-                    await asyncio.wait_for(self._get_answered.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._get_answered.wait()
                     return
                 except asyncio.TimeoutError:
                     self._log.info("shadow get unanswered, asking again", after_s=delay)

@@ -210,7 +210,8 @@ class Plugin:
                                                     stdout=asyncio.subprocess.DEVNULL,
                                                     stderr=asyncio.subprocess.PIPE)
         try:
-            _, stderr = await asyncio.wait_for(proc.communicate(body), config.timeout_s)
+            async with asyncio.timeout(config.timeout_s):
+                _, stderr = await proc.communicate(body)
         except TimeoutError:
             raise RuntimeError(f"{config.argv[0]} did not finish within {config.timeout_s}s: killed") from None
         finally:

@@ -81,6 +81,7 @@ class Plugin:
         self._changed: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._publisher: asyncio.Task[None] | None = None
+        self._stopping = False  # ends the publisher even if a cancellation is lost on the way
 
     @hookimpl
     def facewatchd_config_schema(self) -> tuple[str, type[AnalyticsConfig]]:
@@ -105,8 +106,14 @@ class Plugin:
     @hookimpl
     async def facewatchd_stop(self, context: PluginContext) -> None:
         if self._publisher is not None:
+            self._stopping = True
+            if self._changed is not None:
+                self._changed.set()
             self._publisher.cancel()
-            await asyncio.gather(self._publisher, return_exceptions=True)
+            # Bounded: offline is announced and the store closed even if the publisher is slow to end
+            _, pending = await asyncio.wait({self._publisher}, timeout=3.0)
+            if pending:
+                log.warning("analytics_publisher_still_running")
         if self.mqtt is not None:
             try:  # the last numbers, so HA does not keep a stale count from before the last visits
                 await self.publish_states()
@@ -188,9 +195,10 @@ class Plugin:
     async def _publish_loop(self) -> None:
         """After visits (at most once a second) and every `interval_s`; offline, the next connect announces."""
         assert self._changed is not None and self.config.mqtt is not None
-        while True:
+        while not self._stopping:
             try:
-                await asyncio.wait_for(self._changed.wait(), self.config.mqtt.interval_s)
+                async with asyncio.timeout(self.config.mqtt.interval_s):
+                    await self._changed.wait()
             except TimeoutError:
                 pass
             self._changed.clear()

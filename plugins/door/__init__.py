@@ -127,7 +127,8 @@ class Plugin:
                         name_threshold=context.config.identity.name_threshold)
         self.backend = create_backend(config.backend, context.config.device.thing)
         try:
-            await asyncio.wait_for(self.backend.open(), config.backend.timeout_s)
+            async with asyncio.timeout(config.backend.timeout_s):
+                await self.backend.open()
         except Exception as e:  # the door stays locked; each unlock tries the backend again
             log.error("door_backend_unavailable", backend=config.backend.type, error=describe(e))
         await self._lock_door("start")  # whatever a crashed run left behind: locked (or kept trying)
@@ -152,7 +153,8 @@ class Plugin:
             await asyncio.wait(set(self._writes), timeout=1)
         if self.backend is not None:
             try:
-                await asyncio.wait_for(self.backend.close(), 1)
+                async with asyncio.timeout(1):
+                    await self.backend.close()
             except Exception as e:
                 log.warning("door_backend_close_failed", error=describe(e))
 
@@ -234,7 +236,8 @@ class Plugin:
         async with self._backend_lock:
             await self._stop_keeper()  # an intended unlock; the relock after it keeps trying on its own
             try:
-                await asyncio.wait_for(self.backend.unlock(), self.config.backend.timeout_s)
+                async with asyncio.timeout(self.config.backend.timeout_s):
+                    await self.backend.unlock()
             except asyncio.CancelledError:  # the daemon is stopping; facewatchd_stop locks next
                 await self._audit({**record, "decision": "deny", "reason": "stopping",
                                    "detail": "unlock abandoned at stop"})
@@ -264,7 +267,8 @@ class Plugin:
         """One attempt to lock; True when the backend confirmed it. Call with the backend lock held."""
         assert self.config is not None and self.backend is not None
         try:
-            await asyncio.wait_for(self.backend.lock(), self.config.backend.timeout_s)
+            async with asyncio.timeout(self.config.backend.timeout_s):
+                await self.backend.lock()
         except Exception as e:
             self.locked = False
             self.lock_failures += 1

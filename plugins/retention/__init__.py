@@ -137,7 +137,8 @@ class Plugin:
             except Exception as e:  # never ends the loop: the next sweep tries again
                 log.exception("retention_sweep_failed", error=repr(e))
             try:
-                await asyncio.wait_for(self._kick.wait(), self.config.interval_s)
+                async with asyncio.timeout(self.config.interval_s):
+                    await self._kick.wait()
             except TimeoutError:
                 pass
 
