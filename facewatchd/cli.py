@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 from facewatchd.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from facewatchd.state import PRIVATE_UMASK, StateError
+from facewatchd.vision.models import ModelError
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -413,6 +414,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StateError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_STATE
+    except ModelError as e:  # a missing or damaged model file: say which, never a traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -26,6 +26,7 @@ from facewatchd.resolver.aws import AwsResolverConfig  # imports without the aws
 from facewatchd.resolver.local import LocalResolverConfig
 from facewatchd.vision.detector import DetectorConfig
 from facewatchd.vision.embedder import EmbedderConfig
+from facewatchd.vision.liveness import LivenessConfig
 from facewatchd.web import WebConfig
 
 DEFAULT_CONFIG = Path("etc/facewatchd.toml")
@@ -108,6 +109,7 @@ class Config(Strict):
     embedder: EmbedderConfig = EmbedderConfig()
     tracker: TrackerConfig = TrackerConfig()
     identity: IdentityConfig = IdentityConfig()
+    liveness: LivenessConfig = LivenessConfig()
     cache: CacheConfig = CacheConfig()
     web: WebConfig = WebConfig()
     uplink: UplinkConfig = UplinkConfig()

@@ -26,6 +26,7 @@ from facewatchd.outbox import Outbox
 from facewatchd.pipeline.cache import FaceCache
 from facewatchd.pipeline.motion import MotionGate, shrink
 from facewatchd.pipeline.camera import Camera, Frame
+from facewatchd.pipeline.liveness import LivenessWatch
 from facewatchd.pipeline.recognizer import Recognizer
 from facewatchd.pipeline.tracker import SceneCutDetector, Tracker
 from facewatchd.pipeline.uplink import Uplink
@@ -71,6 +72,7 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self.cameras = [Camera(c) for c in config.cameras]
         self.recognizer: Recognizer | None = None
+        self.liveness: LivenessWatch | None = None
         self.uplink: Uplink | None = None
         self.link: Link | None = None
         self._embedded: Any = None
@@ -139,8 +141,12 @@ class Daemon:
         outbox.make_all_due()  # a restart is a fresh start: resend what is pending now, not after old backoffs
         self.link = link = self._build_link()
         self.uplink = uplink = Uplink(link, outbox, cfg.uplink)
-        self.recognizer = Recognizer(cfg.device.thing, embedder, cache, uplink, cfg.uplink, executor,
-                                     self.plugins.fire, cfg.identity)
+        self.recognizer = recognizer = Recognizer(cfg.device.thing, embedder, cache, uplink, cfg.uplink, executor,
+                                                  self.plugins.fire, cfg.identity)
+        # only where a decision asks for it (a door's cameras and allowlist, [liveness] cameras): else no model
+        self.liveness = await loop.run_in_executor(executor, LivenessWatch.build, cfg.liveness,
+                                                   self.plugins.liveness_demands(), executor, recognizer.event,
+                                                   self.plugins.fire)
         with contextlib.suppress(NotImplementedError, RuntimeError):
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self.request_stop)
@@ -248,6 +254,8 @@ class Daemon:
                 update = tracker.update(faces, frame.index, frame.ts, scene_cut=cut)
                 try:
                     await self.recognizer.process(frame, update)
+                    if self.liveness is not None:
+                        await self.liveness.observe(frame, update.started + update.continued)
                 except Exception as e:  # one bad frame (a full disk, an OpenCV error) must not end the camera
                     log.exception("frame_failed", camera=camera.config.id, frame=frame.index, error=repr(e))
             for t in tracker.end_all():

@@ -6,6 +6,17 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
+class LivenessSample:
+    """What one frame of a track showed of liveness (facewatchd/pipeline/liveness.py)."""
+
+    ts: float
+    score: float  # the liveness models' live probability, 0 (attack) to 1 (live)
+    parallax: float | None  # nose parallax against a few frames before, in inter-ocular distances (a flat
+    # picture's stays near 0); None until the track has that many frames
+    framed: bool  # long straight edges close a frame round the face (a card's edge, a bezel)
+
+
+@dataclass(frozen=True, slots=True)
 class FaceEvent:
     camera: str
     track_id: str
@@ -24,6 +35,9 @@ class FaceEvent:
     crop_jpeg: bytes | None = None  # the face crop (not the frame), when one was made
     source: str = ""  # "cache" or "resolver" when named, "verified" for a fresh verified embedding
     gone: bool = False  # the face had left when this came (an answer after its track ended): nobody to act on
+    # Liveness evidence of this track's own latest frames, oldest first, only where a decision asked for it
+    # (LivenessDemand); empty: not checked. What counts as live is the deciding plugin's policy.
+    liveness: tuple["LivenessSample", ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

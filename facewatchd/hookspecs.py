@@ -16,6 +16,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from facewatchd.events import FaceEvent, TrackEnded
+    from facewatchd.pipeline.liveness import LivenessDemand
     from facewatchd.plugins import PluginContext
     from facewatchd.resolver.core import Resolver
 
@@ -76,6 +77,26 @@ def person_labelled(person_id: str, name: str | None, previous: str | None) -> A
 @hookspec
 def track_ended(event: "TrackEnded") -> Any:
     """A track ended (the face left); `event.dwell_s` is how long it was seen."""
+
+
+@hookspec
+def liveness_demand() -> "LivenessDemand | None":
+    """Return a `LivenessDemand` (cameras, names) when this plugin decides on liveness: the daemon checks
+    those tracks' frames (a model score and a parallax per frame, carried by `FaceEvent.liveness` and
+    `FaceEvent.parallax`) and no others. Called once, after `facewatchd_start`; a demand makes the liveness
+    models load at start, so a missing or damaged model file stops the daemon there. Return None for none."""
+
+
+@hookspec
+def liveness_checked(event: "FaceEvent") -> Any:
+    """A demanded track's frame was checked: `event.liveness` and `event.parallax` end with this frame's
+    evidence. Fired at every checked frame, so a decision waiting for liveness is taken as soon as it holds."""
+
+
+@hookspec
+def presentation_attack(event: "FaceEvent", detail: str) -> Any:
+    """A decision found a track to be a photo or a screen, not a live person (`detail` says why, with the
+    scores): the door refuses it for the rest of the track. Fired once per track. An alert."""
 
 
 @hookspec

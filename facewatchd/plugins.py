@@ -247,6 +247,18 @@ class PluginHost:
             out.append(line.replace(f".{plain}:", f".{written}:", 1) if written != plain else line)
         return out
 
+    def liveness_demands(self) -> list[Any]:
+        """What the plugins need liveness evidence for (after start: a plugin asks from its own config)."""
+        demands = []
+        for impl in self.pm.hook.liveness_demand.get_hookimpls():
+            try:
+                demand = impl.function()
+            except Exception as e:  # a door whose demand is lost would wait for evidence forever: say so
+                raise ConfigError(f"plugins.{impl.plugin_name}: its liveness_demand hook failed: {e!r}") from None
+            if demand is not None:
+                demands.append(demand)
+        return demands
+
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         self.context = PluginContext(self.config, asyncio.get_running_loop(), self.plugin_configs, self)

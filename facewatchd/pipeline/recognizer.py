@@ -335,6 +335,7 @@ class Recognizer:
         if track.state == "pending" and track.face_id:
             self._pending_tracks[track.face_id] += 1
         track.best = track.first_view = None  # keep only the ids of an ended track, not its images
+        track.landmarks = []
         self._ended[track.id] = track
         while len(self._ended) > ENDED_TRACKS_KEPT:
             self._ended.popitem(last=False)
@@ -484,7 +485,10 @@ class Recognizer:
                          name=track.name, similarity=track.similarity, agreed_frames=track.agreed_frames,
                          evidence=tuple(track.evidence),
                          face_id=track.face_id, box=track.face.box, score=track.face.score,
-                         crop_jpeg=None if view is None else self._jpeg(view), source=source, gone=track.gone)
+                         crop_jpeg=None if view is None else self._jpeg(view), source=source, gone=track.gone,
+                         liveness=tuple(track.liveness))
+
+    event = _event  # what other stages (pipeline/liveness.py) describe a track with
 
     def _jpeg(self, view: View) -> bytes:
         if view.jpeg is None:

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from facewatchd.events import LivenessSample
 from facewatchd.vision.detector import Face
 
 
@@ -63,11 +64,15 @@ class Track:
     crossing: str | None = None  # "overlap" while its box overlaps another face's, then "apart"
     root_id: str = ""  # the id the tracker gave; split parts are <root_id>.s<n>
     gone: bool = False  # the face has left: events from now on are about a face no longer in view
+    # liveness evidence, kept only for the tracks a decision needs it for (pipeline/liveness.py)
+    liveness: list[LivenessSample] = field(default_factory=list, repr=False)
+    landmarks: list[np.ndarray] = field(default_factory=list, repr=False)  # the latest few, for the parallax
 
     def split(self, frame_index: int, ts: float) -> "Track":
         """End this track's identity here (its face no longer verifies): returns the part that ends, and
         this track, the one the tracker keeps following, starts again as a new track with no identity."""
-        ended = dataclasses.replace(self, seen_with=set(self.seen_with), evidence=list(self.evidence))
+        ended = dataclasses.replace(self, seen_with=set(self.seen_with), evidence=list(self.evidence),
+                                    liveness=list(self.liveness))
         self.splits += 1
         root = self.root_id or self.id
         fresh = Track(f"{root}.s{self.splits}", self.camera, self.face, frame_index, frame_index, ts, ts,

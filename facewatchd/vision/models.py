@@ -31,6 +31,15 @@ SFACE = ModelFile(
     "face_recognition_sface_2021dec.onnx",
     "0ba9fbfa01b5270c96627c4ef784da859931e02f04419c829e83484087c34e79",
 )
+# Presentation-attack detectors (minivision-ai/Silent-Face-Anti-Spoofing), exported to ONNX; see MODELS.md
+LIVENESS_V2 = ModelFile(
+    "2.7_80x80_MiniFASNetV2.onnx",
+    "5ae031395f3371ed759e5af28287159815370753b7d679253decfd3d4a5d89fe",
+)
+LIVENESS_V1SE = ModelFile(
+    "4_0_0_80x80_MiniFASNetV1SE.onnx",
+    "4d540738e4b1ce77fea69d74922e1db45732d925f9344b7ed2ffb936013b41f3",
+)
 
 
 def verified_path(model: ModelFile, path: Path | str | None = None) -> str:

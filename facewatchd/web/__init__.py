@@ -214,6 +214,7 @@ class WebServer:
             get("/people/{person_id}/forget", self.forget_page),
             get("/now", self.now), get("/events", self.events), get("/audit", self.audit),
             get("/crops/{face_id}.jpg", self.crop),
+            get("/audit/attacks/{name}", self.attack_crop),
             post("/people/{person_id}/label", self._change(self._label)),
             post("/people/{person_id}/merge", self._change(self._merge)),
             post("/people/{person_id}/dismiss", self._change(self._dismiss)),
@@ -343,6 +344,19 @@ class WebServer:
             records = [json.loads(line) for line in reversed(lines) if line.strip()]
         return self.render("audit.html", request, {"records": records})
 
+    async def attack_crop(self, request: Any) -> Any:
+        """The face crop the door kept of a presentation attack (a photo or a screen held up)."""
+        from aiohttp import web
+
+        path = door_attack_crop(self.door_audit, request.match_info["name"]) if self.door_audit else None
+        try:
+            jpeg = await asyncio.to_thread(path.read_bytes) if path else None
+        except OSError:
+            jpeg = None
+        if jpeg is None:
+            raise web.HTTPNotFound(text="no such crop")
+        return web.Response(body=jpeg, content_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
     async def crop(self, request: Any) -> Any:
         from aiohttp import web
 
@@ -456,6 +470,14 @@ def door_audit_path(config: Any) -> Path | None:
     if door is None:
         return None
     return Path(door["audit_log"]) if door.get("audit_log") else config.device.state_dir / "door-audit.jsonl"
+
+
+def door_attack_crop(audit_log: Path, name: str) -> Path | None:
+    """A crop the door plugin kept of a presentation attack: `door-attacks/<hex>.jpg` beside its audit log
+    (plugins/door: attack_crops_dir); None for any other name, so no path can leave that folder."""
+    if len(name) != 36 or not name.endswith(".jpg") or any(c not in "0123456789abcdef" for c in name[:32]):
+        return None
+    return audit_log.parent / "door-attacks" / name
 
 
 def local_path(target: str, default: str) -> str:

@@ -54,6 +54,8 @@ class AlertsConfig(BaseModel):
     on_unknown: bool = Field(True, description="alert on faces of people without a name")
     on_persons: list[str] = Field(default_factory=list, description="alert when one of these names is seen")
     on_camera_offline: bool = Field(True, description="alert when a live camera stops delivering")
+    on_presentation_attack: bool = Field(True, description="alert when a door refuses a photo or a screen held "
+                                         "up as a face (rate-limited per camera)")
     rate_limit_s: float = Field(300.0, ge=0, description="at most one alert per person (or camera) this often")
     include_crop: bool = Field(False, description="add the face crop, base64 JPEG, to face alerts")
     webhook: WebhookConfig | None = None
@@ -133,6 +135,18 @@ class Plugin:
         elif locked:
             self._send({"alert": "door_locked_again", "thing": self.thing, "door": door, "failures": failures,
                         "ts": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+
+    @hookimpl
+    async def presentation_attack(self, event: FaceEvent, detail: str) -> None:
+        if self.config is None or not self.config.on_presentation_attack or not self._due(f"attack:{event.camera}"):
+            return
+        alert: dict[str, Any] = {
+            "alert": "presentation_attack", "thing": self.thing, "camera": event.camera, "track_id": event.track_id,
+            "person_id": event.person_id, "name": event.name, "detail": detail,
+            "ts": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        if self.config.include_crop and event.crop_jpeg:
+            alert["crop_jpeg_b64"] = base64.b64encode(event.crop_jpeg).decode()
+        self._send(alert)
 
     @hookimpl
     async def camera_status(self, camera: str, online: bool, reason: str) -> None:

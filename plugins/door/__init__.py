@@ -5,7 +5,11 @@ name is on `allow`, the time is inside a `schedule` window (when there is one), 
 `min_agreeing_embeddings` of the track's own embeddings from the last `evidence_window_s` seconds each
 reached `unlock_threshold` against the person (fresh, independent evidence: frames merely followed by
 the tracker count for nothing, and each embedding counts only as far as the view it matched was itself
-verified; see FaceEvent.evidence), and the person's `cooldown_s` since their last unlock has passed.
+verified; see FaceEvent.evidence), the track's own recent frames show a live person, not a photo or a
+screen (`[plugins.door.liveness]`, see plugins/door/liveness.py), and the person's `cooldown_s` since
+their last unlock has passed. A track judged a presentation attack is never granted: the denial is
+audited with the scores and the face crop, and the `presentation_attack` hook fires (alerts, Home
+Assistant).
 Each track gets at most one unlock; a denial is written once per track and reason.
 
 Safety: the relock timer runs here, in the plugin, not in the lock. A backend that fails or times out
@@ -21,9 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from datetime import time as day_time
 from pathlib import Path
@@ -34,9 +40,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from facewatchd.events import FaceEvent, TrackEnded
 from facewatchd.hookspecs import hookimpl
+from facewatchd.pipeline.liveness import LivenessDemand
 from facewatchd.plugins import PluginContext
-from facewatchd.state import append_line
+from facewatchd.state import append_line, private_dir
 from plugins.door.backends import Backend, GpioConfig, HttpConfig, MqttConfig, create_backend
+from plugins.door.liveness import DoorLivenessConfig, LivenessTally, judge
 
 log = structlog.get_logger("facewatchd.plugins.door")
 
@@ -84,13 +92,16 @@ class DoorConfig(BaseModel):
     audit_log: Path | None = Field(None, description="JSON lines; default <state_dir>/door-audit.jsonl")
     relock_backoff_max_s: float = Field(30.0, gt=0, le=600, description="longest wait between two attempts to "
                                         "lock a door whose lock did not answer (they never stop)")
+    liveness: DoorLivenessConfig = Field(default_factory=DoorLivenessConfig)
 
 
 @dataclass
 class TrackMemory:
     last_reason: str | None = None
-    waiting: FaceEvent | None = None  # named and allowed, but not enough agreeing embeddings yet
+    waiting: FaceEvent | None = None  # named and allowed, but not enough agreeing embeddings or liveness yet
     granted: bool = False
+    attack: bool = False  # judged a presentation attack: never granted
+    liveness: LivenessTally = field(default_factory=LivenessTally)
 
 
 class Plugin:
@@ -159,8 +170,24 @@ class Plugin:
                 log.warning("door_backend_close_failed", error=describe(e))
 
     @hookimpl
+    def liveness_demand(self) -> LivenessDemand | None:
+        """The allowlisted names on this door's cameras: the only tracks whose frames are checked."""
+        config = self.config
+        if config is None or not config.liveness.enabled or not config.allow:
+            return None
+        return LivenessDemand(frozenset(config.cameras) or None, frozenset(n.casefold() for n in config.allow))
+
+    @hookimpl
     async def face_recognised(self, event: FaceEvent) -> None:
         self._consider(event)
+
+    @hookimpl
+    async def liveness_checked(self, event: FaceEvent) -> None:
+        """A frame's liveness evidence: decides a track that waits for it (a failed unlock waits for the
+        next identity evidence instead, so a dead relay is not asked once a frame)."""
+        memory = self._tracks.get((event.camera, event.track_id))
+        if memory is not None and memory.waiting is not None:
+            self._consider(event)
 
     @hookimpl
     async def unknown_face(self, event: FaceEvent) -> None:
@@ -170,9 +197,15 @@ class Plugin:
     async def track_ended(self, event: TrackEnded) -> None:
         memory = self._tracks.pop((event.face.camera, event.face.track_id), None)
         if self.config is not None and memory is not None and memory.waiting is not None and not memory.granted:
-            agreeing = self._agreeing(self.config, memory.waiting)
-            detail = f"{agreeing} of {self.config.min_agreeing_embeddings} recent embeddings agreed"
-            record = self._record(memory.waiting, "deny", "too few agreeing embeddings", detail)
+            config, last = self.config, memory.waiting
+            agreeing = self._agreeing(config, last)
+            if agreeing < config.min_agreeing_embeddings:
+                reason, detail = "too few agreeing embeddings", \
+                    f"{agreeing} of {config.min_agreeing_embeddings} recent embeddings agreed"
+            else:
+                reason, detail = "liveness not shown", judge(config.liveness, last, memory.liveness,
+                                                             config.evidence_window_s)[1]
+            record = self._record(last, "deny", reason, detail)
             self._spawn(self._writes, lambda: self._audit(record))
 
     # -- decisions ------------------------------------------------------------------------------
@@ -184,8 +217,8 @@ class Plugin:
         if event.gone:
             return  # the face has left (a late answer): nobody to let in, nothing to remember
         memory = self._tracks.setdefault((event.camera, event.track_id), TrackMemory())
-        if memory.granted:
-            return  # this visit already opened the door
+        if memory.granted or memory.attack:
+            return  # this visit already opened the door, or was a photo or a screen: nothing more to decide
         verdict = self._verdict(config, event, memory)
         if verdict is None:
             return
@@ -195,6 +228,11 @@ class Plugin:
             self._last_unlock[self._person_key(event)] = time.monotonic()
             record = self._record(event, "grant", reason, detail)
             self._spawn(self._actions, lambda: self._unlock(record, memory, event))
+        elif reason == "presentation attack":
+            memory.attack, memory.waiting = True, None
+            record = self._record(event, "deny", reason, detail)
+            self._spawn(self._writes, lambda: self._audit_attack(record, event))
+            self._fire("presentation_attack", event=event, detail=detail)
         elif reason != memory.last_reason:
             memory.last_reason = reason
             memory.waiting = None
@@ -209,11 +247,19 @@ class Plugin:
             return "not on allowlist", f"{event.name!r} may not unlock"
         if config.schedule and not any(w.contains(datetime.now()) for w in config.schedule):
             return "outside schedule", datetime.now().strftime("%a %H:%M")
+        live, live_detail = "live", ""
+        if config.liveness.enabled:
+            live, live_detail = judge(config.liveness, event, memory.liveness, config.evidence_window_s)
+            if live == "attack":
+                return "presentation attack", live_detail
         agreeing = self._agreeing(config, event)
         if agreeing < config.min_agreeing_embeddings:
             memory.waiting = event
             if event.similarity < config.unlock_threshold:  # the latest evidence itself is too weak
                 return "below unlock threshold", f"similarity {event.similarity:.3f} < {config.unlock_threshold}"
+            return None
+        if live == "wait":  # who it is holds; that it is a live person does not yet
+            memory.waiting = event
             return None
         last = self._last_unlock.get(self._person_key(event))
         if last is not None and time.monotonic() - last < config.cooldown_s:
@@ -316,7 +362,22 @@ class Plugin:
         return {"ts": now_iso(), "decision": decision, "reason": reason, "detail": detail,
                 "person_id": event.person_id, "name": event.name, "similarity": round(event.similarity, 4),
                 "agreed_frames": event.agreed_frames, "evidence": [round(sim, 4) for _, sim in event.evidence[-4:]],
-                "camera": event.camera, "track_id": event.track_id}
+                "liveness": [round(sample.score, 3) for sample in event.liveness[-4:]],
+                "parallax": round(max((sample.parallax or 0.0 for sample in event.liveness), default=0.0), 3),
+                "framed": sum(sample.framed for sample in event.liveness),
+                "camera": event.camera, "track_id": event.track_id, "camera_ts": round(event.ts, 3)}
+
+    async def _audit_attack(self, record: dict[str, Any], event: FaceEvent) -> None:
+        """An attack's record keeps the face crop beside the log (`crop`: a file in `door-attacks/`), so the
+        review page can show what was held up to the camera."""
+        if event.crop_jpeg:
+            name = f"{uuid.uuid4().hex}.jpg"
+            try:
+                await asyncio.to_thread(write_crop, attack_crops_dir(self.audit_path) / name, event.crop_jpeg)
+                record = {**record, "crop": name}
+            except OSError as e:
+                log.error("door_attack_crop_write_failed", error=str(e))
+        await self._audit(record)
 
     async def _audit(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, ensure_ascii=False) + "\n"
@@ -345,6 +406,18 @@ def describe(error: BaseException) -> str:
     if isinstance(error, TimeoutError):
         return "timed out"
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def attack_crops_dir(audit_path: Path) -> Path:
+    """Where the crops of presentation attacks are kept, beside the audit log."""
+    return audit_path.parent / "door-attacks"
+
+
+def write_crop(path: Path, jpeg: bytes) -> None:
+    private_dir(path.parent)  # faces are personal data: the owner's only
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(jpeg)
 
 
 def now_iso() -> str:

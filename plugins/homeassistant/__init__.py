@@ -214,7 +214,8 @@ class Plugin:
                 state_topic=self.camera_topic(camera, "unknown_person"), payload_on="ON", payload_off="OFF"),
             self.config_topic("event", f"{slug(camera)}_person_recognised"): self._entity(
                 f"{cid}_person_recognised", "Face", dev, icon="mdi:account-arrow-right",
-                state_topic=self.camera_topic(camera, "recognised"), event_types=["recognised", "unknown"]),
+                state_topic=self.camera_topic(camera, "recognised"),
+                event_types=["recognised", "unknown", "presentation_attack"]),
         }
         image_topic = self.config_topic("image", f"{slug(camera)}_last_face")
         configs[image_topic] = self._entity(f"{cid}_last_face", "Last face", dev, content_type="image/jpeg",
@@ -384,6 +385,15 @@ class Plugin:
                    "source": event.source, "camera": self._camera_name(event.camera), "late": ended}
         await self._send(sends + [self._publish(self.camera_topic(event.camera, "recognised"), payload),
                                   self._face(event)])
+
+    @hookimpl
+    async def presentation_attack(self, event: FaceEvent, detail: str) -> None:
+        """A photo or a screen held up to a door: an event on the camera's Face entity, for automations."""
+        cam, new_camera = self._camera(event.camera)
+        sends = [self._camera_discovery(event.camera)] if new_camera else []
+        payload = {"event_type": "presentation_attack", "person": event.name, "person_id": event.person_id,
+                   "track_id": event.track_id, "camera": self._camera_name(event.camera), "detail": detail}
+        await self._send(sends + [self._publish(self.camera_topic(event.camera, "recognised"), payload)])
 
     @hookimpl
     async def track_ended(self, event: TrackEnded) -> None:

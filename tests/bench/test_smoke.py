@@ -134,3 +134,16 @@ def test_cache_match():
     for kind in ("known", "unknown", "co_visible"):
         assert 0 < r[kind]["median_ms"] <= r[kind]["p99_ms"]
     assert isinstance(r["target_median_lt_1ms"], bool)
+
+
+def test_liveness_bench_runs(tmp_path):
+    # one "person" with two photos (enrolled from one, attacked with the other), a few frames each
+    person = tmp_path / "lfw" / "Barack_Obama"
+    person.mkdir(parents=True)
+    for name in ("obama.jpg", "obama2.jpg"):
+        shutil.copy(FIXTURES / name, person / name)
+    result = run_script("liveness.py", "--lfw", tmp_path / "lfw", "--spoof", FIXTURES / "spoof", "--people", 1,
+                        "--frames", 12, "--no-door", timeout=400)
+    assert set(result["frame"]) == {"print", "screen photo", "screen video", "bona fide"}
+    assert result["frame"]["bona fide"]["frames"] > 500 and 0 <= result["frame"]["bona fide"]["bpcer"] <= 1
+    assert result["pictures"]["image_T1.jpg"] > 0.9 and result["pictures"]["image_F2.jpg"] < 0.1

@@ -296,6 +296,13 @@ def test_the_door_locks_before_the_daemon_opens_its_state(tmp_path, enrolled: En
     assert relay.paths()[0] == "/lock" and relay.paths()[-1] == "/lock"
 
 
+def live_frames(now: float) -> tuple[Any, ...]:
+    """Three frames up to `now` that the liveness models judged live, nothing held round the face."""
+    from facewatchd.events import LivenessSample
+
+    return tuple(LivenessSample(now - 0.1 * i, 0.99, 0.1, False) for i in (2, 1, 0))
+
+
 def test_only_fresh_agreeing_embeddings_count():
     """Two strong embeddings long ago and a weak one now are not fresh evidence: the door waits; two
     strong ones within the window grant. (The door's rule itself, on the events the recognizer sends.)"""
@@ -307,7 +314,9 @@ def test_only_fresh_agreeing_embeddings_count():
     door = Plugin()
 
     def verdict(evidence: tuple[tuple[float, float], ...]) -> Any:
-        event = FaceEvent("cam", "t1", evidence[-1][0], "person-o", OBAMA, evidence[-1][1], 30, evidence)
+        now = evidence[-1][0]
+        event = FaceEvent("cam", "t1", now, "person-o", OBAMA, evidence[-1][1], 30, evidence,
+                          liveness=live_frames(now))
         return door._verdict(config, event, TrackMemory())
 
     assert verdict(((0.0, 0.8), (1.0, 0.8), (20.0, 0.55))) is None  # stale: waits for more
@@ -329,7 +338,7 @@ async def test_a_late_answer_for_a_face_that_has_left_opens_nothing():
     ended = FaceEvent("cam", "t1", 10.0, "person-o", None, 0.0, 3)
     await door.track_ended(TrackEnded(ended, 1.0, 10))
     late = FaceEvent("cam", "t1", 10.5, "person-o", OBAMA, 0.8, 3, ((9.5, 0.8), (10.0, 0.8)), source="resolver",
-                     gone=True)
+                     gone=True, liveness=live_frames(10.5))
     await door.face_recognised(late)
     assert door._tracks == {} and not door._last_unlock  # neither decided nor remembered
     # the same event for a face still in view would be granted

@@ -52,7 +52,7 @@ def check_discovery(topic: str, payload: bytes) -> tuple[str, dict[str, Any]]:
     if component == "image":
         assert ("image_topic" in config) != ("url_topic" in config)  # HA: exactly one
     if component == "event":
-        assert config["event_types"] == ["recognised", "unknown"]
+        assert config["event_types"] == ["recognised", "unknown", "presentation_attack"]
     if component == "binary_sensor":
         assert (config["payload_on"], config["payload_off"]) == ("ON", "OFF")
     if component == "device_tracker":

@@ -108,3 +108,62 @@ async def test_review_name_merge_and_forget_in_a_browser_while_the_daemon_runs(t
         target.mkdir(parents=True, exist_ok=True)
         for shot in shots.glob("*.png"):
             shutil.copy(shot, target / shot.name)
+
+
+async def test_the_door_page_shows_a_presentation_attack_with_its_crop(tmp_path: Path, enrolled: Any) -> None:
+    """A print of an allowlisted person held up to the door: the door page lists the refusal with the face
+    crop it kept and the liveness scores, at desktop and phone width."""
+    from playwright.async_api import async_playwright
+
+    from tests.plugins.test_door_liveness import held_up
+    from tests.support.daemon import FIXTURES
+
+    relay = HttpReceiver()
+    attack = held_up(tmp_path / "print.avi", FIXTURES / "obama2.jpg", "print", card_px=240, seed=5)
+    audit_log = tmp_path / "door.jsonl"
+    config = make_config(
+        enrolled.state(tmp_path), cameras=[{"id": "door", "source": str(attack), "loop": True}],
+        web={"port": 0, "password_hash": hash_password("s3cret pass")},
+        plugins={"door": {"backend": {"type": "http", "unlock_url": relay.url("/u"), "lock_url": relay.url("/l")},
+                          "allow": ["Barack Obama"], "audit_log": str(audit_log)}})
+    host = PluginHost(config)
+    host.load()
+    shots = tmp_path / "screens"
+    shots.mkdir()
+
+    async def scenario(daemon: Any) -> None:
+        await eventually(lambda: daemon.web is not None and audit_log.exists()
+                         and "presentation attack" in audit_log.read_text(), 60, what="the door's refusal")
+        base = f"http://127.0.0.1:{daemon.web.port}"
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = await browser.new_page(viewport=SIZES["desktop"])
+            await page.goto(f"{base}/login")
+            await page.fill("input[name=user]", "admin")
+            await page.fill("input[name=password]", "s3cret pass")
+            await page.click("button[type=submit]")
+            await page.wait_for_url(f"{base}/review")
+            await page.click("nav >> text=Door")
+            await page.wait_for_url(f"{base}/audit")
+            row = page.locator("tr.attack").first
+            assert "presentation attack" in await row.inner_text() and "Barack Obama" in await row.inner_text()
+            crop = row.locator("img")
+            assert await crop.evaluate("img => img.complete && img.naturalWidth > 0")  # the kept crop, served
+            assert "liveness scores" in await row.inner_text()
+            for size, viewport in SIZES.items():
+                await page.set_viewport_size(viewport)
+                await page.screenshot(path=str(shots / f"door-attack-{size}.png"))
+            missing = await page.goto(f"{base}/audit/attacks/..%2Fdoor.jsonl")
+            assert missing is not None and missing.status == 404  # nothing but a kept crop is served
+            await browser.close()
+
+    try:
+        await run_in_loop(config, host, until=scenario, timeout=120)
+    finally:
+        relay.close()
+    assert "/u" not in relay.paths()
+    if os.environ.get("FACEWATCHD_SCREENSHOTS"):
+        target = Path(os.environ["FACEWATCHD_SCREENSHOTS"])
+        target.mkdir(parents=True, exist_ok=True)
+        for shot in shots.glob("*.png"):
+            shutil.copy(shot, target / shot.name)

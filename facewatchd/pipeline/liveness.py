@@ -1,0 +1,94 @@
+"""Liveness evidence for the tracks that a decision needs it for, and for no others.
+
+A plugin that acts on faces (the door) says which tracks it needs evidence for through the
+`liveness_demand` hook: its cameras and the names it acts on. `[liveness] cameras` adds cameras whose every
+recognised track is checked. Each frame, every such track gets a `LivenessSample`:
+- a model score (facewatchd/vision/liveness.py: 0 attack … 1 live);
+- a nose parallax against its landmarks `PARALLAX_SPAN` frames ago (facewatchd/vision/parallax.py: about 0
+  for a flat picture, more for a head that turns);
+- whether straight edges close a frame round the face (facewatchd/vision/border.py: a card, a bezel);
+kept on the track (the latest EVIDENCE_KEPT) and carried by its events, and a `liveness_checked` event
+fires so the decision can be taken on the frame the evidence arrived. Nothing here decides what is
+live: that is the policy of whoever asked (plugins/door/liveness.py). Who a face is never depends on it.
+
+With no demand and no configured camera, nothing is built: no model is loaded, no frame pays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+
+from facewatchd.events import FaceEvent, LivenessSample
+from facewatchd.pipeline.camera import Frame
+from facewatchd.pipeline.tracker import Track
+from facewatchd.vision.border import framed
+from facewatchd.vision.liveness import LivenessConfig, LivenessModel
+from facewatchd.vision.parallax import nose_parallax
+
+EVIDENCE_KEPT = 32  # latest scores and parallaxes per track that the events carry
+PARALLAX_SPAN = 5  # frames between the two landmark sets compared (bench/liveness.py)
+
+
+@dataclass(frozen=True)
+class LivenessDemand:
+    """Tracks a plugin needs liveness evidence for: named ones on `cameras` (None: every camera) whose name
+    is in `names` (case-insensitive; None: every recognised track, named or not)."""
+
+    cameras: frozenset[str] | None = None
+    names: frozenset[str] | None = None
+
+    def wants(self, track: Track) -> bool:
+        if track.state != "known" or (self.cameras is not None and track.camera not in self.cameras):
+            return False
+        return self.names is None or (track.name is not None and track.name.casefold() in self.names)
+
+
+class LivenessWatch:
+    def __init__(self, config: LivenessConfig, demands: Iterable[LivenessDemand], executor: Executor,
+                 event: Callable[[Track, str], FaceEvent], fire: Callable[..., None],
+                 model: LivenessModel | None = None) -> None:
+        self.demands = list(demands)
+        if config.cameras:
+            self.demands.append(LivenessDemand(frozenset(config.cameras)))
+        self.model = model or LivenessModel(config)  # a missing or wrong model file fails here, at start
+        self.executor = executor
+        self._event = event
+        self._fire = fire
+        self.checked = 0  # face views scored
+
+    @classmethod
+    def build(cls, config: LivenessConfig, demands: list[LivenessDemand], executor: Executor,
+              event: Callable[[Track, str], FaceEvent], fire: Callable[..., None]) -> "LivenessWatch | None":
+        """None when nobody asks for liveness: then no model is loaded and no frame is checked."""
+        if not demands and not config.cameras:
+            return None
+        return cls(config, demands, executor, event, fire)
+
+    def wants(self, track: Track) -> bool:
+        return any(d.wants(track) for d in self.demands)
+
+    async def observe(self, frame: Frame, tracks: list[Track]) -> None:
+        """Check this frame's view of every wanted track (off the loop, one call for all of them)."""
+        wanted = [t for t in tracks if self.wants(t)]
+        if not wanted:
+            return
+        boxes = [t.face.box for t in wanted]
+        views = await asyncio.get_running_loop().run_in_executor(self.executor, self._check, frame.image, boxes)
+        self.checked += len(wanted)
+        for track, (score, edged) in zip(wanted, views):
+            track.landmarks.append(np.asarray(track.face.landmarks, np.float64))
+            del track.landmarks[:-(PARALLAX_SPAN + 1)]
+            parallax = None
+            if len(track.landmarks) > PARALLAX_SPAN:
+                parallax = nose_parallax(track.landmarks[0], track.landmarks[-1])
+            track.liveness.append(LivenessSample(frame.ts, score, parallax, edged))
+            del track.liveness[:-EVIDENCE_KEPT]
+            self._fire("liveness_checked", event=self._event(track, "liveness"))
+
+    def _check(self, image: np.ndarray, boxes: list[tuple[float, float, float, float]]) -> list[tuple[float, bool]]:
+        return [(self.model.score(image, box), framed(image, box)) for box in boxes]

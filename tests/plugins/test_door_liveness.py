@@ -1,0 +1,205 @@
+"""Liveness at the door, end to end: the real daemon and pipeline, a real HTTP relay, real models and real photos
+held up as rendered prints and screens (bench/attacks.py), and the live sample clip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import cv2
+import pytest
+
+from bench.attacks import AttackStyle, head_photo, render, write_video
+from facewatchd.events import FaceEvent
+from facewatchd.hookspecs import hookimpl
+from facewatchd.plugins import PluginHost
+from facewatchd.vision.detector import YuNetDetector
+from plugins.door import attack_crops_dir
+from tests.plugins.conftest import Enrolled
+from tests.plugins.support import HttpReceiver, run_in_loop
+from tests.plugins.test_door import OBAMA, audit, http_backend
+from tests.support.daemon import FIXTURES, SAMPLE_CLIP, cli, make_config, run_daemon
+
+pytestmark = pytest.mark.timeout(240)
+SPEAKER = "Lin-Manuel Miranda"
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.attacks: list[tuple[FaceEvent, str]] = []
+        self.named: list[FaceEvent] = []
+        self.checked: list[FaceEvent] = []
+
+    @hookimpl
+    def presentation_attack(self, event: FaceEvent, detail: str) -> None:
+        self.attacks.append((event, detail))
+
+    @hookimpl
+    def face_recognised(self, event: FaceEvent) -> None:
+        self.named.append(event)
+
+    @hookimpl
+    def liveness_checked(self, event: FaceEvent) -> None:
+        self.checked.append(event)
+
+
+@pytest.fixture
+def relay() -> Any:
+    receiver = HttpReceiver()
+    yield receiver
+    receiver.close()
+
+
+def door(tmp_path: Path, relay: HttpReceiver, allow: list[str], **rules: Any) -> dict[str, Any]:
+    return {"door": {"backend": http_backend(relay), "allow": allow, "audit_log": str(tmp_path / "audit.jsonl"),
+                     **rules}}
+
+
+def held_up(path: Path, photo: Path, kind: str, frames: int = 40, **style: Any) -> Path:
+    """A photo of the person held up to the camera by hand, at 10 fps: printed on a card or shown on a phone."""
+    image = cv2.imread(str(photo))
+    face = max(YuNetDetector().detect(image), key=lambda f: f.box[2])
+    write_video(render([head_photo(image, face.box)], frames, AttackStyle(kind=kind, **style)), path)  # type: ignore[arg-type]
+    return path
+
+
+def run_with(config: Any, *plugins: Any) -> Any:
+    host = PluginHost(config)
+    host.load()
+    for i, plugin in enumerate(plugins):
+        host.pm.register(plugin, name=f"test{i}")
+    return run_daemon(config, host)
+
+
+@pytest.mark.parametrize("kind", ["print", "screen"])
+def test_a_photo_of_an_allowlisted_person_held_up_is_refused(tmp_path, enrolled: Enrolled, relay, kind):
+    # Obama is enrolled from obama.jpg; the attacker holds up another photo of him, obama2.jpg
+    attack = held_up(tmp_path / f"{kind}.avi", FIXTURES / "obama2.jpg", kind, card_px=240, seed=5)
+    recorder = Recorder()
+    config = make_config(enrolled.state(tmp_path), attack, plugins=door(tmp_path, relay, [OBAMA]))
+    run_with(config, recorder)
+    # who the face is stays as it was: liveness gates the door, never the name
+    assert recorder.named and all(e.name == OBAMA for e in recorder.named)
+    records = audit(tmp_path)
+    assert [r["decision"] for r in records] == ["deny"], records
+    [record] = records
+    assert record["reason"] == "presentation attack" and record["name"] == OBAMA
+    assert record["framed"] >= 2 or "judged an attack" in record["detail"], record
+    assert record["liveness"] and all(0 <= s <= 1 for s in record["liveness"])
+    crop = attack_crops_dir(tmp_path / "audit.jsonl") / record["crop"]
+    assert cv2.imdecode(__import__("numpy").frombuffer(crop.read_bytes(), "uint8"), cv2.IMREAD_COLOR) is not None
+    [(event, detail)] = recorder.attacks  # the hook fired once for the track
+    assert event.track_id == record["track_id"] and detail == record["detail"]
+    assert "/unlock" not in relay.paths()
+    # The same attack without liveness opens the door: what this test refuses is a real attack.
+    (tmp_path / "audit.jsonl").unlink()
+    config = make_config(enrolled.state(tmp_path / "again"), attack,
+                         plugins=door(tmp_path, relay, [OBAMA], liveness={"enabled": False}))
+    run_with(config)
+    assert "/unlock" in relay.paths(), audit(tmp_path)
+
+
+def test_a_frame_judged_an_attack_ends_the_track_for_the_door(tmp_path, enrolled: Enrolled, relay):
+    # with the edge cue off, the models alone: a dim, blurred print scores as an attack frame after frame
+    attack = held_up(tmp_path / "dim.avi", FIXTURES / "obama2.jpg", "print", card_px=200, light=0.6, blur=1.5,
+                     seed=2)
+    config = make_config(enrolled.state(tmp_path), attack,
+                         plugins=door(tmp_path, relay, [OBAMA], liveness={"framed_frames": 0}))
+    run_with(config)
+    [record] = audit(tmp_path)
+    assert record["reason"] == "presentation attack" and "judged an attack" in record["detail"], record
+    assert "/unlock" not in relay.paths()
+
+
+@pytest.fixture(scope="module")
+def speaker_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample clip seen once, its main speaker named by the operator (and his far-away opening shot
+    merged into him), as a new user does after the first run."""
+    from tests.test_daemon import TrackLog
+
+    state = tmp_path_factory.mktemp("speaker") / "state"
+    config = make_config(state, SAMPLE_CLIP)
+    log = TrackLog()
+    run_with(config, log)
+    longest = max(log.tracks, key=lambda t: t.frames).face.person_id
+    opening = min(log.tracks, key=lambda t: t.face.ts - t.dwell_s).face.person_id
+    config_file = state.parent / "c.toml"
+    config_file.write_text(f'[device]\nstate_dir = "{state}"\n')
+    cli("faces", "label", longest, SPEAKER, "--config", str(config_file))
+    cli("faces", "merge", longest, opening, "--config", str(config_file))
+    return state
+
+
+def test_the_live_clip_still_opens_the_door_as_before(tmp_path, speaker_state: Path, relay):
+    def grants(liveness: bool) -> list[dict[str, Any]]:
+        audit_log = tmp_path / f"audit-{liveness}.jsonl"
+        rules = door(tmp_path, relay, [SPEAKER], cooldown_s=3, liveness={"enabled": liveness})
+        rules["door"]["audit_log"] = str(audit_log)
+        import shutil
+        state = tmp_path / f"state-{liveness}"
+        shutil.copytree(speaker_state, state)
+        run_with(make_config(state, SAMPLE_CLIP, plugins=rules))
+        records = [json.loads(line) for line in audit_log.read_text().splitlines()]
+        return [r for r in records if r["decision"] == "grant"]
+
+    without, with_liveness = grants(False), grants(True)
+    assert without, "the speaker opens the door without liveness"
+    assert len(with_liveness) == len(without)
+    fps = cv2.VideoCapture(str(SAMPLE_CLIP)).get(cv2.CAP_PROP_FPS)
+    for before, now in zip(without, with_liveness):
+        assert now["camera_ts"] * fps <= before["camera_ts"] * fps + 5, (before, now)  # at most 5 frames later
+        assert all(s >= 0.7 for s in now["liveness"][-1:]) and now["framed"] == 0
+
+
+async def test_only_the_doors_cameras_and_allowlist_pay_for_liveness(tmp_path, enrolled: Enrolled, relay):
+    visit = held_up(tmp_path / "visit.avi", FIXTURES / "obama2.jpg", "print", frames=12, card_px=240, seed=1)
+    recorder = Recorder()
+    config = make_config(enrolled.state(tmp_path), visit, visit, FIXTURES / "biden.jpg",
+                         plugins=door(tmp_path, relay, [OBAMA], cameras=["cam0"]))
+    host = PluginHost(config)
+    host.load()
+    host.pm.register(recorder, name="recorder")
+    daemon, _ = await run_in_loop(config, host)
+    assert daemon.liveness is not None and daemon.liveness.checked > 0
+    assert {e.camera for e in recorder.checked} == {"cam0"}  # cam1 has no door, cam2 shows Biden (not allowed)
+    assert all(not e.liveness for e in recorder.named if e.camera != "cam0")
+    # without a door (or a [liveness] camera) nothing is built: no model loaded, no frame checked
+    plain = make_config(tmp_path / "plain", FIXTURES / "obama2.jpg")
+    host = PluginHost(plain)
+    host.load()
+    daemon, _ = await run_in_loop(plain, host)
+    assert daemon.liveness is None
+    # a camera the config names is checked for every recognised track, with no door at all
+    recorder = Recorder()
+    named = make_config(enrolled.state(tmp_path / "named"), FIXTURES / "biden.jpg", FIXTURES / "biden.jpg",
+                        liveness={"cameras": ["cam1"]})
+    host = PluginHost(named)
+    host.load()
+    host.pm.register(recorder, name="recorder")
+    daemon, _ = await run_in_loop(named, host)
+    assert daemon.liveness is not None and {e.camera for e in recorder.checked} == {"cam1"}
+
+
+def test_a_door_without_its_liveness_model_does_not_start(tmp_path, relay):
+    config_file = tmp_path / "c.toml"
+    config_file.write_text(f'''
+[device]
+state_dir = "{tmp_path / 'state'}"
+[[cameras]]
+id = "door"
+source = "{FIXTURES / 'obama2.jpg'}"
+[liveness]
+models_dir = "{tmp_path / 'no-models'}"
+[plugins.door]
+allow = ["{OBAMA}"]
+audit_log = "{tmp_path / 'audit.jsonl'}"
+[plugins.door.backend]
+type = "http"
+unlock_url = "{relay.url('/unlock')}"
+lock_url = "{relay.url('/lock')}"
+''')
+    proc = cli("run", "--config", str(config_file), check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "2.7_80x80_MiniFASNetV2.onnx is missing" in proc.stderr and "Traceback" not in proc.stderr
+    assert "/unlock" not in relay.paths() and "/lock" in relay.paths()  # locked at start, never opened
