@@ -22,6 +22,7 @@ from facewatchd.aio import cancel_and_wait
 from facewatchd.config import Config
 from facewatchd.control import ControlServer, socket_path
 from facewatchd.link.base import Link, LinkDown
+from facewatchd.messages import clamp_similarity
 from facewatchd.outbox import Outbox
 from facewatchd.pipeline.cache import FaceCache
 from facewatchd.pipeline.motion import MotionGate, shrink
@@ -303,9 +304,9 @@ class Daemon:
                         and isinstance(label.get("name"), (str, type(None)))):
                     log.warning("delta_malformed", face_id=face_id, reason="label needs person_id and name")
                     continue
-                sim = label.get("similarity", 0.0)
+                # what the door counts as evidence: never past what a cosine can be, whoever wrote it
                 rec.apply_label(face_id, label["person_id"], label.get("name"),
-                                float(sim) if isinstance(sim, (int, float)) else 0.0)
+                                clamp_similarity(label.get("similarity", 0.0)))
         elif faces is not None:
             log.warning("delta_malformed", reason="faces is not an object")
             clear["faces"] = None

@@ -12,6 +12,7 @@ bounded (AWS caps shadow state at 8 KB).
 from __future__ import annotations
 
 import base64
+import math
 import json
 import re
 import uuid
@@ -176,10 +177,19 @@ class Resolution:
     possibly: str | None = None  # a new person in the uncertain band: the person it may be, for review
 
 
+def clamp_similarity(value: object) -> float:
+    """A cosine similarity that crossed a boundary (a shadow, a message), as a number in [-1, 1]; anything
+    else (not a number, NaN, infinite) is 0: no evidence. A similarity never grows past what a cosine can be."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return 0.0
+    return max(-1.0, min(1.0, float(value)))
+
+
 def face_label_patch(r: Resolution) -> dict[str, Any]:
     """Desired-state patch that names one face on the device. A shadow cannot hold null (null deletes
     a key), so a person with no name yet has no `name` key."""
-    label: dict[str, Any] = {"person_id": r.person_id, "similarity": round(r.similarity, 4), "reject": None}
+    label: dict[str, Any] = {"person_id": r.person_id, "similarity": round(clamp_similarity(r.similarity), 4),
+                             "reject": None}
     label["name"] = r.name  # None deletes a stale name (a moved face's earlier answer)
     return {"faces": {r.face_id: label}}
 

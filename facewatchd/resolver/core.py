@@ -12,7 +12,7 @@ move a face, reject a face) change the collection, the records and every device'
 from __future__ import annotations
 
 import asyncio
-
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from typing import Iterable
@@ -75,6 +75,10 @@ class Resolver:
         return decide(None if match is None else (match.person_id, match.similarity), templates, self.identity)
 
     async def resolve(self, query: FaceQuery) -> Resolution:
+        """A device's unknown face. Its embedding is dropped: a device's numbers are never trusted (one made-up
+        vector could name strangers as an enrolled person and open their door), so the collection finds and
+        embeds the face in the crop itself, as Rekognition does on AWS."""
+        query = dataclasses.replace(query, embedding=None)
         self.stats.requests += 1
         done = await self.names.handled(query.face_id)
         if done is not None:

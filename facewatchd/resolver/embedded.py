@@ -12,9 +12,11 @@ import numpy as np
 from facewatchd.identity import IdentityConfig
 from facewatchd.link.local import HubShadowPort, LocalLink, ShadowHub
 from facewatchd.resolver.core import Resolver
+from facewatchd.messages import FaceQuery
 from facewatchd.resolver.local import LocalResolverConfig, LocalResolverStores
+from facewatchd.resolver.ports import NoFaceError
 from facewatchd.shadow.store import ShadowStore
-from facewatchd.vision.analyzer import FaceAnalyzer, ImageError, decode_image
+from facewatchd.vision.analyzer import FaceAnalyzer
 from facewatchd.vision.detector import DetectorConfig
 from facewatchd.vision.embedder import EmbedderConfig
 
@@ -25,7 +27,7 @@ class EmbeddedResolver:
                  shadow_path: Path | None = None, clock: Callable[[], float] = time.time) -> None:
         self._detector_config = detector
         self._embedder_config = embedder
-        self._analyzer: FaceAnalyzer | None = None  # loaded only when a request carries no embedding
+        self._analyzer: FaceAnalyzer | None = None  # loaded on the first request or enrolment
         self.stores = LocalResolverStores(config.data_dir or state_dir / "resolver", self.embed_crop, clock)
         self.shadow_store = ShadowStore(shadow_path or state_dir / "shadow.db")
         self.hub = ShadowHub(self.shadow_store)
@@ -39,14 +41,18 @@ class EmbeddedResolver:
         return self._analyzer
 
     def embed_crop(self, jpeg: bytes) -> np.ndarray | None:
-        try:
-            face = self.analyzer.largest(decode_image(jpeg))
-        except ImageError:
-            return None
-        return face.embedding if face else None
+        return self.analyzer.embed_crop(jpeg)
 
     def link(self, thing: str) -> LocalLink:
-        return LocalLink(thing, self.hub, self.resolver.resolve)
+        return LocalLink(thing, self.hub, self._resolve)
+
+    async def _resolve(self, query: FaceQuery) -> None:
+        """As the on-prem service does: a crop with no face the resolver can find is refused, so the device
+        stops asking (it is not retried for ever)."""
+        try:
+            await self.resolver.resolve(query)
+        except NoFaceError as e:
+            await self.resolver.refuse(query.thing, query.face_id, f"no_face: {e}")
 
     def close(self) -> None:
         self.stores.close()

@@ -22,6 +22,8 @@ from facewatchd.state import open_sqlite, private_dir
 from facewatchd.resolver.ports import FaceRecord, Match, NoFaceError, Person
 from facewatchd.vision.embedder import EMBEDDING_DIM
 
+EMBEDDED_KEPT = 8  # crop embeddings kept between a request's search and its index
+
 
 class LocalResolverConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -119,8 +121,9 @@ class DirectoryCropStore:
 
 
 class SqliteFaceCollection:
-    """The shared face collection. Uses the device's embedding when the request carries one (same SFace
-    model), otherwise finds and embeds the face in the crop with `embed_crop`."""
+    """The shared face collection. A device's request arrives without an embedding (the resolver core drops
+    it: never trusted), so the face is found and embedded in the crop with `embed_crop`; an operator's
+    enrolment carries the embedding the command line computed from the photo."""
 
     def __init__(self, db: _Db, embed_crop: Callable[[bytes], np.ndarray | None]) -> None:
         self._db = db
@@ -128,15 +131,21 @@ class SqliteFaceCollection:
         self._matrix: np.ndarray | None = None  # all embeddings, rebuilt lazily after a change
         self._persons: list[str] = []
         self._refs: list[str] = []
+        self._embedded: dict[str, np.ndarray] = {}  # face id → the crop's embedding, latest few
         self.searches = 0
         self.indexed = 0
 
     async def _embedding(self, query: FaceQuery) -> np.ndarray:
         if query.embedding is not None:
             return query.embedding
-        emb = await asyncio.to_thread(self._embed_crop, query.crop_jpeg)
+        emb = self._embedded.get(query.face_id)
         if emb is None:
-            raise NoFaceError(f"no face found in the crop of {query.face_id}")
+            emb = await asyncio.to_thread(self._embed_crop, query.crop_jpeg)
+            if emb is None:
+                raise NoFaceError(f"no face found in the crop of {query.face_id}")
+            self._embedded[query.face_id] = emb  # search, then index: one embedding
+            while len(self._embedded) > EMBEDDED_KEPT:
+                self._embedded.pop(next(iter(self._embedded)))
         return emb
 
     def _load(self, conn: sqlite3.Connection) -> None:
@@ -167,6 +176,10 @@ class SqliteFaceCollection:
 
     async def index(self, query: FaceQuery, person_id: str) -> str:
         emb = await self._embedding(query)
+        norm = float(np.linalg.norm(emb))
+        if not np.isfinite(norm) or norm == 0:
+            raise ValueError(f"face {query.face_id}: not a usable embedding")
+        emb = emb / norm  # a template is a unit vector whoever computed it: cosine stays within [-1, 1]
         self.indexed += 1
 
         def insert(conn: sqlite3.Connection) -> None:

@@ -124,8 +124,8 @@ def parse_uplink(topic: str, payload: object) -> FaceQuery:
 
 
 class CropEmbedder:
-    """Embeds the largest face in a crop, for requests that carry no embedding. The models load on first
-    use, so a fleet of devices that send embeddings never pays for them. Called from worker threads."""
+    """Embeds the largest face in a device's crop (the resolver never takes a device's embedding). The models
+    load on first use. Called from worker threads."""
 
     def __init__(self, detector: DetectorConfig | None = None, embedder: EmbedderConfig | None = None) -> None:
         self._configs = (detector, embedder)
@@ -136,11 +136,7 @@ class CropEmbedder:
         with self._lock:
             if self._analyzer is None:
                 self._analyzer = FaceAnalyzer(*self._configs)
-        try:
-            face = self._analyzer.largest(decode_image(jpeg))
-        except ImageError:
-            return None
-        return face.embedding if face else None
+        return self._analyzer.embed_crop(jpeg)
 
 
 class InProcessShadowPort:

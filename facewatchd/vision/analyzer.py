@@ -18,7 +18,8 @@ from facewatchd.vision.detector import DetectorConfig, Face, YuNetDetector
 from facewatchd.vision.embedder import EmbedderConfig, SFaceEmbedder
 
 MAX_IMAGE_PIXELS = 40_000_000  # a photo or frame: 8K video is 33 MP
-MAX_CROP_PIXELS = 4_000_000  # a face crop from a device (they are at most 1024 px a side)
+MAX_CROP_PIXELS = 4_000_000
+CROP_SCORE_THRESHOLD = 0.3  # a face crop from a device (they are at most 1024 px a side)
 
 
 class ImageError(ValueError):
@@ -78,6 +79,9 @@ class FaceAnalyzer:
         # Crops are small and tight: a lower score threshold and min size than the video detector.
         cfg = (detector or DetectorConfig()).model_copy(update={"min_face_px": 12})
         self._detector = YuNetDetector(cfg)
+        # A device's crop was cut round a face its detector found in the whole frame; cut out, a small or dark
+        # face scores lower (the sample clip's audience: four of sixteen crops under 0.7, none under 0.3)
+        self._crop_detector = YuNetDetector(cfg.model_copy(update={"score_threshold": CROP_SCORE_THRESHOLD}))
         self._embedder = embedder_instance or SFaceEmbedder(embedder)
         self._lock = threading.Lock()
 
@@ -90,3 +94,16 @@ class FaceAnalyzer:
     def largest(self, image: np.ndarray) -> AnalysedFace | None:
         found = self.faces(image)
         return found[0] if found else None
+
+    def embed_crop(self, jpeg: bytes) -> np.ndarray | None:
+        """The embedding of the largest face in a device's crop, found and embedded here (a resolver never
+        takes a device's own numbers); None when it holds no face or is not a readable image."""
+        try:
+            image = decode_image(jpeg)
+        except ImageError:
+            return None
+        with self._lock:
+            found = self._crop_detector.detect(image)
+            if not found:
+                return None
+            return self._embedder.embed(image, max(found, key=lambda f: f.box[2] * f.box[3]))

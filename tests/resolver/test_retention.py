@@ -16,6 +16,7 @@ from facewatchd.resolver.core import DAY_S, unseen_unnamed
 from facewatchd.resolver.embedded import EmbeddedResolver
 from facewatchd.resolver.local import LocalResolverConfig
 from facewatchd.resolver.ports import Person
+from tests.support.faces import stranger_crop
 
 T0 = 1_700_000_000.0
 
@@ -56,7 +57,8 @@ def embedded(tmp_path: Path, clock: FakeClock) -> EmbeddedResolver:
 
 
 async def seen(embedded: EmbeddedResolver, clock: FakeClock, seed: int, thing: str = "door-1") -> str:
-    q = FaceQuery(new_face_id(), thing, "cam", "t", crop(), face(seed), clock())
+    """A device sends a crop of one person (the resolver embeds the crop itself: `seed` is who it is)."""
+    q = FaceQuery(new_face_id(), thing, "cam", "t", stranger_crop(seed), None, clock())
     return (await embedded.resolver.resolve(q)).person_id
 
 

@@ -3,6 +3,7 @@ replaced in place by another (tailgating, no cut), and look-alikes (a photo blen
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import cv2
@@ -85,3 +86,22 @@ def write_video(path: Path, images: list[np.ndarray], fps: float = 15.0) -> Path
         writer.write(image)
     writer.release()
     return path
+
+
+@functools.cache
+def _solvay_boxes() -> tuple[tuple[float, float, float, float], ...]:
+    from facewatchd.vision.detector import YuNetDetector
+
+    image = cv2.imread(str(FIXTURES / "solvay_conference_1927.jpg"))
+    return tuple(f.box for f in sorted(YuNetDetector().detect(image), key=lambda f: (f.box[1] // 200, f.box[0])))
+
+
+def stranger_crop(index: int) -> bytes:
+    """A device's JPEG crop of one sitter of the 1927 Solvay photo (29 people, public domain): a real face the
+    resolver finds and embeds itself; the same index is the same face, another index another person."""
+    image = cv2.imread(str(FIXTURES / "solvay_conference_1927.jpg"))
+    x, y, w, h = _solvay_boxes()[index]
+    crop = image[int(y - 0.3 * h):int(y + 1.3 * h), int(x - 0.3 * w):int(x + 1.3 * w)]
+    ok, jpeg = cv2.imencode(".jpg", cv2.resize(crop, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC))
+    assert ok
+    return jpeg.tobytes()
