@@ -7,6 +7,7 @@ and what is wrong: `etc/facewatchd.toml: cameras[0].fps: must be > 0, got -1`.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -186,8 +187,22 @@ def format_errors(err: ValidationError, prefix: str = "") -> list[str]:
     return lines
 
 
+def _not_finite(value: Any, path: tuple[int | str, ...] = ()) -> list[str]:
+    """Key paths of inf and nan values (TOML has both): no setting of ours means them, and a range check
+    lets inf through (`fps = inf` is > 0)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{key_path(path)}: must be a finite number, got {value}"]
+    if isinstance(value, dict):
+        return [line for key, item in value.items() for line in _not_finite(item, path + (key,))]
+    if isinstance(value, list):
+        return [line for i, item in enumerate(value) for line in _not_finite(item, path + (i,))]
+    return []
+
+
 def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
     where = f"{source}: " if source else ""
+    if infinite := _not_finite(data):
+        raise ConfigError("\n".join(where + line for line in infinite))
     try:
         config = Config.model_validate(data)
     except ValidationError as e:

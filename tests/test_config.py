@@ -81,3 +81,34 @@ def test_non_utf8_and_deeply_nested_toml_are_config_errors(tmp_path):
         load_config(nested)
     out = cli("check-config", "--config", str(nested), check=False)
     assert out.returncode == 2 and "Traceback" not in out.stderr
+
+
+def test_a_password_file_or_hash_that_cannot_work_is_a_config_error(tmp_path):
+    """Caught by check-config, not as a traceback at start (a missing file) or as a page where every login
+    fails (a password written where its hash belongs); the value itself is never echoed."""
+    from facewatchd.web.auth import hash_password
+
+    for web, expected in [({"password_hash": "hunter2"}, "web: password_hash does not hold a password hash"),
+                          ({"password_file": str(tmp_path / "missing")}, "cannot be read"),
+                          ({"password_file": str(write(tmp_path, ""))}, "is empty")]:
+        with pytest.raises(ConfigError, match=expected) as caught:
+            parse_config({"web": web})
+        assert "hunter2" not in str(caught.value)
+    holds_password = tmp_path / "pw"
+    holds_password.write_text("hunter2\n")
+    with pytest.raises(ConfigError, match=f"password_file {holds_password} does not hold a password hash"):
+        parse_config({"web": {"password_file": str(holds_password)}})
+    holds_hash = tmp_path / "hash"
+    holds_hash.write_text(hash_password("correct horse") + "\n")
+    assert parse_config({"web": {"password_file": str(holds_hash)}}).web.enabled
+    proc = cli("check-config", "--config", str(write(tmp_path, f'[web]\npassword_file = "{tmp_path / "nope"}"\n')),
+               check=False)
+    assert proc.returncode == 2 and "cannot be read" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_an_infinite_or_nan_number_is_refused():
+    for fps in (float("inf"), float("nan")):
+        with pytest.raises(ConfigError, match=r"cameras\[0\]\.fps"):
+            parse_config({"cameras": [{"id": "a", "source": "x.mp4", "fps": fps}]})
+    with pytest.raises(ConfigError, match=r"identity\.name_threshold"):
+        parse_config({"identity": {"name_threshold": float("nan")}})

@@ -23,11 +23,12 @@ from urllib.parse import quote, urlsplit
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from facewatchd.events import FaceEvent, TrackEnded
 from facewatchd.hookspecs import hookimpl
 from facewatchd.state import ChangeLog, required_text
-from facewatchd.web.auth import COOKIE, Session, Sessions, check_password, read_secret
+from facewatchd.web.auth import COOKIE, Session, Sessions, check_password, is_password_hash, read_secret
 
 if TYPE_CHECKING:
     from facewatchd.resolver.core import Resolver
@@ -60,6 +61,15 @@ class WebConfig(BaseModel):
             raise ValueError("password_hash and password_file: set one of them")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("tls_cert_file and tls_key_file go together")
+        if self.enabled:  # caught here, by check-config too: not as a traceback at start or a login that never works
+            try:
+                stored = self.stored_hash()
+            except ValueError as e:
+                raise PydanticCustomError("password_file", str(e)) from None
+            if not is_password_hash(stored):  # the value is never echoed: it may be the password itself
+                where = "password_hash" if self.password_hash else f"password_file {self.password_file}"
+                raise PydanticCustomError("password_hash", f"{where} does not hold a password hash (scrypt$…): "
+                                          "make one with `python -m facewatchd.web`")
         return self
 
     @property
@@ -134,20 +144,28 @@ class Live:
 
 @dataclass
 class LoginThrottle:
-    """Failed logins per client address: after `limit` within `window_s`, that address waits."""
+    """Login attempts per client address: after `limit` within `window_s`, that address waits. An attempt
+    counts when it starts, before its password is checked, so simultaneous guesses cannot all be checked
+    while the first ones are still running; a login that succeeds takes its attempt back."""
 
     limit: int = 5
     window_s: float = 60.0
-    _failures: dict[str, deque[float]] = field(default_factory=dict)
+    _attempts: dict[str, deque[float]] = field(default_factory=dict)
 
-    def failed(self, remote: str) -> None:
-        self._failures.setdefault(remote, deque(maxlen=self.limit)).append(time.monotonic())
-        if len(self._failures) > 10_000:  # a flood of addresses: forget the oldest
-            self._failures.pop(next(iter(self._failures)))
+    def attempt(self, remote: str) -> bool:
+        """Count an attempt; False (nothing counted) while the address must wait."""
+        recent = self._attempts.setdefault(remote, deque(maxlen=self.limit))
+        if len(recent) >= self.limit and time.monotonic() - recent[0] < self.window_s:
+            return False
+        recent.append(time.monotonic())
+        if len(self._attempts) > 10_000:  # a flood of addresses: forget the oldest
+            self._attempts.pop(next(iter(self._attempts)))
+        return True
 
-    def blocked(self, remote: str) -> bool:
-        recent = self._failures.get(remote)
-        return bool(recent) and len(recent) >= self.limit and time.monotonic() - recent[0] < self.window_s  # type: ignore
+    def succeeded(self, remote: str) -> None:
+        recent = self._attempts.get(remote)
+        if recent:
+            recent.pop()
 
 
 class WebServer:
@@ -252,16 +270,16 @@ class WebServer:
         form = await request.post()
         user, password = str(form.get("user", "")), str(form.get("password", ""))
         remote = str(request.remote)
-        if self.throttle.blocked(remote):
+        if not self.throttle.attempt(remote):
             raise web.HTTPTooManyRequests(text="too many failed logins: wait a minute")
         async with self._checks:  # scrypt runs off the event loop (cameras and the door share it), two at a time
             ok = secrets.compare_digest(user.encode(), self.config.user.encode()) & await asyncio.to_thread(check_password, password,
                                                                                self._stored_hash)
         if not ok:
-            self.throttle.failed(remote)
             log.warning("web_login_failed", user=user[:64], remote=request.remote)
             return self.render("login.html", request, {"error": "Wrong user or password.",
                                                                            "next": _next(request)}, status=401)
+        self.throttle.succeeded(remote)
         response = web.Response(status=303, headers={"Location": _next(request)})
         response.set_cookie(COOKIE, self.sessions.open(user), httponly=True, samesite="Strict",
                             secure=self._secure(), max_age=int(self.config.session_hours * 3600), path="/")
@@ -339,10 +357,21 @@ class WebServer:
 
     async def audit(self, request: Any) -> Any:
         records: list[dict[str, Any]] = []
+        damaged = 0
         if self.door_audit is not None and self.door_audit.exists():
             lines = await asyncio.to_thread(_tail, self.door_audit, 200)
-            records = [json.loads(line) for line in reversed(lines) if line.strip()]
-        return self.render("audit.html", request, {"records": records})
+            for line in reversed(lines):
+                if not line.strip():
+                    continue
+                try:  # a line torn by a kill -9 or a full disk during an append: skipped and counted
+                    record = json.loads(line)
+                except ValueError:
+                    record = None
+                if isinstance(record, dict):
+                    records.append(record)
+                else:
+                    damaged += 1
+        return self.render("audit.html", request, {"records": records, "damaged": damaged})
 
     async def attack_crop(self, request: Any) -> Any:
         """The face crop the door kept of a presentation attack (a photo or a screen held up)."""
@@ -510,7 +539,7 @@ def _text(form: Any, key: str) -> str:
 
 
 def _tail(path: Path, n: int) -> list[str]:
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8", errors="replace") as f:  # a torn multi-byte character is a damaged line
         return list(deque(f, maxlen=n))
 
 

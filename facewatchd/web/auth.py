@@ -38,9 +38,27 @@ def check_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(got, expected)
 
 
+def is_password_hash(stored: str) -> bool:
+    """Whether `stored` is what hash_password makes (`scrypt$<salt>$<hash>`), not a password or a typo."""
+    parts = stored.split("$")
+    if len(parts) != 3 or parts[0] != "scrypt":
+        return False
+    try:
+        return bool(base64.b64decode(parts[1], validate=True)) and bool(base64.b64decode(parts[2], validate=True))
+    except ValueError:
+        return False
+
+
 def read_secret(path: Path) -> str:
-    """A password hash from a file (a systemd credential, a secret mount): its first line."""
-    return path.read_text(encoding="utf-8").splitlines()[0].strip()
+    """A password hash from a file (a systemd credential, a secret mount): its first line. ValueError, naming
+    the file, when it is missing, unreadable or empty."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"password_file {path}: cannot be read ({e.strerror if isinstance(e, OSError) else e})")
+    if not lines or not lines[0].strip():
+        raise ValueError(f"password_file {path}: is empty (its first line must be the password hash)")
+    return lines[0].strip()
 
 
 @dataclass

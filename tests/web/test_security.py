@@ -119,3 +119,41 @@ async def test_no_redirect_leaves_the_site_and_guessing_is_throttled(server):
                                         allow_redirects=False) as r:
                     statuses.append(r.status)
         assert statuses[:5] == [401] * 5 and statuses[5:] == [429, 429]  # five tries, then wait a minute
+
+
+async def test_simultaneous_guesses_are_counted_as_they_start(server):
+    """Sixty wrong passwords at once from one address: only the first five are checked (scrypt), the rest
+    wait, as five guesses one after the other would."""
+    import asyncio
+
+    web, _ = server
+    base = f"http://127.0.0.1:{web.port}"
+    async with aiohttp.ClientSession() as guesser:
+        async def guess() -> int:
+            async with guesser.post(f"{base}/login", data={"user": "admin", "password": "guess"},
+                                    allow_redirects=False) as r:
+                return r.status
+
+        statuses = await asyncio.gather(*(guess() for _ in range(60)))
+    assert statuses.count(401) == 5 and statuses.count(429) == 55, sorted(statuses)
+
+
+async def test_a_torn_audit_line_is_skipped_and_counted(tmp_path: Path) -> None:
+    """kill -9 or a full disk during an append leaves half a line: the door page still shows the rest."""
+    audit_log = tmp_path / "door-audit.jsonl"
+    good = {"ts": "2026-01-01T00:00:00+00:00", "decision": "grant", "reason": "allowlisted", "name": "Ann"}
+    audit_log.write_bytes((json.dumps(good) + "\n").encode() + b'{"ts": "2026-01-01T00:00:01", "decis\xc3')
+    backend = EmbeddedResolver(tmp_path, LocalResolverConfig())
+    config = WebConfig(port=0, password_hash=hash_password(PASSWORD))
+    try:
+        async with WebServer(config, backend.resolver, tmp_path, door_audit=audit_log) as web:
+            base = f"http://127.0.0.1:{web.port}"
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+                status, _ = await login(browser, base)
+                assert status == 303
+                async with browser.get(f"{base}/audit") as r:
+                    page = await r.text()
+                    assert r.status == 200, page
+    finally:
+        backend.close()
+    assert "allowlisted" in page and "1 damaged line of the audit log skipped" in page
