@@ -25,7 +25,7 @@ import structlog
 from facewatchd.messages import FaceQuery, MessageError
 from facewatchd.resolver.core import Resolver
 from facewatchd.resolver.ports import Person
-from facewatchd.state import ChangeLog, required_text
+from facewatchd.state import ChangeLog, private_dir, required_text
 
 log = structlog.get_logger("facewatchd.control")
 
@@ -70,12 +70,12 @@ class ControlServer:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         self.path.unlink(missing_ok=True)  # a socket left by a killed process (the state lock is ours now)
+        # Only this user may connect: the socket lives in the private state directory (0700), and is made 0600
+        # once bound. The process-wide umask is never changed (another thread's files would get it too).
+        private_dir(self.path.parent)
         site = web.UnixSite(self._runner, str(self.path))
-        old = os.umask(0o177)  # created 0600: only this user may connect
-        try:
-            await site.start()
-        finally:
-            os.umask(old)
+        await site.start()
+        os.chmod(self.path, 0o600)
         log.info("control_socket_listening", path=str(self.path))
         return self
 
@@ -102,6 +102,8 @@ class ControlServer:
                 return web.json_response({"error": f"no such person or face {e.args[0]!r}"}, status=404)
             except (ValueError, TypeError, MessageError) as e:
                 return web.json_response({"error": str(e)}, status=400)
+            except RecursionError:  # JSON nested deeper than Python's parser goes: a bad request, not a crash
+                return web.json_response({"error": "request nested too deeply"}, status=400)
             await self.changes.record(f"control socket ({_peer(request)})", request.path,
                                       person_id=person.person_id)
             return web.json_response(dataclasses.asdict(person))

@@ -32,6 +32,16 @@ class MessageError(ValueError):
     """A message that does not follow the schema; the text says which field and why."""
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def strict_json(text: str | bytes) -> Any:
+    """json.loads without NaN and Infinity, which Python accepts and writes back out, and no other JSON
+    reader does (AWS answers 400): a message that holds them is malformed."""
+    return json.loads(text, parse_constant=_no_constant)
+
+
 def json_object(payload: Any) -> dict[str, Any]:
     """A payload (bytes or str) that must hold a JSON object; raises MessageError."""
     if isinstance(payload, (bytes, bytearray)):
@@ -42,7 +52,7 @@ def json_object(payload: Any) -> dict[str, Any]:
     if not isinstance(payload, str):
         raise MessageError(f"unexpected payload type {type(payload).__name__}")
     try:
-        body = json.loads(payload)
+        body = strict_json(payload)
     except ValueError as e:
         raise MessageError(f"not JSON: {e}") from None
     except RecursionError:  # "[[[[…": json recurses per level; no message of ours nests deeply
@@ -105,7 +115,7 @@ class FaceQuery:
     def from_json(cls, payload: bytes | str, thing: str | None = None) -> "FaceQuery":
         """Parse and validate. `thing`, when given, comes from the topic and wins over the payload's."""
         try:
-            body = json.loads(payload)
+            body = strict_json(payload)
         except (ValueError, UnicodeDecodeError) as e:
             raise MessageError(f"not JSON: {e}") from None
         except RecursionError:

@@ -119,3 +119,33 @@ async def _device_round_trips(broker: Mosquitto, server: Path, tmp_path: Path) -
         await eventually(lambda: second.face_id in answers, 20, what="the second answer")
         assert answers[second.face_id]["person_id"] != obama
         reader.cancel()
+
+
+async def test_the_socket_is_private_without_touching_the_umask_and_deep_json_is_a_400(tmp_path: Path,
+                                                                                      monkeypatch) -> None:
+    import aiohttp
+
+    from facewatchd.control import ControlServer
+    from facewatchd.resolver.embedded import EmbeddedResolver
+    from facewatchd.resolver.local import LocalResolverConfig
+
+    umask_calls: list[int] = []
+    real_umask = os.umask
+    monkeypatch.setattr(os, "umask", lambda mask: umask_calls.append(mask) or real_umask(mask))
+    backend = EmbeddedResolver(tmp_path, LocalResolverConfig())
+    path = tmp_path / "state" / "control.sock"
+    path.parent.mkdir(mode=0o700)
+    try:
+        async with ControlServer(backend.resolver, path):
+            # a process-wide umask set while binding would give another thread's new files the same mode
+            assert umask_calls == []
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+            async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(path))) as session:
+                deep = b"[" * 100_000 + b"]" * 100_000
+                async with session.post("http://control/persons/p/label", data=deep,
+                                        headers={"Content-Type": "application/json"}) as r:
+                    assert r.status == 400 and "nested too deeply" in (await r.json())["error"]
+                async with session.get("http://control/persons") as r:
+                    assert r.status == 200  # and it keeps serving
+    finally:
+        backend.close()

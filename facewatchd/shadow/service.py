@@ -27,6 +27,7 @@ import structlog
 from facewatchd.aio import cancel_and_wait
 
 from facewatchd.link.mqtt import MAX_PAYLOAD_BYTES, Backoff, PahoLog, connect_client, describe_failure, tls_params
+from facewatchd.messages import strict_json
 from facewatchd.shadow.document import ShadowError, client_token_of, validate_client_token
 from facewatchd.shadow.store import ShadowStore, shadow_label
 
@@ -56,7 +57,7 @@ def parse_request_topic(topic: str) -> tuple[str, str | None, str] | None:
 
 
 def _dumps(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def _request_body(payload: Any, *, empty_ok: bool) -> dict[str, Any]:
@@ -74,7 +75,7 @@ def _request_body(payload: Any, *, empty_ok: bool) -> dict[str, Any]:
             return {}
         raise ShadowError(400, "Invalid JSON: empty payload")
     try:
-        body = json.loads(payload.decode("utf-8"))
+        body = strict_json(payload.decode("utf-8"))
     except UnicodeDecodeError:
         raise ShadowError(415, "Unsupported documented encoding; supported encoding is UTF-8") from None
     except ValueError as e:

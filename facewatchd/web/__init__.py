@@ -10,8 +10,10 @@ Authentication: see `auth.py`. Lists are paginated in SQL, so 10,000 persons sta
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import secrets
+import socket
 import ssl
 import time
 from collections import OrderedDict, deque
@@ -54,6 +56,9 @@ class WebConfig(BaseModel):
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     session_hours: float = Field(12.0, gt=0, le=24 * 30)
+    hostnames: list[str] = Field(default_factory=list, description="names the page is reached by, beside IP "
+                                 "addresses, localhost and this machine's name (e.g. door.example.net); a request "
+                                 "for any other name is refused (DNS rebinding)")
 
     @model_validator(mode="after")
     def _one_password(self) -> "WebConfig":
@@ -180,6 +185,9 @@ class WebServer:
         self.state_dir = state_dir
         self.live = live
         self.door_audit = door_audit
+        machine = socket.gethostname().casefold()
+        self._hostnames = {"localhost", machine, f"{machine}.local", socket.getfqdn().casefold(),
+                           config.host.casefold(), *(h.casefold().rstrip(".") for h in config.hostnames)}
         self.sessions = Sessions(config.session_hours * 3600)
         self.throttle = LoginThrottle()
         self._checks = asyncio.Semaphore(2)
@@ -246,6 +254,21 @@ class WebServer:
     # -- security -------------------------------------------------------------------------------
     def _secure(self) -> bool:
         return bool(self.config.tls_cert_file)
+
+    def host_allowed(self, host: str) -> bool:
+        """The Host a request names: an IP address, localhost, this machine's name, the configured host or a
+        name in `hostnames`. A DNS-rebinding page names its own site, and is refused."""
+        if host.startswith("["):  # [::1]:8750
+            name = host[1:].split("]", 1)[0]
+        else:  # door.local:8750, or a bare name or IPv6 address
+            name = host.split(":", 1)[0] if host.count(":") == 1 else host
+        name = name.rstrip(".").casefold()
+        try:
+            ipaddress.ip_address(name)
+            return True
+        except ValueError:
+            pass
+        return name in self._hostnames
 
     def render(self, name: str, request: Any, context: dict[str, Any], status: int = 200) -> Any:
         from aiohttp import web
@@ -457,8 +480,12 @@ def _security_middleware(server: WebServer, handler: Callable[[Any], Awaitable[A
         from aiohttp import web
 
         path = request.path
+        if not server.host_allowed(request.host):  # DNS rebinding: another site's name pointed at this address
+            log.warning("web_host_refused", host=request.host[:200], remote=request.remote)
+            return _harden(web.Response(status=421, text="this page is not served under that name: add it to "
+                                        "[web] hostnames"))
         if path.startswith("/static/"):
-            return await handler(request)
+            return _harden(await handler(request))
         if request.method == "POST":
             # A form posted from another site carries its Origin (or Sec-Fetch-Site): refused outright.
             origin = request.headers.get("Origin")
@@ -490,6 +517,7 @@ def _harden(response: Any) -> Any:
     response.headers.setdefault("Content-Security-Policy", "default-src 'self'; img-src 'self'; "
                                 "style-src 'self'; script-src 'self'; frame-ancestors 'none'")
     response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")  # a crop is an image, never a script
     return response
 
 

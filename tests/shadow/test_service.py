@@ -157,17 +157,19 @@ async def test_malformed_requests_are_rejected_and_the_service_keeps_going(
     async with aiomqtt.Client(tls_broker.host, tls_broker.port, identifier="raw", tls_params=aiomqtt.TLSParameters(
             ca_certs=str(pki.ca_file), certfile=str(cert.cert), keyfile=str(cert.key))) as raw:
         await raw.subscribe(f"{prefix}/+/rejected", qos=1)
-        for payload in (b"{not json", b"\xff\xfe", b"[1,2]", json.dumps({"state": {"desired": 1}, "clientToken": "t9"})):
+        for payload in (b"{not json", b"\xff\xfe", b"[1,2]", json.dumps({"state": {"desired": 1}, "clientToken": "t9"}),
+                        b'{"state": {"desired": {"x": NaN, "y": Infinity}}}'):  # Python's json, not JSON
             await raw.publish(f"{prefix}/update", payload, qos=1)
         await raw.publish(f"{prefix}/get", b"nope", qos=1)
         rejections = []
         async with asyncio.timeout(10):
             async for message in raw.messages:
                 rejections.append((str(message.topic).rsplit("/", 2)[-2], json.loads(message.payload)))
-                if len(rejections) == 5:
+                if len(rejections) == 6:
                     break
     codes = [(op, body["code"]) for op, body in rejections]
-    assert codes == [("update", 400), ("update", 415), ("update", 400), ("update", 400), ("get", 400)]
+    assert codes == [("update", 400), ("update", 415), ("update", 400), ("update", 400), ("update", 400), ("get", 400)]
+    assert "NaN is not JSON" in rejections[4][1]["message"]
     assert rejections[3][1]["clientToken"] == "t9" and "Desired node" in rejections[3][1]["message"]
     # still serving the SDK afterwards
     ok = await result(app.shadow.update_shadow(iotshadow.UpdateShadowRequest(

@@ -157,3 +157,28 @@ async def test_a_torn_audit_line_is_skipped_and_counted(tmp_path: Path) -> None:
     finally:
         backend.close()
     assert "allowlisted" in page and "1 damaged line of the audit log skipped" in page
+
+
+async def test_a_request_for_another_sites_name_is_refused(server, tmp_path):
+    """DNS rebinding: a page on evil.example makes its name resolve to this address and calls it; the Host
+    it sends is evil.example. IP addresses, localhost, this machine's name and [web] hostnames are served."""
+    import socket
+
+    web, _ = server
+    base = f"http://127.0.0.1:{web.port}"
+    async with aiohttp.ClientSession() as session:
+        for host, served in [("evil.example", False), (f"evil.example:{web.port}", False),
+                             (f"127.0.0.1:{web.port}", True), (f"[::1]:{web.port}", True), ("localhost", True),
+                             (socket.gethostname(), True)]:
+            async with session.get(f"{base}/login", headers={"Host": host}, allow_redirects=False) as r:
+                assert (r.status == 200) == served, (host, r.status)
+                assert r.headers["X-Content-Type-Options"] == "nosniff"
+        async with session.post(f"{base}/login", data={"user": "admin", "password": PASSWORD},
+                                headers={"Host": "evil.example"}, allow_redirects=False) as r:
+            assert r.status == 421  # no login through the other name either
+    named = WebConfig(port=0, password_hash=hash_password(PASSWORD), hostnames=["door.example.net"])
+    async with WebServer(named, web.resolver, tmp_path) as other:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{other.port}/login",
+                                   headers={"Host": "door.example.net:443"}) as r:
+                assert r.status == 200
