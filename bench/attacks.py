@@ -20,7 +20,7 @@ from typing import Iterator, Literal, Sequence
 import cv2
 import numpy as np
 
-Kind = Literal["print", "screen"]
+Kind = Literal["print", "screen", "cutout"]  # a cut-out: the face cut from a print along its outline, no card
 FRAME_W, FRAME_H = 640, 480
 FOCAL_PX = 600.0  # a door camera's wide lens at 640x480
 
@@ -62,10 +62,15 @@ def door_scene(seed: int) -> np.ndarray:
 
 
 def card_face(photo: np.ndarray, kind: Kind) -> np.ndarray:
-    """The picture as the attacker holds it: a print with a white border, or a screen with a black bezel
-    (brighter, bluer, with a little glare)."""
+    """The picture as the attacker holds it: a print with a white border, a screen with a black bezel
+    (brighter, bluer, with a little glare), or a print cut along the head's outline (BGRA: an oval mask)."""
     picture = photo.astype(np.float32)
     h, w = picture.shape[:2]
+    if kind == "cutout":
+        mask = np.zeros((h, w), np.uint8)
+        cv2.ellipse(mask, (w // 2, int(h * 0.45)), (int(w * 0.3), int(h * 0.4)), 0, 0, 360, 255, -1)
+        inked = np.clip(picture * 0.88 + 18, 0, 255).astype(np.uint8)
+        return np.dstack([inked, mask])
     if kind == "print":
         picture = picture * 0.88 + 18  # ink on paper: less contrast than the original
         border = int(0.06 * max(h, w))
@@ -127,8 +132,13 @@ def render(pictures: Sequence[np.ndarray], frames: int, style: AttackStyle,
         to_plane = np.array([[1.0 / h, 0, -aspect / 2], [0, 1.0 / h, -0.5], [0, 0, 1]])
         warp = homography @ to_plane
         frame = scene.copy()
-        cv2.warpPerspective(card, warp, (FRAME_W, FRAME_H), dst=frame, flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_TRANSPARENT)
+        if card.shape[2] == 4:  # a cut-out: only its outline's inside covers the scene
+            warped = cv2.warpPerspective(card, warp, (FRAME_W, FRAME_H), flags=cv2.INTER_LINEAR)
+            inside = warped[..., 3:].astype(np.float32) / 255.0
+            frame = (warped[..., :3] * inside + frame * (1 - inside)).astype(np.uint8)
+        else:
+            cv2.warpPerspective(card, warp, (FRAME_W, FRAME_H), dst=frame, flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_TRANSPARENT)
         if style.hand:  # two fingers and a thumb over the lower edge, moving with the card
             for u in (0.15, 0.3, 0.8):
                 p = warp @ np.array([u * w, h * 1.0, 1.0])
@@ -136,6 +146,30 @@ def render(pictures: Sequence[np.ndarray], frames: int, style: AttackStyle,
                 radius = max(4, int(0.045 * style.card_px))
                 cv2.ellipse(frame, centre, (radius, int(radius * 1.8)), 0, 0, 360, tuple(float(v) for v in skin), -1)
         yield camera_look(frame, style, rng)
+
+
+def held_over(frames: Sequence[np.ndarray], faces: Sequence[tuple[float, float, float, float]], photo: np.ndarray,
+              photo_face: tuple[float, float, float, float], covered: int, oval: bool = False) -> Iterator[np.ndarray]:
+    """A live person (`frames`, their face boxes) holding a print of someone else over their own face for the
+    first `covered` frames, then lowering it: the print's face at the size and place of theirs, cut along an
+    oval (a cut-out) or as a head-and-shoulders rectangle."""
+    ox, oy, ow, oh = photo_face
+    mask = np.zeros(photo.shape[:2], np.uint8)
+    if oval:
+        cv2.ellipse(mask, (int(ox + ow / 2), int(oy + oh * 0.45)), (int(ow * 0.75), int(oh * 0.95)), 0, 0, 360, 255, -1)
+    else:
+        cv2.rectangle(mask, (int(ox - ow * 0.6), int(oy - oh * 0.6)), (int(ox + ow * 1.6), int(oy + oh * 1.8)), 255, -1)
+    for i, (frame, (x, y, w, h)) in enumerate(zip(frames, faces)):
+        if i >= covered:
+            yield frame
+            continue
+        k = h / oh
+        move = np.array([[k, 0, x + w / 2 - k * (ox + ow / 2)], [0, k, y + h / 2 - k * (oy + oh / 2)]])
+        size = (frame.shape[1], frame.shape[0])
+        inside = cv2.warpAffine(mask, move, size) > 127
+        covered_frame = frame.copy()
+        covered_frame[inside] = cv2.warpAffine(photo, move, size)[inside]
+        yield covered_frame
 
 
 def camera_look(frame: np.ndarray, style: AttackStyle, rng: np.random.Generator) -> np.ndarray:
@@ -161,9 +195,10 @@ def head_photo(photo: np.ndarray, box: tuple[float, float, float, float] | None 
     return photo[y0:y1, x0:x1]
 
 
-def write_video(frames: Iterator[np.ndarray], path: Path, fps: float = 10.0) -> int:
+def write_video(frames: Iterator[np.ndarray], path: Path, fps: float = 10.0,
+                size: tuple[int, int] = (FRAME_W, FRAME_H)) -> int:
     """Writes MJPEG in AVI (readable by every OpenCV build); returns the frame count."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (FRAME_W, FRAME_H))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
     count = 0
     try:
         for frame in frames:

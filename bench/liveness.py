@@ -56,7 +56,7 @@ from facewatchd.vision.detector import YuNetDetector  # noqa: E402
 from facewatchd.vision.liveness import LivenessModel  # noqa: E402
 from facewatchd.vision.parallax import nose_parallax  # noqa: E402
 from plugins.door.liveness import DoorLivenessConfig  # noqa: E402
-from facewatchd.pipeline.liveness import PARALLAX_SPAN  # noqa: E402
+from facewatchd.pipeline.liveness import PARALLAX_SPANS  # noqa: E402
 
 SPEAKER = "Lin-Manuel Miranda"
 FPS = 10.0
@@ -187,6 +187,18 @@ def rendered_corpus(lfw: Path, people: int, frames: int, out: Path, detector: Yu
             sequences.append(Sequence(f"{kind} {folder.name} {style.card_px:.0f}px light {style.light} "
                                       f"blur {style.blur}", f"{'print' if kind == 'print' else 'screen photo'}",
                                       path, n))
+        if i % 2 == 0:  # every other person also close up (the card's edges out of view) and as a cut-out
+            kind = "print" if i % 4 == 0 else "screen"
+            close = AttackStyle(kind=kind, card_px=rng.choice([700.0, 850.0]), light=rng.choice([0.8, 1.0, 1.2]),
+                                sway_deg=rng.choice([6.0, 12.0]), approach=0.1, hand=False, seed=seed * 1000 + i)
+            path = out / f"close-{folder.name}.avi"
+            n = write_video(render([attack], frames, close), path, FPS)
+            sequences.append(Sequence(f"close-up {kind} {folder.name} {close.card_px:.0f}px", "close-up", path, n))
+            cut = AttackStyle(kind="cutout", card_px=rng.choice([260.0, 360.0]), sway_deg=rng.choice([8.0, 18.0]),
+                              approach=0.2, hand=False, seed=seed * 1000 + 500 + i)
+            path = out / f"cutout-{folder.name}.avi"
+            n = write_video(render([attack], frames, cut), path, FPS)
+            sequences.append(Sequence(f"cut-out {folder.name} {cut.card_px:.0f}px", "cut-out", path, n))
     return sequences, enrol
 
 
@@ -231,8 +243,9 @@ def frame_level(sequences: list[Sequence], live_threshold: float, detector: YuNe
                 s.judged_live += score >= live_threshold
                 s.scores.append(score)
             landmarks.append(max(faces, key=lambda f: f.box[2]).landmarks)
-            if len(landmarks) > PARALLAX_SPAN:
-                depth = max(depth, nose_parallax(landmarks[-1 - PARALLAX_SPAN], landmarks[-1]))
+            for span in PARALLAX_SPANS:  # as the daemon measures it: the largest over a few spans
+                if len(landmarks) > span:
+                    depth = max(depth, nose_parallax(landmarks[-1 - span], landmarks[-1]))
         s.parallax.append(depth)
         s.framed.append(edged)
     return stats, 1000 * cpu / max(checked, 1)

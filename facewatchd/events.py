@@ -10,10 +10,12 @@ class LivenessSample:
     """What one frame of a track showed of liveness (facewatchd/pipeline/liveness.py)."""
 
     ts: float
+    frame: int  # the camera's frame index: samples are counted by it (a clock can step back, frames cannot)
     score: float  # the liveness models' live probability, 0 (attack) to 1 (live)
     parallax: float | None  # nose parallax against a few frames before, in inter-ocular distances (a flat
     # picture's stays near 0); None until the track has that many frames
     framed: bool  # long straight edges close a frame round the face (a card's edge, a bezel)
+    verified: bool  # this very frame's view was embedded and verified as the track's person
 
 
 @dataclass(frozen=True, slots=True)

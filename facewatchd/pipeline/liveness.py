@@ -4,9 +4,11 @@ A plugin that acts on faces (the door) says which tracks it needs evidence for t
 `liveness_demand` hook: its cameras and the names it acts on. `[liveness] cameras` adds cameras whose every
 recognised track is checked. Each frame, every such track gets a `LivenessSample`:
 - a model score (facewatchd/vision/liveness.py: 0 attack … 1 live);
-- a nose parallax against its landmarks `PARALLAX_SPAN` frames ago (facewatchd/vision/parallax.py: about 0
-  for a flat picture, more for a head that turns);
+- a nose parallax against its landmarks a few frames ago (`PARALLAX_SPANS`; facewatchd/vision/parallax.py:
+  about 0 for a flat picture, more for a head that turns);
 - whether straight edges close a frame round the face (facewatchd/vision/border.py: a card, a bezel);
+- whether the recognizer embedded and verified this same frame's view as the track's person, so a decision
+  can ask that the frames judged live are the frames of the face that was verified, not another one's;
 kept on the track (the latest EVIDENCE_KEPT) and carried by its events, and a `liveness_checked` event
 fires so the decision can be taken on the frame the evidence arrived. Nothing here decides what is
 live: that is the policy of whoever asked (plugins/door/liveness.py). Who a face is never depends on it.
@@ -31,7 +33,10 @@ from facewatchd.vision.liveness import LivenessConfig, LivenessModel
 from facewatchd.vision.parallax import nose_parallax
 
 EVIDENCE_KEPT = 32  # latest scores and parallaxes per track that the events carry
-PARALLAX_SPAN = 5  # frames between the two landmark sets compared (bench/liveness.py)
+# Landmarks this many frames back are compared with the current ones and the largest parallax kept: a head
+# turns slowly, so a longer span sees more of it (the live clip's speaker shows 0.2 by his 15th frame at 30
+# fps), while a flat picture's stays at landmark noise (at most 0.16 in bench/liveness.py's close-ups)
+PARALLAX_SPANS = (5, 10, 15)
 
 
 @dataclass(frozen=True)
@@ -82,11 +87,12 @@ class LivenessWatch:
         self.checked += len(wanted)
         for track, (score, edged) in zip(wanted, views):
             track.landmarks.append(np.asarray(track.face.landmarks, np.float64))
-            del track.landmarks[:-(PARALLAX_SPAN + 1)]
-            parallax = None
-            if len(track.landmarks) > PARALLAX_SPAN:
-                parallax = nose_parallax(track.landmarks[0], track.landmarks[-1])
-            track.liveness.append(LivenessSample(frame.ts, score, parallax, edged))
+            del track.landmarks[:-(PARALLAX_SPANS[-1] + 1)]
+            spans = [span for span in PARALLAX_SPANS if len(track.landmarks) > span]
+            parallax = max((nose_parallax(track.landmarks[-1 - span], track.landmarks[-1]) for span in spans),
+                           default=None)
+            verified = track.embedded_frame == frame.index  # embedded at this frame, and still the person
+            track.liveness.append(LivenessSample(frame.ts, frame.index, score, parallax, edged, verified))
             del track.liveness[:-EVIDENCE_KEPT]
             self._fire("liveness_checked", event=self._event(track, "liveness"))
 

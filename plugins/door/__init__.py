@@ -111,6 +111,7 @@ class Plugin:
         self.audit_path = Path("door-audit.jsonl")
         self._tracks: dict[tuple[str, str], TrackMemory] = {}
         self._last_unlock: dict[str, float] = {}  # person → monotonic time of their last unlock
+        self._attacked: dict[tuple[str, str], float] = {}  # (camera, person) → monotonic end of its block
         self._backend_lock = asyncio.Lock()  # one backend action at a time: an unlock never overtakes a lock
         self._audit_lock = asyncio.Lock()  # audit lines in decision order
         self._relock_timer: asyncio.TimerHandle | None = None
@@ -203,8 +204,7 @@ class Plugin:
                 reason, detail = "too few agreeing embeddings", \
                     f"{agreeing} of {config.min_agreeing_embeddings} recent embeddings agreed"
             else:
-                reason, detail = "liveness not shown", judge(config.liveness, last, memory.liveness,
-                                                             config.evidence_window_s)[1]
+                reason, detail = "liveness not shown", judge(config.liveness, last, memory.liveness)[1]
             record = self._record(last, "deny", reason, detail)
             self._spawn(self._writes, lambda: self._audit(record))
 
@@ -230,6 +230,7 @@ class Plugin:
             self._spawn(self._actions, lambda: self._unlock(record, memory, event))
         elif reason == "presentation attack":
             memory.attack, memory.waiting = True, None
+            self._attacked[(event.camera, self._person_key(event))] = time.monotonic() + config.liveness.block_s
             record = self._record(event, "deny", reason, detail)
             self._spawn(self._writes, lambda: self._audit_attack(record, event))
             self._fire("presentation_attack", event=event, detail=detail)
@@ -249,9 +250,12 @@ class Plugin:
             return "outside schedule", datetime.now().strftime("%a %H:%M")
         live, live_detail = "live", ""
         if config.liveness.enabled:
-            live, live_detail = judge(config.liveness, event, memory.liveness, config.evidence_window_s)
+            live, live_detail = judge(config.liveness, event, memory.liveness)
             if live == "attack":
                 return "presentation attack", live_detail
+            blocked_until = self._attacked.get((event.camera, self._person_key(event)), 0.0)
+            if time.monotonic() < blocked_until:  # a retry after an attack is a new track: it waits its turn
+                return "blocked after an attack", f"{blocked_until - time.monotonic():.0f}s left"
         agreeing = self._agreeing(config, event)
         if agreeing < config.min_agreeing_embeddings:
             memory.waiting = event

@@ -128,7 +128,8 @@ def test_a_long_track_whose_recent_embeddings_are_weak_never_opens_the_door(obam
     audit = tmp_path / "audit.jsonl"
     relay = HttpReceiver()
     plugins = {"door": {"backend": {"type": "http", "unlock_url": relay.url("/unlock"), "lock_url": relay.url("/lock")},
-                        "allow": [OBAMA], "audit_log": str(audit), "evidence_window_s": 30}}
+                        "allow": [OBAMA], "audit_log": str(audit), "evidence_window_s": 30,
+                        "liveness": {"enabled": False}}}  # still frames: this tests the embeddings alone
     state = tmp_path / "state"
     shutil.copytree(obama_enrolled, state)
     config = make_config(state, frames, plugins=plugins)

@@ -34,6 +34,9 @@ def relay() -> Any:
 def door(tmp_path: Path, backend: dict[str, Any], **rules: Any) -> dict[str, Any]:
     # An image folder's frames are one second apart in camera time: embeddings 10 frames apart are 10 s apart.
     rules.setdefault("evidence_window_s", 30)
+    # These visits are still photos repeated as frames, which liveness refuses (a flat picture, no depth):
+    # they test the other rules; tests/plugins/test_door_liveness.py tests liveness.
+    rules.setdefault("liveness", {"enabled": False})
     return {"door": {"backend": backend, "allow": [OBAMA], "audit_log": str(tmp_path / "audit.jsonl"), **rules}}
 
 
@@ -297,10 +300,10 @@ def test_the_door_locks_before_the_daemon_opens_its_state(tmp_path, enrolled: En
 
 
 def live_frames(now: float) -> tuple[Any, ...]:
-    """Three frames up to `now` that the liveness models judged live, nothing held round the face."""
+    """Five frames in a row up to `now`, verified as the person, judged live, with depth, nothing framed."""
     from facewatchd.events import LivenessSample
 
-    return tuple(LivenessSample(now - 0.1 * i, 0.99, 0.1, False) for i in (2, 1, 0))
+    return tuple(LivenessSample(now - 0.1 * i, 100 - i, 0.99, 0.3, False, True) for i in (4, 3, 2, 1, 0))
 
 
 def test_only_fresh_agreeing_embeddings_count():

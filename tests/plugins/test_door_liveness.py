@@ -10,7 +10,7 @@ from typing import Any
 import cv2
 import pytest
 
-from bench.attacks import AttackStyle, head_photo, render, write_video
+from bench.attacks import AttackStyle, head_photo, held_over, render, write_video
 from facewatchd.events import FaceEvent
 from facewatchd.hookspecs import hookimpl
 from facewatchd.plugins import PluginHost
@@ -112,6 +112,76 @@ def test_a_frame_judged_an_attack_ends_the_track_for_the_door(tmp_path, enrolled
     assert "/unlock" not in relay.paths()
 
 
+def test_a_photo_shown_for_the_embeddings_then_lowered_for_a_live_face_is_refused(tmp_path, enrolled: Enrolled,
+                                                                                    relay):
+    # A stranger (the sample clip's speaker, not enrolled) holds a print of Obama over his own face for 12
+    # frames, long enough for two embeddings of Obama, then lowers it: his own live face is in the same box.
+    detector = YuNetDetector()
+    clip = cv2.VideoCapture(str(SAMPLE_CLIP))
+    clip.set(cv2.CAP_PROP_POS_FRAMES, 120)  # inside the speaker's long close-up
+    frames = [clip.read()[1] for _ in range(40)]
+    faces = [max(detector.detect(f), key=lambda f: f.box[2]).box for f in frames]
+    obama = cv2.imread(str(FIXTURES / "obama2.jpg"))
+    video = tmp_path / "swap.avi"
+    write_video(held_over(frames, faces, obama, max(detector.detect(obama), key=lambda f: f.box[2]).box, 12), video,
+                fps=30, size=(frames[0].shape[1], frames[0].shape[0]))
+    config = make_config(enrolled.state(tmp_path), video, plugins=door(tmp_path, relay, [OBAMA]))
+    run_with(config)
+    records = audit(tmp_path)
+    assert not [r for r in records if r["decision"] == "grant"] and "/unlock" not in relay.paths(), records
+    [refused] = [r for r in records if r["name"] == OBAMA]  # the print was named Obama: only liveness refused it
+    assert refused["detail"] == "the frames judged live are not the frames whose face was verified", refused
+
+
+def test_a_photo_held_close_enough_to_hide_its_edges_is_refused_for_lack_of_depth(tmp_path, enrolled: Enrolled,
+                                                                                  relay):
+    close = held_up(tmp_path / "close.avi", FIXTURES / "obama2.jpg", "print", card_px=800, hand=False, sway_deg=8,
+                    approach=0.1, seed=4)
+    config = make_config(enrolled.state(tmp_path), close, plugins=door(tmp_path, relay, [OBAMA]))
+    run_with(config)
+    [record] = audit(tmp_path)
+    assert record["reason"] == "liveness not shown" and "no depth" in record["detail"], record
+    assert record["framed"] == 0 and "/unlock" not in relay.paths()  # no edges in view: depth alone stops it
+    (tmp_path / "audit.jsonl").unlink()
+    config = make_config(enrolled.state(tmp_path / "again"), close,
+                         plugins=door(tmp_path, relay, [OBAMA], liveness={"min_parallax": 0}))
+    run_with(config)
+    assert "/unlock" in relay.paths(), audit(tmp_path)  # without the depth cue the models let it in
+
+
+def test_attack_frames_count_by_frame_even_when_the_clock_steps_back():
+    from facewatchd.events import LivenessSample
+    from plugins.door.liveness import DoorLivenessConfig, LivenessTally, judge
+
+    config, tally = DoorLivenessConfig(), LivenessTally()
+    samples: list[LivenessSample] = []
+    for frame, ts, score in [(1, 1000.1, 0.9), (2, 1000.2, 0.9), (3, 940.3, 0.05), (4, 940.4, 0.05)]:
+        samples.append(LivenessSample(ts, frame, score, 0.3, False, frame == 1))  # NTP stepped the clock back
+        verdict, detail = judge(config, FaceEvent("cam", "t", ts, "p", OBAMA, liveness=tuple(samples)), tally)
+    assert verdict == "attack" and "2 frame(s) judged an attack" in detail
+
+
+async def test_after_an_attack_the_person_waits_before_another_try_on_that_camera():
+    from facewatchd.events import LivenessSample
+    from plugins.door import DoorConfig, Plugin
+
+    door_plugin = Plugin()
+    door_plugin.config = DoorConfig(backend={"type": "http", "unlock_url": "http://x/u", "lock_url": "http://x/l"},
+                                    allow=[OBAMA], audit_log=None)
+    door_plugin._spawn = lambda tasks, make: None  # decisions only: no audit file, no relay
+    reasons: list[str] = []
+    door_plugin._record = lambda event, decision, reason, detail: reasons.append(reason) or {}  # type: ignore
+    attack = tuple(LivenessSample(i / 10, i, 0.05, 0.0, False, i == 0) for i in range(3))
+    door_plugin._consider(FaceEvent("cam", "t1", 0.2, "person-o", OBAMA, 0.8, 3, ((0.0, 0.8),), liveness=attack))
+    live = tuple(LivenessSample(i / 10, i, 0.99, 0.3, False, True) for i in range(10, 16))
+    retry = FaceEvent("cam", "t2", 1.5, "person-o", OBAMA, 0.8, 3, ((1.0, 0.8), (1.5, 0.8)), liveness=live)
+    door_plugin._consider(retry)
+    assert reasons == ["presentation attack", "blocked after an attack"]
+    other_camera = FaceEvent("cam2", "t3", 1.5, "person-o", OBAMA, 0.8, 3, ((1.0, 0.8), (1.5, 0.8)), liveness=live)
+    door_plugin._consider(other_camera)
+    assert reasons[-1] == "allowlisted"
+
+
 @pytest.fixture(scope="module")
 def speaker_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sample clip seen once, its main speaker named by the operator (and his far-away opening shot
@@ -148,7 +218,7 @@ def test_the_live_clip_still_opens_the_door_as_before(tmp_path, speaker_state: P
     assert len(with_liveness) == len(without)
     fps = cv2.VideoCapture(str(SAMPLE_CLIP)).get(cv2.CAP_PROP_FPS)
     for before, now in zip(without, with_liveness):
-        assert now["camera_ts"] * fps <= before["camera_ts"] * fps + 5, (before, now)  # at most 5 frames later
+        assert round(now["camera_ts"] * fps) <= round(before["camera_ts"] * fps) + 5, (before, now)  # ≤ 5 frames later
         assert all(s >= 0.7 for s in now["liveness"][-1:]) and now["framed"] == 0
 
 
