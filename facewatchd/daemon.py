@@ -37,6 +37,7 @@ from facewatchd.web import Live, WebServer, door_audit_path
 from facewatchd.systemd import notify_systemd
 from facewatchd.vision.detector import Face, YuNetDetector
 from facewatchd.vision.embedder import create_embedder
+from facewatchd.watchdog import LoopWatchdog
 
 log = structlog.get_logger("facewatchd.daemon")
 
@@ -74,6 +75,7 @@ class Daemon:
         self.cameras = [Camera(c) for c in config.cameras]
         self.recognizer: Recognizer | None = None
         self.liveness: LivenessWatch | None = None
+        self.watchdog: LoopWatchdog | None = None
         self.uplink: Uplink | None = None
         self.link: Link | None = None
         self._embedded: Any = None
@@ -119,6 +121,8 @@ class Daemon:
             await self.plugins.start()
             stack.push_async_callback(self.plugins.stop)
             stack.enter_context(StateDirLock(self.config.device.state_dir))
+            # a plugin that blocks the loop is named in the log (the door relocks from its own thread anyway)
+            self.watchdog = stack.enter_context(LoopWatchdog(asyncio.get_running_loop(), self.plugins.plugin_of))
             summary = await self._run(stack)
         log.info("daemon_stopped", **{k: v for k, v in summary.as_dict().items() if k != "persons"})
         summary.seconds = round(time.monotonic() - started, 2)

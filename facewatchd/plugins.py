@@ -18,6 +18,7 @@ import importlib.metadata
 import inspect
 import pkgutil
 import queue
+import sys
 import threading
 import tomllib
 from dataclasses import dataclass, field
@@ -168,6 +169,22 @@ class PluginHost:
         hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
         manifest = read_manifest(module) if isinstance(module, ModuleType) else {}
         self.infos[name] = PluginInfo(name, origin, mod_name, hooks, manifest)
+
+    def plugin_of(self, filename: str) -> str | None:
+        """The plugin a source file belongs to (the loop watchdog names the plugin that blocks the loop): a
+        package plugin is its folder, a module plugin or a plugin object's class its file."""
+        path = Path(filename)
+        for name, plugin in self.pm.list_name_plugin():
+            module = plugin if isinstance(plugin, ModuleType) else sys.modules.get(type(plugin).__module__)
+            source = getattr(module, "__file__", None)
+            if not source:
+                continue
+            source_path = Path(source)
+            if source_path.name == "__init__.py":
+                source_path = source_path.parent
+            if path == source_path or source_path in path.parents:
+                return name
+        return None
 
     def _import_builtin(self, name: str) -> ModuleType:
         try:

@@ -12,7 +12,10 @@ audited with the scores and the face crop, and the `presentation_attack` hook fi
 Assistant).
 Each track gets at most one unlock; a denial is written once per track and reason.
 
-Safety: the relock timer runs here, in the plugin, not in the lock. A backend that fails or times out
+Safety: the relock runs here, in the plugin, and twice: a timer on the event loop, and a thread of its own
+that locks the door if the loop has not confirmed a lock shortly after `unlock_s` (a plugin that blocks the
+loop cannot hold the door open). Best of all the lock relocks by itself: `{seconds}` in the unlock command
+asks it to (see backends.py), which is also what holds after a kill -9. A backend that fails or times out
 while unlocking is told to lock again at once; the door is locked at start (the daemon starts plugins
 before it opens any of its own state, so no state problem can keep the door from locking), when
 `unlock_s` ends, and when the daemon stops. A lock that is not confirmed is never given up on: the
@@ -27,6 +30,7 @@ import asyncio
 import json
 import os
 import random
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -51,6 +55,7 @@ log = structlog.get_logger("facewatchd.plugins.door")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 RELOCK_FIRST_RETRY_S = 0.5
+RELOCK_GRACE_S = 0.5  # after unlock_s, how long the loop's relock may be late before the thread's acts
 
 
 class Window(BaseModel):
@@ -115,6 +120,8 @@ class Plugin:
         self._backend_lock = asyncio.Lock()  # one backend action at a time: an unlock never overtakes a lock
         self._audit_lock = asyncio.Lock()  # audit lines in decision order
         self._relock_timer: asyncio.TimerHandle | None = None
+        self._relock_threads: list[threading.Timer] = []  # the relock that does not need the loop
+        self._unlocks = self._locks = 0  # confirmed unlocks and locks, for the relock thread to compare
         self._actions: set[asyncio.Task[None]] = set()  # unlocks and relocks: cancelled at stop, then we lock
         self._writes: set[asyncio.Task[None]] = set()  # audit lines: always finished
         self._keeper: asyncio.Task[None] | None = None  # keeps locking a door not confirmed locked
@@ -150,6 +157,8 @@ class Plugin:
     async def facewatchd_stop(self, context: PluginContext) -> None:
         if self._relock_timer is not None:
             self._relock_timer.cancel()
+        for timer in self._relock_threads:
+            timer.cancel()  # the stop locks below
         await self._stop_keeper()
         if self._actions:  # an unlock in flight gets its timeout to finish or fail, then is abandoned
             assert self.config is not None
@@ -285,9 +294,10 @@ class Plugin:
         assert self.config is not None and self.backend is not None
         async with self._backend_lock:
             await self._stop_keeper()  # an intended unlock; the relock after it keeps trying on its own
+            self._arm_relock_thread()  # before the command: a loop blocked from here on cannot keep it open
             try:
                 async with asyncio.timeout(self.config.backend.timeout_s):
-                    await self.backend.unlock()
+                    await self.backend.unlock(self.config.unlock_s)
             except asyncio.CancelledError:  # the daemon is stopping; facewatchd_stop locks next
                 await self._audit({**record, "decision": "deny", "reason": "stopping",
                                    "detail": "unlock abandoned at stop"})
@@ -307,6 +317,31 @@ class Plugin:
             self._relock_timer = asyncio.get_running_loop().call_later(
                 self.config.unlock_s, self._spawn, self._actions, lambda: self._lock_door("unlock_s elapsed"))
             log.info("door_unlocked", name=record["name"], camera=record["camera"], relock_in_s=self.config.unlock_s)
+
+    def _arm_relock_thread(self) -> None:
+        """A second relock that no plugin can hold up: a thread of its own locks the door if the loop has not
+        confirmed a lock `RELOCK_GRACE_S` after unlock_s (a plugin blocking the loop, a loop gone wrong),
+        counted from when the unlock command is sent, whether or not its answer arrives."""
+        assert self.config is not None
+        self._unlocks += 1
+        unlock, locked_before = self._unlocks, self._locks
+
+        def relock() -> None:
+            if self._unlocks != unlock or self._locks != locked_before or self.backend is None:
+                return  # locked meanwhile by the loop, or unlocked again (that unlock armed its own)
+            try:
+                done = self.backend.lock_blocking()
+            except Exception as e:
+                log.error("door_thread_relock_failed", error=describe(e))
+                return
+            if done:
+                log.warning("door_relocked_from_thread", why="the event loop did not lock in time",
+                            late_s=RELOCK_GRACE_S)
+
+        timer = threading.Timer(self.config.unlock_s + RELOCK_GRACE_S, relock)
+        timer.daemon = True
+        timer.start()
+        self._relock_threads = [t for t in self._relock_threads if t.is_alive()] + [timer]
 
     async def _lock_door(self, why: str) -> None:
         async with self._backend_lock:
@@ -336,6 +371,7 @@ class Plugin:
         else:
             log.info("door_locked", why=why)
         self.locked, self.lock_failures = True, 0
+        self._locks += 1
         return True
 
     def _keep_locking(self, why: str) -> None:

@@ -8,11 +8,20 @@
 
 Every backend raises on failure; the plugin turns that into a denial and a relock. Each has its own
 config class, so a typo in a key names the backend's key.
+
+A lock that relocks by itself is the one that holds when this process cannot: `{seconds}` in an http
+backend's `unlock_url` or `unlock_body`, or in an mqtt backend's `payload_unlock`, is replaced by `unlock_s`,
+so the unlock command itself says for how long (Shelly `?turn=on&timer={seconds}`, a Zigbee relay's
+`on_time`, an ESPHome script). The plugin still locks after `unlock_s`, from its event loop and, should
+that loop be blocked, from a thread of its own (`lock_blocking`: gpio and http; not mqtt).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import threading
+import urllib.request
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,9 +31,19 @@ from plugins._mqtt import BrokerConfig, PluginMqtt
 
 class Backend(Protocol):
     async def open(self) -> None: ...
-    async def unlock(self) -> None: ...
+    async def unlock(self, seconds: float) -> None: ...
     async def lock(self) -> None: ...
     async def close(self) -> None: ...
+
+    def lock_blocking(self) -> bool:
+        """Lock from a plain thread, without the event loop (which may be blocked); False if this backend
+        cannot (mqtt: its connection belongs to the loop)."""
+        ...
+
+
+def pulse(template: str, seconds: float) -> str:
+    """The unlock command with `{seconds}` (how long the lock stays open by itself) filled in."""
+    return template.replace("{seconds}", str(max(1, math.ceil(seconds))))
 
 
 class GpioConfig(BaseModel):
@@ -41,7 +60,8 @@ class HttpConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["http"] = "http"
-    unlock_url: str = Field(pattern=r"^https?://", description="request that unlocks")
+    unlock_url: str = Field(pattern=r"^https?://", description="request that unlocks; {seconds}: unlock_s, for a "
+                            "relay that relocks by itself (Shelly ?turn=on&timer={seconds})")
     lock_url: str = Field(pattern=r"^https?://", description="request that locks")
     method: Literal["GET", "POST", "PUT"] = "POST"
     headers: dict[str, str] = Field(default_factory=dict)
@@ -53,7 +73,7 @@ class HttpConfig(BaseModel):
 class MqttConfig(BrokerConfig):
     type: Literal["mqtt"] = "mqtt"
     command_topic: str = Field(pattern=r"^[^#+]+$", description="where the lock takes its commands")
-    payload_unlock: str = "UNLOCK"
+    payload_unlock: str = Field("UNLOCK", description="{seconds}: unlock_s, for a lock that relocks by itself")
     payload_lock: str = "LOCK"
     qos: Literal[0, 1, 2] = 1
     retain: bool = False
@@ -66,6 +86,7 @@ class GpioBackend:
     def __init__(self, config: GpioConfig) -> None:
         self.config = config
         self._request: Any = None
+        self._line = threading.Lock()
 
     def _open_sync(self) -> Any:
         import gpiod  # the `gpio` extra; imported here so other backends do not need it
@@ -79,14 +100,19 @@ class GpioBackend:
     def _set_sync(self, active: bool) -> None:
         from gpiod.line import Value
 
-        if self._request is None:  # the chip was not there at start: try again
-            self._request = self._open_sync()
-        self._request.set_value(self.config.line, Value.ACTIVE if active else Value.INACTIVE)
+        with self._line:  # the loop's worker and the relock thread share the line
+            if self._request is None:  # the chip was not there at start: try again
+                self._request = self._open_sync()
+            self._request.set_value(self.config.line, Value.ACTIVE if active else Value.INACTIVE)
+
+    def lock_blocking(self) -> bool:
+        self._set_sync(False)
+        return True
 
     async def open(self) -> None:
         self._request = await asyncio.to_thread(self._open_sync)  # requested inactive: locked
 
-    async def unlock(self) -> None:
+    async def unlock(self, seconds: float) -> None:
         await asyncio.to_thread(self._set_sync, True)
 
     async def lock(self) -> None:
@@ -118,11 +144,21 @@ class HttpBackend:
                 text = (await response.text())[:200]
                 raise RuntimeError(f"HTTP {response.status} from {url}: {text}")
 
-    async def unlock(self) -> None:
-        await self._request(self.config.unlock_url, self.config.unlock_body)
+    async def unlock(self, seconds: float) -> None:
+        body = None if self.config.unlock_body is None else pulse(self.config.unlock_body, seconds)
+        await self._request(pulse(self.config.unlock_url, seconds), body)
 
     async def lock(self) -> None:
         await self._request(self.config.lock_url, self.config.lock_body)
+
+    def lock_blocking(self) -> bool:
+        body = self.config.lock_body.encode() if self.config.lock_body and self.config.method != "GET" else None
+        request = urllib.request.Request(self.config.lock_url, data=body, method=self.config.method,
+                                         headers=self.config.headers)
+        with urllib.request.urlopen(request, timeout=self.config.timeout_s) as response:  # noqa: S310 (config URL)
+            if response.status >= 300:
+                raise RuntimeError(f"HTTP {response.status} from {self.config.lock_url}")
+        return True
 
     async def close(self) -> None:
         session, self._session = self._session, None
@@ -145,11 +181,14 @@ class MqttBackend:
         await self.mqtt.publish(self.config.command_topic, payload, qos=self.config.qos, retain=self.config.retain,
                                 timeout=self.config.timeout_s)
 
-    async def unlock(self) -> None:
-        await self._command(self.config.payload_unlock)
+    async def unlock(self, seconds: float) -> None:
+        await self._command(pulse(self.config.payload_unlock, seconds))
 
     async def lock(self) -> None:
         await self._command(self.config.payload_lock)
+
+    def lock_blocking(self) -> bool:
+        return False  # its broker connection lives on the loop: a pulse in payload_unlock is its safeguard
 
     async def close(self) -> None:
         await self.mqtt.stop()

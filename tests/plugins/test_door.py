@@ -346,3 +346,48 @@ async def test_a_late_answer_for_a_face_that_has_left_opens_nothing():
     assert door._tracks == {} and not door._last_unlock  # neither decided nor remembered
     # the same event for a face still in view would be granted
     assert door._verdict(door.config, dataclasses.replace(late, gone=False), TrackMemory())[0] == "allowlisted"
+
+
+class BlocksTheLoop:
+    """A third-party plugin with a bug: a blocking call in an `async def` hook holds up the whole event loop
+    (here once the door is open, so the test is the relock's, not the unlock's)."""
+
+    def __init__(self, relay: HttpReceiver) -> None:
+        self.relay = relay
+
+    @hookimpl
+    async def track_ended(self, event: Any) -> None:
+        import time
+
+        await eventually(lambda: "/unlock" in self.relay.paths(), 5, what="the door to open")
+        await asyncio.sleep(0.2)  # the relay's answer is in: the door is open
+        time.sleep(3)
+
+
+async def test_a_plugin_that_blocks_the_loop_cannot_hold_the_door_open(tmp_path, enrolled: Enrolled, relay):
+    # unlocked at the 11th frame; the track ends at the 12th and the plugin blocks the loop for 3 s: the
+    # loop's relock timer (unlock_s = 0.5) cannot fire, the door's own thread locks at 0.5 + 0.5 s
+    visit = frames_dir(tmp_path / "door", (FIXTURES / "obama2.jpg", 12))
+    config = make_config(enrolled.state(tmp_path), visit, plugins=door(tmp_path, http_backend(relay), unlock_s=0.5))
+    host = PluginHost(config)
+    host.load()
+    host.pm.register(BlocksTheLoop(relay), name="blocker")
+    daemon, _ = await run_in_loop(config, host)
+    unlock = next(r for r in relay.requests if r.path == "/unlock")
+    relock = next(r for r in relay.requests if r.path == "/lock" and r.at > unlock.at)
+    assert relock.at - unlock.at < 1.8, relock.at - unlock.at  # not the 3 s the loop was blocked for
+    assert daemon.watchdog is not None
+    [(plugin, seconds)] = daemon.watchdog.blocked  # the log names who blocked it
+    assert plugin == "blocker" and seconds >= 2
+
+
+def test_an_unlock_command_can_carry_its_own_relock(tmp_path, enrolled: Enrolled, relay):
+    """`{seconds}` in the unlock request: a relay that relocks by itself (Shelly's timer) after unlock_s, even
+    if this process is killed while the door is open."""
+    visit = frames_dir(tmp_path / "door", (FIXTURES / "obama2.jpg", 12))
+    backend = http_backend(relay)
+    backend["unlock_url"] = relay.url("/relay/0?turn=on&timer={seconds}")
+    backend["unlock_body"] = '{"on_time": {seconds}}'
+    run_daemon(make_config(enrolled.state(tmp_path), visit, plugins=door(tmp_path, backend, unlock_s=7.5)))
+    [unlock] = [r for r in relay.requests if r.path.startswith("/relay/0")]
+    assert unlock.path == "/relay/0?turn=on&timer=8" and unlock.body == b'{"on_time": 8}'
