@@ -376,7 +376,10 @@ class ResolverPolicy(Policy):
 
     def __init__(self, state_dir: Path, config: Config) -> None:
         super().__init__()
-        self.stores = LocalResolverStores(state_dir / "resolver", lambda _: None)
+        # The resolver embeds each crop itself; these baselines hand it the embedding this bench already made
+        # of the same face (same model), instead of running SFace a second time on every crop of every frame.
+        self._embeddings: dict[bytes, np.ndarray] = {}
+        self.stores = LocalResolverStores(state_dir / "resolver", self._embeddings.get)
         self.resolver = Resolver(self.stores.crops, self.stores.collection, self.stores.names, DiscardShadow(),
                                  config.identity, config.resolver.templates_per_person)
         self.uplink_config = config.uplink
@@ -385,8 +388,12 @@ class ResolverPolicy(Policy):
         if det.jpeg is None:
             det.jpeg = face_crop_jpeg(frame.image, det.face, self.uplink_config)
         self.calls.append(Call(det.person, det.visit))
-        return await self.resolver.resolve(FaceQuery(new_face_id(), THING, "bench", track.id, det.jpeg, det.embedding,
-                                                     frame.ts))
+        self._embeddings[det.jpeg] = det.embedding
+        try:
+            return await self.resolver.resolve(FaceQuery(new_face_id(), THING, "bench", track.id, det.jpeg, None,
+                                                         frame.ts))
+        finally:
+            self._embeddings.pop(det.jpeg, None)
 
     async def label(self, person_id: str, name: str) -> None:
         await self.resolver.label(person_id, name)

@@ -49,7 +49,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAl
 from botocore.config import Config
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from facewatchd.messages import FaceQuery, MessageError, thing_from_uplink_topic
+from facewatchd.messages import FaceQuery, MessageError, strict_json, thing_from_uplink_topic
 from facewatchd.resolver.aws import (AwsAdapters, AwsResolverConfig, UnreadableImageError, client_config,
                                      open_aws_adapters)
 from facewatchd.resolver.core import Resolver
@@ -124,7 +124,7 @@ def parse_record(record: Mapping[str, Any]) -> FaceQuery:
     if len(body) > MAX_BODY_CHARS:
         raise Poison("too_large", f"body: {len(body)} characters, more than {MAX_BODY_CHARS}")
     try:
-        doc = json.loads(body)
+        doc = strict_json(body)  # NaN and Infinity are Python's, not JSON
     except ValueError as e:
         raise Poison("not_json", f"not JSON: {e}") from None
     except RecursionError:

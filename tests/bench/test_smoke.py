@@ -144,6 +144,6 @@ def test_liveness_bench_runs(tmp_path):
         shutil.copy(FIXTURES / name, person / name)
     result = run_script("liveness.py", "--lfw", tmp_path / "lfw", "--spoof", FIXTURES / "spoof", "--people", 1,
                         "--frames", 12, "--no-door", timeout=400)
-    assert set(result["frame"]) == {"print", "screen photo", "screen video", "bona fide"}
+    assert set(result["frame"]) == {"print", "screen photo", "close-up", "cut-out", "screen video", "bona fide"}
     assert result["frame"]["bona fide"]["frames"] > 500 and 0 <= result["frame"]["bona fide"]["bpcer"] <= 1
     assert result["pictures"]["image_T1.jpg"] > 0.9 and result["pictures"]["image_F2.jpg"] < 0.1
