@@ -35,7 +35,7 @@ class DoorLivenessConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(True, description="false: a photo of an allowlisted person opens the door")
-    live_threshold: float = Field(0.7, gt=0, lt=1, description="a frame's model score at or above this is live")
+    live_threshold: float = Field(0.6, gt=0, lt=1, description="a frame's model score at or above this is live")
     live_frames: int = Field(5, ge=1, le=32, description="the latest frames, one after the other, that must all "
                              "be judged live, the frame verified as the person among them")
     attack_threshold: float = Field(0.2, ge=0, lt=1, description="a frame's model score below this is an attack")

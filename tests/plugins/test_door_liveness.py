@@ -219,7 +219,7 @@ def test_the_live_clip_still_opens_the_door_as_before(tmp_path, speaker_state: P
     fps = cv2.VideoCapture(str(SAMPLE_CLIP)).get(cv2.CAP_PROP_FPS)
     for before, now in zip(without, with_liveness):
         assert round(now["camera_ts"] * fps) <= round(before["camera_ts"] * fps) + 5, (before, now)  # ≤ 5 frames later
-        assert all(s >= 0.7 for s in now["liveness"][-1:]) and now["framed"] == 0
+        assert all(s >= 0.6 for s in now["liveness"][-1:]) and now["framed"] == 0
 
 
 async def test_only_the_doors_cameras_and_allowlist_pay_for_liveness(tmp_path, enrolled: Enrolled, relay):
