@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 from bench.attacks import AttackStyle, head_photo, render, write_video  # noqa: E402
 from facewatchd.config import parse_config  # noqa: E402
 from facewatchd.daemon import Daemon  # noqa: E402
-from facewatchd.events import TrackEnded  # noqa: E402
+from facewatchd.events import FaceEvent, TrackEnded  # noqa: E402
 from facewatchd.hookspecs import hookimpl  # noqa: E402
 from facewatchd.logs import configure_logging  # noqa: E402
 from facewatchd.plugins import PluginHost  # noqa: E402
@@ -105,12 +105,28 @@ class Relay:
 
 
 class Tracks:
+    """Ended tracks, and each track's person (a track that ends before its answer learns it from the late
+    event that follows)."""
+
+    def __init__(self) -> None:
+        self.ended: list[TrackEnded] = []
+        self.persons: dict[str, str] = {}
+
     @hookimpl
     def track_ended(self, event: TrackEnded) -> None:
         self.ended.append(event)
 
-    def __init__(self) -> None:
-        self.ended: list[TrackEnded] = []
+    @hookimpl
+    def face_recognised(self, event: FaceEvent) -> None:
+        if event.person_id:
+            self.persons.setdefault(event.track_id, event.person_id)
+
+    @hookimpl
+    def unknown_face(self, event: FaceEvent) -> None:
+        self.face_recognised(event)
+
+    def person(self, ended: TrackEnded) -> str | None:
+        return ended.face.person_id or self.persons.get(ended.face.track_id)
 
 
 def config_for(state: Path, sources: list[Path], door: dict[str, Any] | None) -> Any:
@@ -289,8 +305,8 @@ def live_clip_at_door(clip: Path, state: Path, work: Path) -> dict[str, Any]:
 
     tracks = Tracks()
     run(config_for(state, [clip], None), tracks)
-    longest = max(tracks.ended, key=lambda t: t.frames).face.person_id
-    opening = min(tracks.ended, key=lambda t: t.face.ts - t.dwell_s).face.person_id
+    longest = tracks.person(max(tracks.ended, key=lambda t: t.frames))
+    opening = tracks.person(min(tracks.ended, key=lambda t: t.face.ts - t.dwell_s))
     config_file = work / "clip.toml"
     config_file.write_text(f'[device]\nstate_dir = "{state}"\n[logging]\nlevel = "error"\n')
     assert longest is not None

@@ -192,8 +192,7 @@ def speaker_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = make_config(state, SAMPLE_CLIP)
     log = TrackLog()
     run_with(config, log)
-    longest = max(log.tracks, key=lambda t: t.frames).face.person_id
-    opening = min(log.tracks, key=lambda t: t.face.ts - t.dwell_s).face.person_id
+    longest, opening = log.longest_and_opening()
     config_file = state.parent / "c.toml"
     config_file.write_text(f'[device]\nstate_dir = "{state}"\n')
     cli("faces", "label", longest, SPEAKER, "--config", str(config_file))
