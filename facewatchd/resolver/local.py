@@ -131,19 +131,19 @@ class SqliteFaceCollection:
         self._matrix: np.ndarray | None = None  # all embeddings, rebuilt lazily after a change
         self._persons: list[str] = []
         self._refs: list[str] = []
-        self._embedded: dict[str, np.ndarray] = {}  # face id → the crop's embedding, latest few
+        self._embedded: dict[bytes, np.ndarray] = {}  # crop → its embedding, the latest few
         self.searches = 0
         self.indexed = 0
 
     async def _embedding(self, query: FaceQuery) -> np.ndarray:
         if query.embedding is not None:
             return query.embedding
-        emb = self._embedded.get(query.face_id)
+        emb = self._embedded.get(query.crop_jpeg)  # by the crop itself: an id is only what a device says
         if emb is None:
             emb = await asyncio.to_thread(self._embed_crop, query.crop_jpeg)
             if emb is None:
                 raise NoFaceError(f"no face found in the crop of {query.face_id}")
-            self._embedded[query.face_id] = emb  # search, then index: one embedding
+            self._embedded[query.crop_jpeg] = emb  # search, then index: one embedding
             while len(self._embedded) > EMBEDDED_KEPT:
                 self._embedded.pop(next(iter(self._embedded)))
         return emb

@@ -18,8 +18,8 @@ from facewatchd.vision.detector import DetectorConfig, Face, YuNetDetector
 from facewatchd.vision.embedder import EmbedderConfig, SFaceEmbedder
 
 MAX_IMAGE_PIXELS = 40_000_000  # a photo or frame: 8K video is 33 MP
-MAX_CROP_PIXELS = 4_000_000
-CROP_SCORE_THRESHOLD = 0.3  # a face crop from a device (they are at most 1024 px a side)
+MAX_CROP_PIXELS = 4_000_000  # a face crop from a device (they are at most 1024 px a side)
+CROP_SCORE_THRESHOLD = 0.3  # the detector's threshold inside such a crop (FaceAnalyzer.embed_crop)
 
 
 class ImageError(ValueError):

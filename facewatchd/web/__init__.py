@@ -10,167 +10,32 @@ Authentication: see `auth.py`. Lists are paginated in SQL, so 10,000 persons sta
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import secrets
-import socket
 import ssl
-import time
-from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from collections import deque
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
-from urllib.parse import quote, urlsplit
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic_core import PydanticCustomError
 
-from facewatchd.events import FaceEvent, TrackEnded
-from facewatchd.hookspecs import hookimpl
 from facewatchd.state import ChangeLog, required_text
-from facewatchd.web.auth import COOKIE, Session, Sessions, check_password, is_password_hash, read_secret
+from facewatchd.web.auth import COOKIE, Session, Sessions, check_password
+from facewatchd.web.config import WebConfig
+from facewatchd.web.live import Live, Sighting
+from facewatchd.web.security import AllowedHosts, LoginThrottle, local_path, security_middleware
 
 if TYPE_CHECKING:
     from facewatchd.resolver.core import Resolver
 
 log = structlog.get_logger("facewatchd.web")
 
+__all__ = ["Live", "Sighting", "WebConfig", "WebServer", "door_attack_crop", "door_audit_path"]
+
 HERE = Path(__file__).parent
 PAGE_SIZE = 48
 CROPS_SHOWN = 4
-
-
-class WebConfig(BaseModel):
-    """`[web]`: the review page. It starts only with a password configured (hashed, or in a file)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    host: str = Field("127.0.0.1", description="where to listen: localhost unless you mean otherwise")
-    port: int = Field(8750, ge=0, le=65535, description="0: any free port (logged)")
-    user: str = Field("admin", min_length=1, max_length=64, description="the name to log in with")
-    password_hash: str | None = Field(None, description="from `python -m facewatchd.web` (asks for the password): "
-                                      "scrypt$…")
-    password_file: Path | None = Field(None, description="a file whose first line is the password hash")
-    tls_cert_file: Path | None = None
-    tls_key_file: Path | None = None
-    session_hours: float = Field(12.0, gt=0, le=24 * 30)
-    hostnames: list[str] = Field(default_factory=list, description="names the page is reached by, beside IP "
-                                 "addresses, localhost and this machine's name (e.g. door.example.net); a request "
-                                 "for any other name is refused (DNS rebinding)")
-
-    @model_validator(mode="after")
-    def _one_password(self) -> "WebConfig":
-        if self.password_hash and self.password_file:
-            raise ValueError("password_hash and password_file: set one of them")
-        if bool(self.tls_cert_file) != bool(self.tls_key_file):
-            raise ValueError("tls_cert_file and tls_key_file go together")
-        if self.enabled:  # caught here, by check-config too: not as a traceback at start or a login that never works
-            try:
-                stored = self.stored_hash()
-            except ValueError as e:
-                raise PydanticCustomError("password_file", str(e)) from None
-            if not is_password_hash(stored):  # the value is never echoed: it may be the password itself
-                where = "password_hash" if self.password_hash else f"password_file {self.password_file}"
-                raise PydanticCustomError("password_hash", f"{where} does not hold a password hash (scrypt$…): "
-                                          "make one with `python -m facewatchd.web`")
-        return self
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.password_hash or self.password_file)
-
-    def stored_hash(self) -> str:
-        return self.password_hash or read_secret(self.password_file)  # type: ignore[arg-type]
-
-
-@dataclass
-class Sighting:
-    camera: str
-    track_id: str
-    ts: float
-    dwell_s: float = 0.0
-    person_id: str | None = None
-    name: str | None = None
-    similarity: float = 0.0
-
-
-@dataclass
-class Live:
-    """What the cameras see, from the same hooks every plugin gets (registered like one): who is in view
-    now, per camera, and the recent sightings of each person. No frame is kept, only ids and times."""
-
-    recent_per_person: int = 5
-    now: dict[str, dict[str, Sighting]] = field(default_factory=dict)  # camera → track → sighting
-    seen: "OrderedDict[str, deque[Sighting]]" = field(default_factory=OrderedDict)
-    version: int = 0
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def _touch(self) -> None:
-        self.version += 1
-        self.changed.set()
-        self.changed = asyncio.Event()
-
-    def _update(self, event: FaceEvent) -> None:
-        self.now.setdefault(event.camera, {})[event.track_id] = Sighting(
-            event.camera, event.track_id, event.ts, 0.0, event.person_id, event.name, event.similarity)
-        self._touch()
-
-    @hookimpl
-    async def face_detected(self, event: FaceEvent) -> None:
-        self._update(event)
-
-    @hookimpl
-    async def face_recognised(self, event: FaceEvent) -> None:
-        self._update(event)
-
-    @hookimpl
-    async def unknown_face(self, event: FaceEvent) -> None:
-        self._update(event)
-
-    @hookimpl
-    async def track_ended(self, event: TrackEnded) -> None:
-        self.now.get(event.face.camera, {}).pop(event.face.track_id, None)
-        f = event.face
-        if f.person_id:
-            history = self.seen.setdefault(f.person_id, deque(maxlen=self.recent_per_person))
-            history.appendleft(Sighting(f.camera, f.track_id, time.time(), event.dwell_s, f.person_id, f.name))
-            self.seen.move_to_end(f.person_id)
-            while len(self.seen) > 20_000:
-                self.seen.popitem(last=False)
-        self._touch()
-
-    def snapshot(self) -> dict[str, list[dict[str, Any]]]:
-        return {camera: [{"track": s.track_id, "person_id": s.person_id, "name": s.name,
-                          "similarity": round(s.similarity, 3)} for s in tracks.values()]
-                for camera, tracks in sorted(self.now.items())}
-
-
-@dataclass
-class LoginThrottle:
-    """Login attempts per client address: after `limit` within `window_s`, that address waits. An attempt
-    counts when it starts, before its password is checked, so simultaneous guesses cannot all be checked
-    while the first ones are still running; a login that succeeds takes its attempt back."""
-
-    limit: int = 5
-    window_s: float = 60.0
-    _attempts: dict[str, deque[float]] = field(default_factory=dict)
-
-    def attempt(self, remote: str) -> bool:
-        """Count an attempt; False (nothing counted) while the address must wait."""
-        recent = self._attempts.setdefault(remote, deque(maxlen=self.limit))
-        if len(recent) >= self.limit and time.monotonic() - recent[0] < self.window_s:
-            return False
-        recent.append(time.monotonic())
-        if len(self._attempts) > 10_000:  # a flood of addresses: forget the oldest
-            self._attempts.pop(next(iter(self._attempts)))
-        return True
-
-    def succeeded(self, remote: str) -> None:
-        recent = self._attempts.get(remote)
-        if recent:
-            recent.pop()
 
 
 class WebServer:
@@ -185,9 +50,7 @@ class WebServer:
         self.state_dir = state_dir
         self.live = live
         self.door_audit = door_audit
-        machine = socket.gethostname().casefold()
-        self._hostnames = {"localhost", machine, f"{machine}.local", socket.getfqdn().casefold(),
-                           config.host.casefold(), *(h.casefold().rstrip(".") for h in config.hostnames)}
+        self.hosts = AllowedHosts(config.host, config.hostnames)
         self.sessions = Sessions(config.session_hours * 3600)
         self.throttle = LoginThrottle()
         self._checks = asyncio.Semaphore(2)
@@ -229,7 +92,7 @@ class WebServer:
 
         @web.middleware
         async def security(request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
-            return await _security_middleware(self, handler)(request)
+            return await security_middleware(self, handler)(request)
 
         app = web.Application(middlewares=[security], client_max_size=64 * 1024)
         get, post = web.get, web.post
@@ -254,21 +117,6 @@ class WebServer:
     # -- security -------------------------------------------------------------------------------
     def _secure(self) -> bool:
         return bool(self.config.tls_cert_file)
-
-    def host_allowed(self, host: str) -> bool:
-        """The Host a request names: an IP address, localhost, this machine's name, the configured host or a
-        name in `hostnames`. A DNS-rebinding page names its own site, and is refused."""
-        if host.startswith("["):  # [::1]:8750
-            name = host[1:].split("]", 1)[0]
-        else:  # door.local:8750, or a bare name or IPv6 address
-            name = host.split(":", 1)[0] if host.count(":") == 1 else host
-        name = name.rstrip(".").casefold()
-        try:
-            ipaddress.ip_address(name)
-            return True
-        except ValueError:
-            pass
-        return name in self._hostnames
 
     def render(self, name: str, request: Any, context: dict[str, Any], status: int = 200) -> Any:
         from aiohttp import web
@@ -475,52 +323,6 @@ class WebServer:
         return "reject", {"face_id": face_id, "person_id": person.person_id}, f"/people/{person.person_id}"
 
 
-def _security_middleware(server: WebServer, handler: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Any]:
-    async def check(request: Any) -> Any:
-        from aiohttp import web
-
-        path = request.path
-        if not server.host_allowed(request.host):  # DNS rebinding: another site's name pointed at this address
-            log.warning("web_host_refused", host=request.host[:200], remote=request.remote)
-            return _harden(web.Response(status=421, text="this page is not served under that name: add it to "
-                                        "[web] hostnames"))
-        if path.startswith("/static/"):
-            return _harden(await handler(request))
-        if request.method == "POST":
-            # A form posted from another site carries its Origin (or Sec-Fetch-Site): refused outright.
-            origin = request.headers.get("Origin")
-            fetch_site = request.headers.get("Sec-Fetch-Site")
-            if (origin and origin != f"{request.scheme}://{request.host}") or fetch_site == "cross-site":
-                log.warning("web_cross_site_refused", path=path, origin=origin, remote=request.remote)
-                raise web.HTTPForbidden(text="cross-site request refused")
-        if path == "/login":
-            return _harden(await handler(request))
-        session = server.sessions.get(request.cookies.get(COOKIE))
-        if session is None:
-            if request.method == "GET" and path != "/events":
-                raise web.HTTPSeeOther(f"/login?next={quote(path)}")
-            raise web.HTTPUnauthorized(text="log in first")
-        request[server.session_key] = session
-        if request.method == "POST":
-            form = await request.post()
-            if not secrets.compare_digest(str(form.get("csrf", "")), session.csrf):
-                log.warning("web_csrf_refused", path=path, user=session.user, remote=request.remote)
-                raise web.HTTPForbidden(text="missing or wrong CSRF token: reload the page")
-        return _harden(await handler(request))
-
-    return check
-
-
-def _harden(response: Any) -> Any:
-    """No framing (clickjacking), scripts and styles from this site only, no referrer to other sites."""
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("Content-Security-Policy", "default-src 'self'; img-src 'self'; "
-                                "style-src 'self'; script-src 'self'; frame-ancestors 'none'")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")  # a crop is an image, never a script
-    return response
-
-
 def door_audit_path(config: Any) -> Path | None:
     """The door plugin's audit log, when the door plugin is configured."""
     door = config.plugins.get("door")
@@ -535,16 +337,6 @@ def door_attack_crop(audit_log: Path, name: str) -> Path | None:
     if len(name) != 36 or not name.endswith(".jpg") or any(c not in "0123456789abcdef" for c in name[:32]):
         return None
     return audit_log.parent / "door-attacks" / name
-
-
-def local_path(target: str, default: str) -> str:
-    """`target` if it is a path on this site, else `default`: never a way to send someone elsewhere
-    (`//host`, `/\\host`, a scheme, control characters that browsers drop)."""
-    parts = urlsplit(target)
-    if (not target.startswith("/") or parts.scheme or parts.netloc or "\\" in target
-            or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target) or target.startswith("//")):
-        return default
-    return target
 
 
 def _next(request: Any) -> str:

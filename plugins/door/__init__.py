@@ -28,76 +28,32 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from datetime import time as day_time
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Literal
+from typing import Any, Awaitable, Callable
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
 from facewatchd.events import FaceEvent, TrackEnded
 from facewatchd.hookspecs import hookimpl
 from facewatchd.pipeline.liveness import LivenessDemand
 from facewatchd.plugins import PluginContext
-from facewatchd.state import append_line, private_dir
-from plugins.door.backends import Backend, GpioConfig, HttpConfig, MqttConfig, create_backend
-from plugins.door.liveness import DoorLivenessConfig, LivenessTally, judge
+from facewatchd.state import append_line
+from plugins.door.audit import attack_crops_dir, describe, now_iso, write_crop
+from plugins.door.backends import Backend, create_backend
+from plugins.door.config import DAYS, DoorConfig, Window
+from plugins.door.liveness import LivenessTally, judge
+
+__all__ = ["DAYS", "DoorConfig", "Plugin", "TrackMemory", "Window", "attack_crops_dir", "describe"]
 
 log = structlog.get_logger("facewatchd.plugins.door")
 
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 RELOCK_FIRST_RETRY_S = 0.5
 RELOCK_GRACE_S = 0.5  # after unlock_s, how long the loop's relock may be late before the thread's acts
-
-
-class Window(BaseModel):
-    """Days and a local-time range; an end before the start runs past midnight into the next day."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    days: list[Day] = Field(default_factory=lambda: list(DAYS))
-    start: day_time = Field(description="HH:MM, local time")
-    end: day_time = Field(description="HH:MM, local time; before start: ends the next day")
-
-    @model_validator(mode="after")
-    def _not_empty(self) -> "Window":
-        if self.start == self.end:
-            raise ValueError("start and end are the same time: the window would be empty")
-        return self
-
-    def contains(self, now: datetime) -> bool:
-        t, today, yesterday = now.time(), DAYS[now.weekday()], DAYS[(now.weekday() - 1) % 7]
-        if self.start < self.end:
-            return today in self.days and self.start <= t < self.end
-        return (today in self.days and t >= self.start) or (yesterday in self.days and t < self.end)
-
-
-class DoorConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    backend: GpioConfig | HttpConfig | MqttConfig = Field(discriminator="type")
-    allow: list[str] = Field(default_factory=list, description="names that may unlock (case-insensitive)")
-    unlock_threshold: float = Field(0.52, gt=0, le=1, description="similarity each agreeing embedding must reach "
-                                    "(bench/openset.py, 1,000 enrolled: 0.1 % of strangers reach 0.52 in one photo)")
-    min_agreeing_embeddings: int = Field(2, ge=1, le=16, description="the track's own embeddings, each at "
-                                         "unlock_threshold or above, needed within evidence_window_s")
-    evidence_window_s: float = Field(5.0, gt=0, le=600, description="how recent an agreeing embedding must be")
-    cooldown_s: float = Field(30.0, ge=0, description="per person, between two unlocks")
-    unlock_s: float = Field(5.0, gt=0, le=600, description="how long the door stays unlocked")
-    schedule: list[Window] = Field(default_factory=list, description="when unlocking is allowed; empty: always")
-    cameras: list[str] = Field(default_factory=list, description="cameras that watch this door; empty: all")
-    audit_log: Path | None = Field(None, description="JSON lines; default <state_dir>/door-audit.jsonl")
-    relock_backoff_max_s: float = Field(30.0, gt=0, le=600, description="longest wait between two attempts to "
-                                        "lock a door whose lock did not answer (they never stop)")
-    liveness: DoorLivenessConfig = Field(default_factory=DoorLivenessConfig)
 
 
 @dataclass
@@ -440,25 +396,3 @@ class Plugin:
         task = asyncio.get_running_loop().create_task(run())
         tasks.add(task)
         task.add_done_callback(tasks.discard)
-
-
-def describe(error: BaseException) -> str:
-    if isinstance(error, TimeoutError):
-        return "timed out"
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-
-
-def attack_crops_dir(audit_path: Path) -> Path:
-    """Where the crops of presentation attacks are kept, beside the audit log."""
-    return audit_path.parent / "door-attacks"
-
-
-def write_crop(path: Path, jpeg: bytes) -> None:
-    private_dir(path.parent)  # faces are personal data: the owner's only
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(jpeg)
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
