@@ -48,7 +48,7 @@ from facewatchd.config import parse_config  # noqa: E402
 from facewatchd.daemon import Daemon  # noqa: E402
 from facewatchd.events import FaceEvent  # noqa: E402
 from facewatchd.hookspecs import hookimpl  # noqa: E402
-from facewatchd.link.mqtt import tls_params  # noqa: E402
+from facewatchd.link.mqtt_client import tls_params  # noqa: E402
 from facewatchd.plugins import PluginHost  # noqa: E402
 from facewatchd.vision.detector import YuNetDetector  # noqa: E402
 from tests.support.broker import Mosquitto  # noqa: E402

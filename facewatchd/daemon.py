@@ -101,7 +101,8 @@ class Daemon:
             return self._embedded.link(self.config.device.thing)
         from facewatchd.link import create_link
 
-        return create_link(self.config.device.thing, self.config.link, self.config.device.state_dir)
+        return create_link(self.config.device.thing, self.config.link, self.config.device.state_dir,
+                           lambda: self.plugins.mqtt)
 
     def request_stop(self) -> None:
         self.stop_event.set()

@@ -13,6 +13,7 @@ holds up only itself). Every call has a timeout; failures are logged and counted
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import importlib.metadata
 import inspect
@@ -24,7 +25,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import pluggy
 import structlog
@@ -32,6 +33,9 @@ from pydantic import BaseModel, ValidationError
 
 from facewatchd import hookspecs
 from facewatchd.config import Config, ConfigError, format_errors, key_path
+
+if TYPE_CHECKING:
+    from facewatchd.link.mqtt_connection import MqttConnections
 
 log = structlog.get_logger("facewatchd.plugins")
 
@@ -51,12 +55,17 @@ class PluginInfo:
 
 @dataclass
 class PluginContext:
-    """What a plugin gets at start: the whole config, its own validated section, and the loop."""
+    """What a plugin gets at start: the whole config, its own validated section, the loop, and the device's
+    MQTT connections (a plugin's client joins the one for its broker and credentials: see plugins/_mqtt.py)."""
 
     config: Config
     loop: asyncio.AbstractEventLoop
     plugin_configs: dict[str, BaseModel]
     host: "PluginHost"
+
+    @property
+    def mqtt(self) -> "MqttConnections":
+        return self.host.mqtt
 
     def plugin_config(self, name: str) -> Any:
         return self.plugin_configs.get(name)
@@ -263,6 +272,15 @@ class PluginHost:
             written, plain = plugin_key_path(values, loc), key_path(loc)
             out.append(line.replace(f".{plain}:", f".{written}:", 1) if written != plain else line)
         return out
+
+    @functools.cached_property
+    def mqtt(self) -> "MqttConnections":
+        """The device's MQTT connections, one per broker identity, shared by the plugins and the link (the
+        daemon hands it to the link), so one certificate never holds two connections. aiomqtt is an extra:
+        imported only when something asks."""
+        from facewatchd.link.mqtt_connection import MqttConnections
+
+        return MqttConnections(self.config.device.thing)
 
     def liveness_demands(self) -> list[Any]:
         """What the plugins need liveness evidence for (after start: a plugin asks from its own config)."""

@@ -1,10 +1,14 @@
-"""An MQTT connection for plugins (Home Assistant, alerts, the door's MQTT backend), over aiomqtt.
+"""An MQTT client for plugins (Home Assistant, alerts, the door's MQTT backend, analytics), over aiomqtt.
 
-aiomqtt has no reconnect of its own, so `PluginMqtt` runs one loop: connect (with a last will when
-given), subscribe, run the plugin's `on_connect` (announce, re-publish state), read messages until the
-connection drops, and reconnect after a backoff with jitter. `publish` never waits for a connection:
-offline it raises `MqttUnavailable`, or, for a client made with `keep_offline > 0`, keeps the message
-(up to that many, oldest dropped first) and sends it on reconnect.
+A `PluginMqtt` is a tenant of the device's connection to its broker (facewatchd/link/mqtt_connection.py):
+plugins on the same broker and credentials as the link, or as each other, share one connection, so a broker
+that ties the client id to the certificate never sees two connections of one device. The connection
+reconnects and carries the device's will (`facewatchd/<thing>/availability`); a plugin that announces its
+own availability also lists that topic, so Home Assistant sees it go away when the connection dies.
+
+At each connect the plugin's `on_connect` runs (announce, re-publish state). `publish` never waits for a
+connection: offline it raises `MqttUnavailable`, or, for a client made with `keep_offline > 0`, keeps the
+message (up to that many, oldest dropped first) and sends it on reconnect.
 
 Not a module of its own plugin: the leading underscore keeps it out of `builtin_plugin_names()`.
 """
@@ -17,12 +21,11 @@ from collections import deque
 from typing import Awaitable, Callable
 
 import aiomqtt
-import structlog
-
 from pydantic import Field
 
-from facewatchd.link.mqtt import Backoff, PahoLog, connect_client, tls_params
-from facewatchd.link.mqtt import BrokerConfig as MqttBrokerConfig
+from facewatchd.link.base import availability_topic
+from facewatchd.link.mqtt_client import BrokerConfig as MqttBrokerConfig
+from facewatchd.link.mqtt_connection import MqttConnection, MqttConnections
 
 
 class MqttUnavailable(RuntimeError):
@@ -32,36 +35,41 @@ class MqttUnavailable(RuntimeError):
 class BrokerConfig(MqttBrokerConfig):
     """Where a plugin's MQTT client connects; plugin config classes extend it with their own keys."""
 
-    client_id: str | None = Field(None, description="default: facewatchd-<thing>-<plugin>")
+    client_id: str | None = Field(None, description="default: one connection per broker and credentials, named "
+                                                    "after its first user; a client id of its own gives this "
+                                                    "plugin a connection of its own")
 
 
 class PluginMqtt:
-    def __init__(self, config: BrokerConfig, client_id: str, *, will: tuple[str, bytes] | None = None,
+    def __init__(self, config: BrokerConfig, client_id: str, connections: MqttConnections, *,
                  subscriptions: tuple[str, ...] = (),
                  on_connect: Callable[[], Awaitable[None]] | None = None,
                  on_message: Callable[[str, bytes], Awaitable[None]] | None = None,
                  keep_offline: int = 0) -> None:
         self.config = config
         self.client_id = config.client_id or client_id
-        self._will = will
-        self._subscriptions = subscriptions
+        self.topics = subscriptions
+        self._connections = connections
         self._on_connect = on_connect
         self._on_message = on_message
         self._kept: deque[tuple[str, bytes, bool, int]] = deque(maxlen=keep_offline or 1)
         self._keep = keep_offline > 0
+        self._connection: MqttConnection | None = None
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._log = structlog.get_logger("facewatchd.plugins.mqtt").bind(client_id=self.client_id,
-                                                                         broker=f"{config.host}:{config.port}")
         self.last_error: str | None = None
 
     @property
     def connected(self) -> bool:
         return self._client is not None
 
+    @property
+    def connection_availability_topic(self) -> str:
+        """Retained `online`/`offline` of the connection this client is on (its will)."""
+        return availability_topic(self._connections.thing)
+
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"mqtt-{self.client_id}")
+        self._connection = self._connections.attach(self.config, self.client_id, self)
 
     async def wait_connected(self, timeout: float) -> bool:
         with contextlib.suppress(TimeoutError):
@@ -70,15 +78,16 @@ class PluginMqtt:
         return self.connected
 
     async def stop(self, last: tuple[str, bytes] | None = None) -> None:
-        """Publish `last` (retained; e.g. availability `offline`, as a clean disconnect sends no will), then close."""
+        """Publish `last` (retained; e.g. availability `offline`), then leave the connection."""
         if last is not None and self._client is not None:
             with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
                 async with asyncio.timeout(3):
                     await self._client.publish(last[0], last[1], qos=1, retain=True)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await self._connections.detach(connection, self)
+        self._client = None
+        self._connected.clear()
 
     async def publish(self, topic: str, payload: bytes | str, *, retain: bool = False, qos: int = 1,
                       timeout: float = 5.0) -> None:
@@ -89,7 +98,7 @@ class PluginMqtt:
                 self._kept.append((topic, data, retain, qos))
                 return
             raise MqttUnavailable(f"not connected to {self.config.host}:{self.config.port}: "
-                                  f"{self.last_error or 'connecting'}")
+                                  f"{self._error() or 'connecting'}")
         try:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that lands as
             # the publish completes (python/cpython#86296), and the plugin's task then never stops
@@ -104,60 +113,38 @@ class PluginMqtt:
     async def subscribe(self, *topics: str, unsubscribe: bool = False) -> None:
         """(Un)subscribe on the current connection only (the `subscriptions` given at init are renewed at each
         connect; these are not)."""
-        client = self._client
-        if client is None:
+        connection = self._connection
+        if connection is None or self._client is None:
             raise MqttUnavailable(f"not connected to {self.config.host}:{self.config.port}")
         try:
             if unsubscribe:
-                await client.unsubscribe(list(topics))
+                await connection.unsubscribe(self, topics)
             else:
-                await client.subscribe([(t, 1) for t in topics])
-        except aiomqtt.MqttError as e:
+                await connection.subscribe(self, topics)
+        except (aiomqtt.MqttError, TimeoutError) as e:
             raise MqttUnavailable(f"subscribe to {topics} failed: {e}") from e
 
-    def _new_client(self, paho: PahoLog) -> aiomqtt.Client:
-        c = self.config
-        return aiomqtt.Client(
-            c.host, c.port, identifier=self.client_id, username=c.username,
-            password=c.password.get_secret_value() if c.password else None, keepalive=c.keepalive,
-            will=aiomqtt.Will(self._will[0], self._will[1], qos=1, retain=True) if self._will else None,
-            tls_params=tls_params(c.ca_file, c.cert_file, c.key_file) if c.use_tls else None,
-            logger=paho.logger)
+    def _error(self) -> str | None:
+        return self._connection.last_error if self._connection else self.last_error
 
-    async def _run(self) -> None:
-        backoff = Backoff(self.config.reconnect_min_s, self.config.reconnect_max_s)
-        while True:
-            paho = PahoLog(self._log)
-            try:
-                async with contextlib.AsyncExitStack() as stack:
-                    client = self._new_client(paho)
-                    await connect_client(client, stack, paho)
-                    if self._subscriptions:
-                        await client.subscribe([(t, 1) for t in self._subscriptions])
-                    self._client = client
-                    if self._on_connect is not None:
-                        await self._on_connect()
-                    while self._kept:  # what was published while we were away, oldest first
-                        topic, data, retain, qos = self._kept[0]
-                        await client.publish(topic, data, qos=qos, retain=retain)
-                        self._kept.popleft()
-                    self.last_error = None
-                    self._connected.set()
-                    backoff.reset()
-                    self._log.info("plugin_mqtt_online")
-                    async for message in client.messages:
-                        if self._on_message is not None:
-                            payload = message.payload if isinstance(message.payload, bytes) else \
-                                str(message.payload or "").encode()
-                            await self._on_message(str(message.topic), payload)
-                    raise aiomqtt.MqttError("message stream ended")
-            except aiomqtt.MqttError as e:
-                self.last_error = f"{e}: {paho.error}" if paho.error and paho.error not in str(e) else str(e)
-                self._log.warning("plugin_mqtt_offline", error=self.last_error)
-            except Exception as e:  # a bug in a callback must not end the loop: log it and reconnect
-                self.last_error = f"{type(e).__name__}: {e}"
-                self._log.exception("plugin_mqtt_failed")
-            finally:
-                self._client = None
-                self._connected.clear()
-            await asyncio.sleep(backoff.next())
+    # -- the connection's tenant -----------------------------------------------------------------
+
+    async def mqtt_connected(self, client: aiomqtt.Client) -> None:
+        self._client = client
+        if self._on_connect is not None:
+            await self._on_connect()
+        while self._kept:  # what was published while we were away, oldest first
+            topic, data, retain, qos = self._kept[0]
+            await client.publish(topic, data, qos=qos, retain=retain)
+            self._kept.popleft()
+        self.last_error = None
+        self._connected.set()
+
+    def mqtt_disconnected(self) -> None:
+        self._client = None
+        self._connected.clear()
+        self.last_error = self._error()
+
+    async def mqtt_message(self, topic: str, payload: bytes) -> None:
+        if self._on_message is not None:
+            await self._on_message(topic, payload)

@@ -37,7 +37,8 @@ from pydantic import Field, model_validator
 from facewatchd.control import ControlServer, socket_path
 from facewatchd.web import WebServer
 from facewatchd.identity import IdentityConfig
-from facewatchd.link.mqtt import MAX_PAYLOAD_BYTES, Backoff, BrokerConfig, PahoLog, connect_client, describe_failure, tls_params
+from facewatchd.link.base import MAX_PAYLOAD_BYTES
+from facewatchd.link.mqtt_client import Backoff, BrokerConfig, PahoLog, connect_client, describe_failure, tls_params
 from facewatchd.messages import FaceQuery, MessageError, Resolution, face_id_of, thing_from_uplink_topic
 from facewatchd.resolver.core import Resolver
 from facewatchd.resolver.local import LocalResolverStores

@@ -26,7 +26,8 @@ import structlog
 
 from facewatchd.aio import cancel_and_wait
 
-from facewatchd.link.mqtt import MAX_PAYLOAD_BYTES, Backoff, PahoLog, connect_client, describe_failure, tls_params
+from facewatchd.link.base import MAX_PAYLOAD_BYTES
+from facewatchd.link.mqtt_client import Backoff, PahoLog, connect_client, describe_failure, tls_params
 from facewatchd.messages import strict_json
 from facewatchd.shadow.document import ShadowError, client_token_of, validate_client_token
 from facewatchd.shadow.store import ShadowStore, shadow_label

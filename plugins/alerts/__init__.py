@@ -95,7 +95,7 @@ class Plugin:
                                                   headers=config.webhook.headers)
         if config.mqtt is not None:
             self.topic = config.mqtt.topic or f"facewatchd/{self.thing}/alerts"
-            self.mqtt = PluginMqtt(config.mqtt, f"facewatchd-{self.thing}-alerts",
+            self.mqtt = PluginMqtt(config.mqtt, f"facewatchd-{self.thing}-alerts", context.mqtt,
                                    keep_offline=config.mqtt.keep_offline)
             self.mqtt.start()
 

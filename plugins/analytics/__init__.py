@@ -25,6 +25,7 @@ from facewatchd import __version__
 from facewatchd.config import Config
 from facewatchd.events import TrackEnded
 from facewatchd.hookspecs import hookimpl
+from facewatchd.link.base import availability_topic
 from facewatchd.pipeline.camera import is_live
 from facewatchd.plugins import PluginContext
 from plugins._mqtt import BrokerConfig, MqttUnavailable, PluginMqtt
@@ -98,8 +99,8 @@ class Plugin:
         log.info("analytics_started", db=str(self.store.path), anonymous=self.config.anonymous)
         if self.config.mqtt is not None:
             self._loop, self._changed = asyncio.get_running_loop(), asyncio.Event()
-            self.mqtt = PluginMqtt(self.config.mqtt, f"facewatchd-{self.thing}-analytics",
-                                   will=(self.availability_topic, b"offline"), on_connect=self.announce)
+            self.mqtt = PluginMqtt(self.config.mqtt, f"facewatchd-{self.thing}-analytics", context.mqtt,
+                                   on_connect=self.announce)
             self.mqtt.start()
             self._publisher = asyncio.get_running_loop().create_task(self._publish_loop(), name="analytics-publish")
 
@@ -162,7 +163,9 @@ class Plugin:
             topic = f"{self.config.mqtt.discovery_prefix}/sensor/{self.node}/{slug(camera)}_{key}/config"
             configs[topic] = None if identities and self.config.anonymous else {
                 "name": name, "unique_id": f"{self.node}_{slug(camera)}_{key}", "device": device, "origin": ORIGIN,
-                "availability_topic": self.availability_topic, "state_topic": self.state_topic(camera),
+                # its own availability and its connection's will (a dead connection cannot say the first)
+                "availability": [{"topic": self.availability_topic}, {"topic": availability_topic(self.thing)}],
+                "availability_mode": "all", "state_topic": self.state_topic(camera),
                 "value_template": f"{{{{ value_json.{key} }}}}", "state_class": "measurement",
                 **({"unit_of_measurement": unit, "device_class": "duration"} if unit else {})}
         return configs

@@ -100,7 +100,7 @@ class Plugin:
         if config.unlock_threshold < context.config.identity.name_threshold:
             log.warning("door_threshold_below_recognition", unlock_threshold=config.unlock_threshold,
                         name_threshold=context.config.identity.name_threshold)
-        self.backend = create_backend(config.backend, context.config.device.thing)
+        self.backend = create_backend(config.backend, context)
         try:
             async with asyncio.timeout(config.backend.timeout_s):
                 await self.backend.open()

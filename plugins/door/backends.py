@@ -22,11 +22,15 @@ import asyncio
 import math
 import threading
 import urllib.request
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from plugins._mqtt import BrokerConfig, PluginMqtt
+
+if TYPE_CHECKING:
+    from facewatchd.link.mqtt_connection import MqttConnections
+    from facewatchd.plugins import PluginContext
 
 
 class Backend(Protocol):
@@ -167,9 +171,9 @@ class HttpBackend:
 
 
 class MqttBackend:
-    def __init__(self, config: MqttConfig, thing: str) -> None:
+    def __init__(self, config: MqttConfig, thing: str, connections: MqttConnections) -> None:
         self.config = config
-        self.mqtt = PluginMqtt(config, f"facewatchd-{thing}-door")
+        self.mqtt = PluginMqtt(config, f"facewatchd-{thing}-door", connections)
 
     async def open(self) -> None:
         self.mqtt.start()
@@ -197,9 +201,9 @@ class MqttBackend:
 BackendConfig = GpioConfig | HttpConfig | MqttConfig
 
 
-def create_backend(config: BackendConfig, thing: str) -> Backend:
+def create_backend(config: BackendConfig, context: PluginContext) -> Backend:
     if isinstance(config, GpioConfig):
         return GpioBackend(config)
     if isinstance(config, HttpConfig):
         return HttpBackend(config)
-    return MqttBackend(config, thing)
+    return MqttBackend(config, context.config.device.thing, context.mqtt)

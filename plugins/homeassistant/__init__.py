@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from facewatchd import __version__
 from facewatchd.events import FaceEvent, TrackEnded
 from facewatchd.hookspecs import hookimpl
+from facewatchd.link.base import availability_topic
 from facewatchd.plugins import PluginContext
 from plugins._mqtt import BrokerConfig, MqttUnavailable, PluginMqtt
 
@@ -184,8 +185,14 @@ class Plugin:
                 "manufacturer": "facewatchd", "sw_version": __version__, "via_device": self.node,
                 "suggested_area": options.area or name}
 
+    @property
+    def availability(self) -> list[dict[str, str]]:
+        """This plugin's own availability and its connection's will (a dead connection cannot say the
+        first): an entity is available while both are online."""
+        return [{"topic": self.availability_topic}, {"topic": availability_topic(self.thing)}]
+
     def _entity(self, unique_id: str, name: str | None, device: dict[str, Any], **keys: Any) -> dict[str, Any]:
-        return {"name": name, "unique_id": unique_id, "availability_topic": self.availability_topic,
+        return {"name": name, "unique_id": unique_id, "availability": self.availability, "availability_mode": "all",
                 "device": device, "origin": ORIGIN, **keys}
 
     def hub_configs(self) -> dict[str, dict[str, Any] | None]:
@@ -222,11 +229,10 @@ class Plugin:
                                             image_topic=self.camera_topic(camera, "face")) \
             if self.config.publish_face_crops else None  # turned off: remove an entity an earlier run made
         # available while the daemon is and the camera delivers frames (a live source being reopened is not)
-        availability = [{"topic": self.availability_topic}, {"topic": self.camera_topic(camera, "availability")}]
+        availability = [*self.availability, {"topic": self.camera_topic(camera, "availability")}]
         for payload in configs.values():
             if payload is not None:
-                del payload["availability_topic"]
-                payload |= {"availability": availability, "availability_mode": "all"}
+                payload["availability"] = availability
         return configs
 
     def person_device(self, person_id: str, person: PersonState) -> dict[str, Any]:
@@ -283,8 +289,7 @@ class Plugin:
         self.configuration_url = self.config.configuration_url or (
             f"{'https' if web.tls_cert_file else 'http'}://{web.host}:{web.port}/" if web.enabled else None)
         self.cameras = {c.id: CameraState() for c in context.config.cameras}
-        self.mqtt = PluginMqtt(self.config, f"facewatchd-{self.thing}-homeassistant",
-                               will=(self.availability_topic, b"offline"),
+        self.mqtt = PluginMqtt(self.config, f"facewatchd-{self.thing}-homeassistant", context.mqtt,
                                subscriptions=(f"{self.config.discovery_prefix}/status",),
                                on_connect=self.announce, on_message=self._on_message)
         self.mqtt.start()
@@ -538,8 +543,9 @@ class Plugin:
             await self._publish(topic, b"", retain=True)
             own = [config.get(key) for key in STATE_KEYS] + [a.get("topic") for a in config.get("availability") or []
                                                               if isinstance(a, dict)]
-            for state in own:  # its retained states, and its own availability (never the daemon's)
-                if isinstance(state, str) and state.startswith(f"{self.base}/") and state != self.availability_topic:
+            for state in own:  # its retained states, and its own availability (never the daemon's or the connection's)
+                if isinstance(state, str) and state.startswith(f"{self.base}/") and \
+                        state not in (self.availability_topic, availability_topic(self.thing)):
                     await self._publish(state, b"", retain=True)
             removed += 1
         log.info("ha_reconciled", retained=len(found.configs), removed=removed, set_not_home=away)

@@ -153,3 +153,52 @@ async def test_without_a_certificate_nobody_connects(acl_broker: Mosquitto, pki:
         async with aiomqtt.Client(HOST, acl_broker.port, identifier="anyone", tls_context=context,
                                   timeout=5):
             pass
+
+
+async def test_the_link_and_the_plugins_on_one_device_certificate_share_one_connection(
+        acl_broker: Mosquitto, pki: TestPki, tmp_path: Path) -> None:
+    """The shipped broker ties the client id to the certificate: a second connection of door-1 would take
+    the first one's place. The link, Home Assistant and the door's MQTT backend all use door-1's certificate
+    for a whole run (a face named through the shadow, HA announced, the door locked at start and at stop)
+    on one connection that is never knocked off."""
+    server = ResolverServiceConfig(host=acl_broker.host, port=acl_broker.port, ca_file=pki.ca_file,
+                                   cert_file=pki.client("facewatchd-resolver").cert,
+                                   key_file=pki.client("facewatchd-resolver").key,
+                                   shadow_cert_file=pki.client("facewatchd-shadow").cert,
+                                   shadow_key_file=pki.client("facewatchd-shadow").key, **FAST)
+    door1 = pki.client("door-1")
+    broker = {"host": acl_broker.host, "port": acl_broker.port, "ca_file": str(pki.ca_file),
+              "cert_file": str(door1.cert), "key_file": str(door1.key), **FAST}
+    log_file = acl_broker.workdir / "mosquitto.log"
+
+    def published(topic: str) -> bool:
+        return f"Received PUBLISH from door-1 " in log_file.read_text() and f"'{topic}'" in log_file.read_text()
+
+    async with ResolverService(server, tmp_path / "server") as service:
+        await service.ready(timeout=15)
+        obama = await enroll(service, "Barack Obama", FIXTURES / "obama.jpg")
+        frames = write_frames(tmp_path / "frames", face_crops(FIXTURES / "obama1.jpg", 1), lambda i: 0)
+        config = make_config(
+            tmp_path / "door-1", frames, device={"thing": "door-1"}, link={"type": "mqtt", **broker},
+            cameras=[{"id": "front", "source": str(frames), "loop": True, "fps": 4, "pace": "realtime"}],
+            plugins={"homeassistant": broker,
+                     "door": {"backend": {"type": "mqtt", "command_topic": "facewatchd/door-1/door/set", **broker}}})
+        host = PluginHost(config)
+        host.load()
+        daemon = Daemon(config, host)
+        device = asyncio.create_task(daemon.run())
+        try:
+            await eventually(lambda: daemon.recognizer is not None
+                             and daemon.recognizer.cache.persons() == {obama: "Barack Obama"}, 60,
+                             "door-1 to be answered through its shadow")
+            await eventually(lambda: published("facewatchd/door-1/homeassistant/availability")
+                             and published("facewatchd/door-1/door/set"), 20, "HA and the door to publish")
+        finally:
+            daemon.request_stop()
+            summary = await asyncio.wait_for(device, 60)
+    log = log_file.read_text()
+    connects = [line for line in log.splitlines() if "New client connected" in line and "u'door-1'" in line]
+    assert len(connects) == 1, connects
+    assert "already connected, closing old connection" not in log
+    assert summary.resolver_calls == 1 and summary.link_online
+    assert log.count("'facewatchd/door-1/door/set'") >= 2, "locked at start and at stop, on the shared connection"

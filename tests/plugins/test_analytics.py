@@ -235,7 +235,8 @@ async def test_home_assistant_sensors_per_camera(tmp_path, broker: Mosquitto):
                            "mean_dwell_today_s": 1.0}
     assert json.loads(mqtt.last("facewatchd/facewatchd-demo/analytics/till") or b"{}")["visits_today"] == 0
     assert config["state_topic"] == state_topic and config["value_template"] == "{{ value_json.unique_today }}"
-    assert config["availability_topic"] == availability
+    assert config["availability"] == [{"topic": availability}, {"topic": "facewatchd/facewatchd-demo/availability"}]
+    assert config["availability_mode"] == "all"
 
 
 class TrackLog:
