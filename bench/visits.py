@@ -296,17 +296,17 @@ class SharedEmbeddings:
     def __init__(self, real: Embedder) -> None:
         self.real = real
         self._aligned: dict[int, np.ndarray] = {}  # id(face) → aligned, this frame only
-        self._embeddings: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._embeddings: OrderedDict[bytes, tuple[np.ndarray, float]] = OrderedDict()  # with the feature norm
         self.computed_again = 0
         self.plain = 0  # re-verifications' own embeddings (no mirror image): facewatchd's, not the frame's
 
     def detections(self, image: np.ndarray, faces: list[Face]) -> list[tuple[np.ndarray, np.ndarray]]:
         self._aligned = {}
         aligned = [self.real.align(image, f) for f in faces]
-        vectors = self.real.embed_batch(aligned)
-        for f, a, e in zip(faces, aligned, vectors):
+        vectors, norms = self.real.embed_batch_with_norms(aligned)
+        for f, a, e, n in zip(faces, aligned, vectors, norms):
             self._aligned[id(f)] = a
-            self._embeddings[aligned_key(a)] = e
+            self._embeddings[aligned_key(a)] = (e, float(n))
         while len(self._embeddings) > 20_000:
             self._embeddings.popitem(last=False)
         return list(zip(aligned, vectors))
@@ -315,21 +315,33 @@ class SharedEmbeddings:
         found = self._aligned.get(id(face))
         return found if found is not None else self.real.align(frame, face)
 
-    def embed_aligned(self, aligned: np.ndarray, mirror: bool | None = None) -> np.ndarray:
+    def _embed_one(self, aligned: np.ndarray, mirror: bool | None) -> tuple[np.ndarray, float]:
         if mirror is False:  # a re-verification's plain embedding: not what the frame computed
             self.plain += 1
-            return self.real.embed_aligned(aligned, mirror)
+            vectors, norms = self.real.embed_batch_with_norms([aligned], mirror)
+            return vectors[0], float(norms[0])
         found = self._embeddings.get(aligned_key(aligned))
         if found is None:
             self.computed_again += 1
-            found = self.real.embed_aligned(aligned)
+            vectors, norms = self.real.embed_batch_with_norms([aligned])
+            found = (vectors[0], float(norms[0]))
         return found
+
+    def embed_aligned(self, aligned: np.ndarray, mirror: bool | None = None) -> np.ndarray:
+        return self._embed_one(aligned, mirror)[0]
+
+    def embed_batch_with_norms(self, aligned: list[np.ndarray], mirror: bool | None = None) \
+            -> tuple[np.ndarray, np.ndarray]:
+        found = [self._embed_one(a, mirror) for a in aligned]
+        if not found:
+            return self.real.embed_batch_with_norms([])
+        return np.stack([e for e, _ in found]), np.array([n for _, n in found], np.float32)
 
     def embed(self, frame: np.ndarray, face: Face) -> np.ndarray:
         return self.embed_aligned(self.align(frame, face))
 
-    def embed_batch(self, aligned: list[np.ndarray]) -> np.ndarray:
-        return np.stack([self.embed_aligned(a) for a in aligned]) if aligned else self.real.embed_batch([])
+    def embed_batch(self, aligned: list[np.ndarray], mirror: bool | None = None) -> np.ndarray:
+        return self.embed_batch_with_norms(aligned, mirror)[0]
 
 
 # -- the policies -------------------------------------------------------------------------------
@@ -481,7 +493,7 @@ class Facewatchd(Policy):
         self.uplink = Uplink(self.link, self.outbox, config.uplink)
         self.executor = ThreadPoolExecutor(max_workers=config.device.workers, thread_name_prefix="cv")
         self.recognizer = Recognizer(THING, embedder, self.cache, self.uplink, config.uplink,  # type: ignore[arg-type]
-                                     self.executor, lambda hook, **kw: None)
+                                     self.executor, lambda hook, **kw: None, config.identity, config.quality)
         self.daemon = Daemon(config)  # only for apply_delta, the daemon's own handling of shadow deltas
         self.daemon.recognizer = self.recognizer
         self._truth_of_track = truth_of_track
@@ -708,6 +720,8 @@ def main() -> None:
     parser.add_argument("--visits", type=int, default=30, help="visits in all, first visits included")
     parser.add_argument("--min-photos", type=int, default=1, help="use only people with this many photos")
     parser.add_argument("--only-facewatchd", action="store_true", help="skip the three baseline policies")
+    parser.add_argument("--no-quality-gate", action="store_true", help="facewatchd without its face quality gate "
+                        "([quality] enabled = false), to compare")
     args = parser.parse_args()
     if not args.faces.is_dir():
         parser.error(f"not a folder: {args.faces}")
@@ -715,7 +729,8 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="visits-") as tmp:
         config = parse_config({"device": {"state_dir": tmp, "thing": THING},
-                               "logging": {"format": "json", "level": "error"}})
+                               "logging": {"format": "json", "level": "error"},
+                               "quality": {"enabled": not args.no_quality_gate}})
         configure_logging(config.logging.format, config.logging.level)
         rng = np.random.default_rng(args.seed)
         detector = YuNetDetector(config.detector)

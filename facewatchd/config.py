@@ -28,6 +28,7 @@ from facewatchd.resolver.local import LocalResolverConfig
 from facewatchd.vision.detector import DetectorConfig
 from facewatchd.vision.embedder import EmbedderConfig
 from facewatchd.vision.liveness import LivenessConfig
+from facewatchd.vision.quality import QualityConfig
 from facewatchd.web import WebConfig
 
 DEFAULT_CONFIG = Path("etc/facewatchd.toml")
@@ -110,6 +111,7 @@ class Config(Strict):
     embedder: EmbedderConfig = EmbedderConfig()
     tracker: TrackerConfig = TrackerConfig()
     identity: IdentityConfig = IdentityConfig()
+    quality: QualityConfig = QualityConfig()
     liveness: LivenessConfig = LivenessConfig()
     cache: CacheConfig = CacheConfig()
     web: WebConfig = WebConfig()

@@ -53,6 +53,7 @@ class Summary:
     frames_gated: int  # not detected: nothing moved in an empty scene
     faces: int
     tracks: int
+    tracks_not_worth_naming: int  # ended with no view that passed the quality gate: never a person
     embeds: int
     resolver_calls: int
     resolver_retries: int
@@ -148,7 +149,7 @@ class Daemon:
         self.link = link = self._build_link()
         self.uplink = uplink = Uplink(link, outbox, cfg.uplink)
         self.recognizer = recognizer = Recognizer(cfg.device.thing, embedder, cache, uplink, cfg.uplink, executor,
-                                                  self.plugins.fire, cfg.identity)
+                                                  self.plugins.fire, cfg.identity, cfg.quality)
         # only where a decision asks for it (a door's cameras and allowlist, [liveness] cameras): else no model
         self.liveness = await loop.run_in_executor(executor, LivenessWatch.build, cfg.liveness,
                                                    self.plugins.liveness_demands(), executor, recognizer.event,
@@ -383,6 +384,7 @@ class Daemon:
             faces=rec.stats.faces if rec else 0,
             tracks=rec.stats.tracks if rec else 0,
             embeds=rec.stats.embeds if rec else 0,
+            tracks_not_worth_naming=rec.stats.tracks_gated if rec else 0,
             resolver_calls=rec.stats.resolver_calls if rec else 0,
             resolver_retries=up.resent if up else 0,
             cache_hits=rec.stats.cache_hits if rec else 0,

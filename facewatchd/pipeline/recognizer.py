@@ -25,7 +25,6 @@ from collections import Counter, OrderedDict
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import structlog
 
@@ -36,26 +35,15 @@ from facewatchd.pipeline.cache import CacheHit, FaceCache
 from facewatchd.pipeline.camera import Frame
 from facewatchd.pipeline.tracker import Track, TrackUpdate, iou
 from facewatchd.pipeline.uplink import Uplink, UplinkConfig, crop_with_margin, encode_jpeg
+from facewatchd.pipeline.views import View, rank
 from facewatchd.vision.detector import Face
 from facewatchd.vision.embedder import SFaceEmbedder
+from facewatchd.vision.quality import QualityConfig
 
 log = structlog.get_logger("facewatchd.recognizer")
 
 EVIDENCE_KEPT = 16  # latest verified embeddings per track that the events carry
 ENDED_TRACKS_KEPT = 4096  # ended tracks remembered for co-visibility (who was in frame with whom)
-
-
-@dataclass(slots=True)
-class View:
-    """One candidate view of a track: what we would embed and send if it turns out to be the best."""
-
-    quality: float
-    aligned: np.ndarray  # 112x112 SFace input
-    crop: np.ndarray  # face with margin, for the uplink JPEG
-    face: Face
-    ts: float
-    embedding: np.ndarray | None = None
-    jpeg: bytes | None = None  # encoded once, on first use
 
 
 @dataclass
@@ -67,6 +55,8 @@ class RecognizerStats:
     joined_pending: int = 0
     joined_unverified: int = 0  # joined tracks the answer did not name: their own face did not verify
     splits: int = 0  # tracks split because a new embedding did not verify against their person
+    views_gated: int = 0  # best views not sent: below the quality gate
+    tracks_gated: int = 0  # tracks that ended with no view worth naming (unidentified)
     reverifications: int = 0
     resolver_calls: int = 0
     labels_applied: int = 0
@@ -75,21 +65,13 @@ class RecognizerStats:
     names: dict[str, str | None] = field(default_factory=dict)  # person id → name
 
 
-def size_score(face: Face) -> float:
-    return min(1.0, (face.box[2] * face.box[3]) / (112.0 * 112.0))
-
-
-def sharpness(aligned: np.ndarray) -> float:
-    gray = cv2.cvtColor(aligned, cv2.COLOR_BGR2GRAY)
-    return min(1.0, float(cv2.Laplacian(gray, cv2.CV_64F).var()) / 300.0)
-
-
 class Recognizer:
     def __init__(self, thing: str, embedder: SFaceEmbedder, cache: FaceCache, uplink: Uplink,
                  config: UplinkConfig, executor: Executor, fire: "HookFirer",
-                 identity: IdentityConfig | None = None) -> None:
+                 identity: IdentityConfig | None = None, quality: QualityConfig | None = None) -> None:
         self.thing = thing
         self.identity = identity or cache.identity
+        self.quality = quality or QualityConfig()
         self.embedder = embedder
         self.cache = cache
         self.uplink = uplink
@@ -106,33 +88,33 @@ class Recognizer:
     def _view_sync(self, image: np.ndarray, face: Face, ts: float) -> View:
         aligned = self.embedder.align(image, face)
         crop = crop_with_margin(image, face, self.config.crop_margin)
-        quality = face.score * size_score(face) * (0.25 + 0.75 * sharpness(aligned))
-        return View(quality, aligned, crop, face, ts)
+        return View(rank(face, aligned), aligned, crop, face, ts)
 
-    def _embed_sync(self, view: View, mirror: bool) -> np.ndarray:
+    def _embed_sync(self, view: View, mirror: bool) -> tuple[np.ndarray, float]:
         with self._embed_lock:
-            return self.embedder.embed_aligned(view.aligned, None if mirror else False)
+            embeddings, norms = self.embedder.embed_batch_with_norms([view.aligned], None if mirror else False)
+        return embeddings[0], float(norms[0])
 
     def _first_views_sync(self, image: np.ndarray, faces: list[Face], ts: float) -> list[View]:
         """Views of faces that appeared in one frame, embedded in one batched forward pass."""
         views = [self._view_sync(image, face, ts) for face in faces]
         with self._embed_lock:
-            embeddings = self.embedder.embed_batch([v.aligned for v in views])
-        for view, embedding in zip(views, embeddings):
-            view.embedding = embedding
+            embeddings, norms = self.embedder.embed_batch_with_norms([v.aligned for v in views])
+        for view, embedding, norm in zip(views, embeddings, norms):
+            view.embedded(embedding, float(norm))
         return views
 
     async def _view(self, frame: Frame, face: Face) -> View:
         return await asyncio.get_running_loop().run_in_executor(self.executor, self._view_sync, frame.image, face,
                                                                 frame.ts)
 
-    async def _embedding(self, view: View, mirror: bool) -> np.ndarray:
+    async def _embedding(self, view: View, mirror: bool) -> tuple[np.ndarray, float]:
         self.stats.embeds += 1
         return await asyncio.get_running_loop().run_in_executor(self.executor, self._embed_sync, view, mirror)
 
     async def _embed(self, track: Track, view: View, frame_index: int, mirror: bool = True) -> np.ndarray:
         if view.embedding is None:
-            view.embedding = await self._embedding(view, mirror)
+            view.embedded(*await self._embedding(view, mirror))
             track.embeds += 1
         track.embedding, track.embedded_frame = view.embedding, frame_index
         return view.embedding
@@ -164,10 +146,10 @@ class Recognizer:
 
     async def _first_look(self, frame: Frame, track: Track, view: View | None = None) -> None:
         view = view or await self._view(frame, track.face)
-        track.best, track.best_quality, track.first_view = view, view.quality, view
+        track.best, track.best_quality, track.first_view = view, view.rank, view
         emb = await self._embed(track, view, frame.index)
-        track.embedded_quality = view.quality
-        if not self._use_cache(track, self._match(track, emb), emb, frame.ts):
+        track.embedded_quality = view.rank
+        if not self._use_cache(track, self._match(track, emb), view, frame.ts):
             track.state = "collecting"
             if track.hits >= self.config.best_of_frames:
                 await self._send(track)
@@ -176,8 +158,8 @@ class Recognizer:
         previous, track.previous_box = track.previous_box, track.face.box
         if track.state == "collecting":
             view = await self._view(frame, track.face)
-            if view.quality > track.best_quality:
-                track.best, track.best_quality = view, view.quality
+            if view.rank > track.best_quality:
+                track.best, track.best_quality = view, view.rank
             if track.hits >= self.config.best_of_frames:
                 await self._send(track)
             return
@@ -229,10 +211,10 @@ class Recognizer:
             return
         if track.state == "known" and track.person_id:
             self._add_evidence(track, frame.ts, evidence)
-            if self.cache.worth_learning(similarity, evidence):
+            if self.cache.worth_learning(similarity, evidence) and not view.failures(self.quality):
                 # A view is learnt as searches will use it: flip-averaged (one lucky plain frame is not kept);
                 # asked first, so a view that would not be kept costs no second embedding
-                learnt = await self._embedding(view, mirror=True)
+                learnt, _ = await self._embedding(view, mirror=True)
                 if self.cache.add_view(track.person_id, track.name, learnt):
                     log.debug("cache_view_added", camera=track.camera, track_id=track.id, person_id=track.person_id)
             self.fire("face_recognised" if track.name else "unknown_face", event=self._event(track, "verified"))
@@ -255,8 +237,10 @@ class Recognizer:
         del track.evidence[:-EVIDENCE_KEPT]
         track.similarity = evidence
 
-    def _use_cache(self, track: Track, hit: CacheHit | None, emb: np.ndarray, ts: float) -> bool:
+    def _use_cache(self, track: Track, hit: CacheHit | None, view: View, ts: float) -> bool:
         """Name the track from the cache, or attach it to a pending request. False on a miss."""
+        emb = view.embedding
+        assert emb is not None
         if hit is None:
             return False
         self.cache.touch(hit.entry)
@@ -273,7 +257,8 @@ class Recognizer:
         track.origin = hit.entry.origin or hit.entry.face_id
         self._add_evidence(track, ts, evidence)
         self._name(track, hit.entry.person_id, hit.entry.name, evidence, "cache")
-        self.cache.add_view(hit.entry.person_id, hit.entry.name, emb)  # learnt only if it verifies strongly
+        if not view.failures(self.quality):  # learnt only if it verifies strongly, and only a face worth naming
+            self.cache.add_view(hit.entry.person_id, hit.entry.name, emb)
         return True
 
     def _others(self, track: Track) -> tuple[set[str], set[str]]:
@@ -298,10 +283,12 @@ class Recognizer:
     async def _send(self, track: Track) -> None:
         view = track.best
         assert isinstance(view, View)
+        if view.checked and view.failures(self.quality):
+            return  # the best view so far was found not worth naming: wait for a better one
         first = track.embedding  # the first look's: the face this track started on
         if view.embedding is None:  # the best view is not the first: embed it
             await self._embed(track, view, track.last_frame)
-            track.embedded_quality = view.quality
+            track.embedded_quality = view.rank
         assert view.embedding is not None
         if first is not None and float(view.embedding @ first) < self.identity.verify_threshold:
             # The best view is of another face (the tracker swapped two people while this one collected):
@@ -312,7 +299,12 @@ class Recognizer:
             track.embedded_frame = -(1 << 30)
         track.embedding = view.embedding
         # Look again: while this track collected frames another track of the same person may have asked.
-        if self._use_cache(track, self._match(track, view.embedding), view.embedding, view.ts):
+        if self._use_cache(track, self._match(track, view.embedding), view, view.ts):
+            return
+        if view.failures(self.quality):
+            # Not worth naming (dark, blurred, small, turned, unreadable to SFace): it never becomes a person,
+            # a template or a review card. The track keeps collecting; a better view may still come.
+            self.stats.views_gated += 1
             return
         face_id = new_face_id()
         self.cache.add_pending(face_id, view.embedding)
@@ -325,12 +317,17 @@ class Recognizer:
         track.state, track.face_id, track.joined = "pending", face_id, False
         self.stats.resolver_calls += 1
         log.info("face_query_sent", camera=track.camera, track_id=track.id, face_id=face_id, person_id=None,
-                 quality=round(view.quality, 3))
+                 rank=round(view.rank, 3), quality=view.quality().as_dict())
 
     async def end(self, track: Track) -> None:
         track.gone = True
         if track.state == "collecting":
             await self._send(track)  # a short visit is still an unknown face worth resolving
+        if track.state == "collecting" and isinstance(track.best, View) and track.best.checked:
+            # no view worth naming: a face for footfall and presence, never a person
+            self.stats.tracks_gated += 1
+            log.info("track_not_worth_naming", camera=track.camera, track_id=track.id,
+                     why=track.best.failures(self.quality), quality=track.best.quality().as_dict())
         self._live.pop(track.id, None)
         if track.state == "pending" and track.face_id:
             self._pending_tracks[track.face_id] += 1

@@ -66,6 +66,21 @@ class Embedder(Protocol):
 
     def embed_batch(self, aligned: list[np.ndarray], mirror: bool | None = None) -> np.ndarray: ...
 
+    def embed_batch_with_norms(self, aligned: list[np.ndarray], mirror: bool | None = None) \
+            -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def unit_features(features: np.ndarray, faces: int, flip: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Raw features of `faces` faces (then, with `flip`, of their mirror images) → unit embeddings (the
+    normalised mean of a face's and its mirror's) and each face's mean feature norm."""
+    norms = np.linalg.norm(features, axis=1)
+    features = features / np.maximum(norms[:, None], 1e-12)
+    if flip:
+        features = features[:faces] + features[faces:]
+        features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+        norms = (norms[:faces] + norms[faces:]) / 2
+    return features.astype(np.float32), norms.astype(np.float32)
+
 
 def normalise(v: np.ndarray) -> np.ndarray:
     v = np.asarray(v, np.float32).reshape(-1)
@@ -97,19 +112,21 @@ class SFaceEmbedder:
         """(N, 128) embeddings of N aligned faces; with `flip` (unless `mirror` is False), each the
         normalised mean of the face's and its mirror image's. Not thread-safe (one network): callers
         serialise."""
+        return self.embed_batch_with_norms(aligned, mirror)[0]
+
+    def embed_batch_with_norms(self, aligned: list[np.ndarray], mirror: bool | None = None) \
+            -> tuple[np.ndarray, np.ndarray]:
+        """embed_batch, and each face's feature norm before normalisation (the mean over the face and its
+        mirror image): SFace's own quality signal, small for faces it cannot read (vision/quality.py)."""
         if not aligned:
-            return np.zeros((0, EMBEDDING_DIM), np.float32)
+            return np.zeros((0, EMBEDDING_DIM), np.float32), np.zeros(0, np.float32)
         for a in aligned:
             if a.shape != (ALIGNED_SIZE, ALIGNED_SIZE, 3):
                 raise ValueError(f"expected a 112x112 BGR aligned face, got shape {a.shape}")
         flip = self.config.flip and mirror is not False
         images = list(aligned) + ([mirrored(a) for a in aligned] if flip else [])
         features = np.concatenate([self._forward(images[i:i + MAX_BATCH]) for i in range(0, len(images), MAX_BATCH)])
-        features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-        if flip:
-            features = features[:len(aligned)] + features[len(aligned):]
-            features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-        return features
+        return unit_features(features, len(aligned), flip)
 
     def _forward(self, images: list[np.ndarray]) -> np.ndarray:
         # what FaceRecognizerSF.feature feeds the network: RGB, unscaled, no mean

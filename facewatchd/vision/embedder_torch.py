@@ -25,7 +25,7 @@ from torch import nn
 
 from facewatchd.vision.alignment import ALIGNED_SIZE, align_face
 from facewatchd.vision.detector import Face
-from facewatchd.vision.embedder import EMBEDDING_DIM, EmbedderConfig, mirrored
+from facewatchd.vision.embedder import EMBEDDING_DIM, EmbedderConfig, mirrored, unit_features
 from facewatchd.vision.models import SFACE, ModelError, verified_path
 
 log = structlog.get_logger("facewatchd.embedder")
@@ -204,13 +204,17 @@ class TorchSFaceEmbedder:
         """(N, 128) L2-normalised embeddings, `batch_size` faces per forward pass; with `flip` (unless
         `mirror` is False), each the normalised mean of the face and its mirror image, as the OpenCV
         backend computes it."""
-        if not self.config.flip or mirror is False:
-            return self._features(aligned)
-        plain, mirror = self._features(aligned), self._features([mirrored(a) for a in aligned])
-        both = plain + mirror
-        return (both / np.maximum(np.linalg.norm(both, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        return self.embed_batch_with_norms(aligned, mirror)[0]
+
+    def embed_batch_with_norms(self, aligned: Sequence[np.ndarray], mirror: bool | None = None) \
+            -> tuple[np.ndarray, np.ndarray]:
+        """embed_batch, and each face's feature norm before normalisation (as the OpenCV backend)."""
+        flip = self.config.flip and mirror is not False
+        images = list(aligned) + ([mirrored(a) for a in aligned] if flip else [])
+        return unit_features(self._features(images), len(aligned), flip)
 
     def _features(self, aligned: Sequence[np.ndarray]) -> np.ndarray:
+        """Raw (unnormalised) features."""
         out = np.zeros((len(aligned), EMBEDDING_DIM), np.float32)
         row = 0
         for chunk in _chunks(aligned, self.config.batch_size):
@@ -221,8 +225,7 @@ class TorchSFaceEmbedder:
             batch = torch.from_numpy(np.stack(chunk)[..., ::-1].transpose(0, 3, 1, 2).astype(np.float32))
             with torch.inference_mode():
                 features = self._net(batch.to(self.device).contiguous(memory_format=torch.channels_last))
-                features = nn.functional.normalize(features.float(), dim=1)
-            out[row:row + len(chunk)] = features.cpu().numpy()
+            out[row:row + len(chunk)] = features.float().cpu().numpy()
             row += len(chunk)
         return out
 
