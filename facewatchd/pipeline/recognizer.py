@@ -285,7 +285,10 @@ class Recognizer:
         assert isinstance(view, View)
         if view.checked and view.failures(self.quality):
             return  # the best view so far was found not worth naming: wait for a better one
-        first = track.embedding  # the first look's: the face this track started on
+        # The face this track started on, if its first look was worth naming: a dark or blurred first look's
+        # embedding says too little to tell a swapped face from the same face come into the light.
+        start = track.first_view if isinstance(track.first_view, View) else None
+        first = start.embedding if start is not None and not start.failures(self.quality) else None
         if view.embedding is None:  # the best view is not the first: embed it
             await self._embed(track, view, track.last_frame)
             track.embedded_quality = view.rank
@@ -303,8 +306,12 @@ class Recognizer:
             return
         if view.failures(self.quality):
             # Not worth naming (dark, blurred, small, turned, unreadable to SFace): it never becomes a person,
-            # a template or a review card. The track keeps collecting; a better view may still come.
+            # a template or a review card. The track keeps collecting; a better view may still come. It is
+            # still someone present: said once, as an unknown face (presence, "unknown person present").
             self.stats.views_gated += 1
+            if not track.not_worth_naming:
+                track.not_worth_naming = True
+                self.fire("unknown_face", event=self._event(track, "not worth naming"))
             return
         face_id = new_face_id()
         self.cache.add_pending(face_id, view.embedding)

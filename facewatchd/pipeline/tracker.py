@@ -64,6 +64,7 @@ class Track:
     crossing: str | None = None  # "overlap" while its box overlaps another face's, then "apart"
     root_id: str = ""  # the id the tracker gave; split parts are <root_id>.s<n>
     gone: bool = False  # the face has left: events from now on are about a face no longer in view
+    not_worth_naming: bool = False  # its best view so far failed the quality gate (said once, as unknown)
     # liveness evidence, kept only for the tracks a decision needs it for (pipeline/liveness.py)
     liveness: list[LivenessSample] = field(default_factory=list, repr=False)
     landmarks: list[np.ndarray] = field(default_factory=list, repr=False)  # the latest few, for the parallax

@@ -141,7 +141,8 @@ class Plugin:
         self.removals: set[str] = set()  # forgotten persons whose entities the broker has not been told of
         self.forgotten: set[str] = set()  # every person forgotten in this run: a camera still showing one is cleared
         self.link_online: bool | None = None
-        self._announced: set[tuple[str, str]] = set()  # (camera, track) whose event went out
+        # (camera, track) whose event went out → which: an unknown face may still be recognised in its track
+        self._announced: dict[tuple[str, str], str] = {}
         self._ended: OrderedDict[tuple[str, str], None] = OrderedDict()  # (camera, track) that ended
         self._reconcile: Reconcile | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -331,14 +332,17 @@ class Plugin:
         if not event.name:
             return  # an unlabelled person: the unknown_face hook covers it
         key = (event.camera, event.track_id)
-        if key in self._announced:
+        if self._announced.get(key) == "recognised":
             return  # a repeat as more frames agree, or the same track after a rename: no new sighting
         ended = key in self._ended  # the answer came after the track ended (a slow resolver, a short visit)
         if not ended:  # (an ended track has no more events: nothing to remember, nothing to forget later)
-            self._announced.add(key)
+            self._announced[key] = "recognised"
         now = time.time()
         cam, new_camera = self._camera(event.camera)
         cam.last_name, cam.last_known = event.name, True
+        if event.track_id in cam.unknown_tracks:  # first unknown (a face not worth naming yet), now recognised
+            cam.unknown_tracks.discard(event.track_id)
+            cam.unknown = bool(cam.unknown_tracks)  # the camera's state below says so
         cam.last_attributes = {"person": event.name, "person_id": event.person_id, "similarity": round(event.similarity, 3),
                                "source": event.source, "track_id": event.track_id, "seen_at": iso(now)}
         person, new_person, renamed = None, False, False
@@ -376,7 +380,7 @@ class Plugin:
             return  # a re-verification of the same stranger
         ended = key in self._ended
         if not ended:
-            self._announced.add(key)
+            self._announced[key] = "unknown"
         cam, new_camera = self._camera(event.camera)
         sends = [self._camera_discovery(event.camera)] if new_camera else []
         if not ended:  # present only while in view; a late answer is an event, not a presence
@@ -404,7 +408,7 @@ class Plugin:
     async def track_ended(self, event: TrackEnded) -> None:
         face = event.face
         key = (face.camera, face.track_id)
-        self._announced.discard(key)
+        self._announced.pop(key, None)
         self._ended[key] = None
         while len(self._ended) > ENDED_KEPT:
             self._ended.popitem(last=False)

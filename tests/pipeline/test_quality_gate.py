@@ -24,10 +24,15 @@ def darkened(face: np.ndarray) -> np.ndarray:
 class Ended:
     def __init__(self) -> None:
         self.tracks: list[Any] = []
+        self.unknown: list[Any] = []
 
     @hookimpl
     def track_ended(self, event: Any) -> None:
         self.tracks.append(event)
+
+    @hookimpl
+    def unknown_face(self, event: Any) -> None:
+        self.unknown.append(event)
 
 
 def run(state: Path, frames: Path, **sections: Any) -> tuple[Any, Ended]:
@@ -48,6 +53,7 @@ def test_a_face_not_worth_naming_is_a_face_but_never_a_person(tmp_path: Path) ->
     assert summary.tracks == 1 and summary.tracks_not_worth_naming == 1
     assert summary.resolver_calls == 0 and summary.persons == {} and crops(tmp_path / "gated") == []
     assert [(t.face.person_id, t.frames) for t in ended.tracks] == [(None, 8)]  # footfall still counts it
+    assert [(e.person_id, e.source) for e in ended.unknown] == [(None, "not worth naming")]  # once: someone is there
 
     # the same frames with the gate off: the dark face is sent and becomes a person (what the gate prevents)
     summary, _ = run(tmp_path / "open", frames, quality={"enabled": False})

@@ -188,3 +188,32 @@ async def eventually_retained(broker: Mosquitto, topic: str, timeout: float = 20
     deadline = asyncio.get_running_loop().time() + timeout
     while topic not in await read_retained(broker, topic):
         assert asyncio.get_running_loop().time() < deadline, f"{topic} was never retained"
+
+
+async def test_a_face_not_worth_naming_is_an_unknown_person_until_it_is_recognised(
+        tmp_path: Path, enrolled: Enrolled, broker: Mosquitto) -> None:
+    """Out of focus, Obama's face is neither named (0.41 to his template) nor worth naming (the gate keeps it
+    back): someone unknown is present. The camera focuses, he is recognised in the same track, and "Unknown
+    person present" turns off at once (not after he leaves)."""
+    import cv2
+
+    photo = cv2.imread(str(FIXTURES / "obama2.jpg"))
+    focusing = []  # px of blur on the 112 px face SFace sees: it comes into focus slowly, in one track
+    for i, blur in enumerate([5.0] * 8 + [4.5, 2.5, 1.0]):
+        focusing.append(tmp_path / f"focus-{i:02d}.jpg")
+        cv2.imwrite(str(focusing[-1]), cv2.GaussianBlur(photo, (0, 0), blur * 405 / 112))
+    frames = frames_dir(tmp_path / "door", *((frame, 1) for frame in focusing), (FIXTURES / "obama2.jpg", 30))
+    config = make_config(
+        enrolled.state(tmp_path), cameras=[{"id": "door", "source": str(frames), "pace": "realtime", "fps": 10}],
+        tracker={"scene_cut_threshold": 1.0},  # blurring the whole photo moves its colours like a cut would
+        plugins={"homeassistant": {"host": broker.host, "port": broker.port, "unknown_off_after_s": 600,
+                                   "reconnect_min_s": 0.1}})
+    async with MqttRecorder(broker, "facewatchd/#") as ha:
+        async def scenario(daemon: Daemon) -> None:
+            await eventually(lambda: ha.last(f"{BASE}/door/last_person") == OBAMA.encode(), what="recognised")
+            states = lambda: ha.on(f"{BASE}/door/unknown_person")  # noqa: E731
+            await eventually(lambda: b"ON" in states() and states()[-1] == b"OFF",
+                             what="unknown while out of focus, off once recognised")
+            assert b"2" not in ha.on(f"{BASE}/door/people")  # one face, one track throughout
+
+        await run_in_loop(config, loaded_host(config), until=scenario)
