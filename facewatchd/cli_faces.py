@@ -123,6 +123,9 @@ async def _faces_command(args: argparse.Namespace, resolver: Any, analyzer: Call
         except KeyError:
             print(f"error: no person {args.person!r} (see `facewatchd faces list`)", file=sys.stderr)
             return 1
+        except ValueError as e:  # NameTaken (with the merge to make instead), or an empty name
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         print(f"{person.person_id} is now {person.name!r} on {len(person.things)} device(s)")
     elif args.faces_cmd == "forget":
         try:
@@ -134,13 +137,39 @@ async def _faces_command(args: argparse.Namespace, resolver: Any, analyzer: Call
         print(f"forgot {person.person_id} ({person.name or 'unnamed'}): {len(person.faces)} face(s){cached}, "
               f"on {len(person.things)} device(s)")
     elif args.faces_cmd == "enroll":
-        queries = await asyncio.to_thread(_enroll_queries, analyzer, args.images)
-        if isinstance(queries, str):
-            print(f"error: {queries}", file=sys.stderr)
-            return 1
-        person = await resolver.enroll(args.name, queries)
-        print(f"enrolled {person.person_id} as {person.name!r} from {len(queries)} photo(s)")
+        return await _enroll(args, resolver, analyzer)
     return 0
+
+
+async def _enroll(args: argparse.Namespace, resolver: Any, analyzer: Callable[[], Any]) -> int:
+    """A batch as a user has one: photos with no face, several faces or another person's face are skipped
+    and listed at the end. Exit 0 when all were enrolled, 2 when some were skipped, 1 when none was enrolled."""
+    photos, skipped = await asyncio.to_thread(_enroll_queries, analyzer, args.images)
+    enrolled = None
+    if photos:
+        try:
+            enrolled = await resolver.enroll(args.name, [q for _, q in photos])
+        except ValueError as e:  # an empty name: nothing was stored
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        path_of = {q.face_id: path for path, q in photos}
+        skipped += [(path_of[f], f"the face is {m.person_id} (similarity {m.similarity:.2f}), not a new photo of "
+                     f"{args.name!r}: name or merge that person instead") for f, m in enrolled.matched.items()]
+    if enrolled is not None and enrolled.person is not None:
+        person = enrolled.person
+        held = " (who already held the name)" if enrolled.existing else ""
+        print(f"enrolled {person.person_id} as {person.name!r}{held} from {len(enrolled.added)} photo(s)")
+        rest = "; the others are kept as faces only" if enrolled.templates_added < len(enrolled.added) else ""
+        print(f"kept {enrolled.templates_added} of {len(enrolled.added)} photo(s) as templates (limit "
+              f"{enrolled.templates_limit} per person; {person.person_id} has {person.templates}){rest}")
+    if skipped:
+        print(f"skipped {len(skipped)} of {len(args.images)} photo(s):", file=sys.stderr)
+        for path, reason in skipped:
+            print(f"  {path}: {reason}", file=sys.stderr)
+    if enrolled is None or enrolled.person is None:
+        print(f"error: no photo enrolled for {args.name!r}; nothing was changed", file=sys.stderr)
+        return 1
+    return 2 if skipped else 0
 
 
 async def _correct(args: argparse.Namespace, resolver: Any,
@@ -171,7 +200,9 @@ async def _correct(args: argparse.Namespace, resolver: Any,
     return 0
 
 
-def _enroll_queries(analyzer: Callable[[], Any], images: list[str]) -> list[Any] | str:
+def _enroll_queries(analyzer: Callable[[], Any], images: list[str]) -> tuple[list[tuple[str, Any]], list[tuple[str, str]]]:
+    """Each photo's one face as an enrolment query, and the photos skipped with why. Progress goes to
+    stderr, one line a photo, when there is more than one."""
     import time
 
     from facewatchd.messages import FaceQuery
@@ -179,19 +210,26 @@ def _enroll_queries(analyzer: Callable[[], Any], images: list[str]) -> list[Any]
     from facewatchd.vision.analyzer import ImageError, read_image
 
     face_analyzer = analyzer()  # loads the models: in this worker thread, never on the event loop
-    queries = []
-    for path in images:
+    queries: list[tuple[str, Any]] = []
+    skipped: list[tuple[str, str]] = []
+    for i, path in enumerate(images, 1):
         try:
             image = read_image(path)
+            faces = face_analyzer.faces(image)
         except ImageError as e:
-            return f"{path}: {e}"
-        faces = face_analyzer.faces(image)
-        if len(faces) != 1:
-            return f"{path}: expected exactly one face, found {len(faces)}"
-        f = faces[0]
-        queries.append(FaceQuery(str(uuid.uuid4()), "", "enroll", "enroll", face_crop_jpeg(image, f.face, UplinkConfig()),
-                                 f.embedding, time.time()))
-    return queries
+            faces, reason = [], str(e)
+        else:
+            reason = "no face found" if not faces else f"expected exactly one face, found {len(faces)}"
+        if len(faces) == 1:
+            f = faces[0]
+            queries.append((path, FaceQuery(str(uuid.uuid4()), "", "enroll", "enroll",
+                                            face_crop_jpeg(image, f.face, UplinkConfig()), f.embedding, time.time())))
+        else:
+            skipped.append((path, reason))
+        if len(images) > 1:
+            print(f"[{i}/{len(images)}] {path}: {'face found' if len(faces) == 1 else reason}", file=sys.stderr,
+                  flush=True)
+    return queries, skipped
 
 
 def cmd_faces(args: argparse.Namespace) -> int:

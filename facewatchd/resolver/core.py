@@ -22,7 +22,8 @@ import structlog
 from facewatchd.identity import Decision, IdentityConfig, decide
 from facewatchd.messages import (FaceQuery, Resolution, face_label_patch, face_reject_patch,
                                  face_unresolvable_patch, person_label_patch, person_merge_patch)
-from facewatchd.resolver.ports import CropStore, FaceCollection, FaceRecord, NameDirectory, Person, ShadowPort
+from facewatchd.resolver.ports import (CropStore, Enrollment, FaceCollection, FaceRecord, Match, NameDirectory, NameTaken,
+                                       Person, ShadowPort)
 
 log = structlog.get_logger("facewatchd.resolver")
 
@@ -39,6 +40,20 @@ def unseen_unnamed(persons: Iterable[Person], now: float, days: float) -> list[P
     person never expires here."""
     cutoff = now - days * DAY_S
     return [p for p in persons if p.name is None and p.last_seen < cutoff]
+
+
+def clean_name(name: str) -> str:
+    """A name as kept: trimmed, and never empty."""
+    name = name.strip()
+    if not name:
+        raise ValueError("a name cannot be empty")
+    return name
+
+
+def holder_of(persons: Iterable[Person], name: str) -> Person | None:
+    """The person who holds `name`, compared as people read it (trimmed, any case)."""
+    key = name.strip().casefold()
+    return next((p for p in persons if p.name is not None and p.name.strip().casefold() == key), None)
 
 
 @dataclass
@@ -138,8 +153,15 @@ class Resolver:
 
     # -- operator actions -----------------------------------------------------------------------
     async def label(self, person_id: str, name: str) -> Person:
-        """Name a person and push the name to every device that holds them."""
+        """Name a person and push the name to every device that holds them. A name another person holds is
+        refused (NameTaken): one name, one person, so a split is merged instead."""
+        name = clean_name(name)
         async with self._naming:
+            if await self.names.get(person_id) is None:
+                raise KeyError(person_id)
+            holder = holder_of(await self.names.list(), name)
+            if holder is not None and holder.person_id != person_id:
+                raise NameTaken.of(name, holder.person_id, person_id)
             person = await self.names.set_name(person_id, name)
         for thing in person.things:
             await self.shadow.update_desired(thing, person_label_patch(person_id, name))
@@ -245,14 +267,32 @@ class Resolver:
             face_ref = await self.collection.reassign(face_ref, person_id, face.crop_key)
         await self.names.move_face(face.face_id, person_id, face_ref)
 
-    async def enroll(self, name: str, queries: list[FaceQuery], thing: str = "") -> Person:
-        """Pre-register a known person from photos: all faces go under one new person id."""
-        person_id = new_person_id()
-        for q in queries:
-            key = await self.crops.put(q)
-            ref = await self.collection.index(q, person_id)
-            await self.names.record(Resolution(q.face_id, person_id, None, 1.0, True), thing, key, ref)
-        return await self.names.set_name(person_id, name)
+    async def enroll(self, name: str, queries: list[FaceQuery], thing: str = "") -> Enrollment:
+        """Pre-register a known person from photos: they go to the person who holds `name`, or to one new
+        person. A photo that is named as somebody else (by the same rule `resolve` names faces) is left out
+        and reported: it is that person's, or a photo of the wrong person, never a second identity. Photos
+        become templates while the person has room (templates_per_person); the rest are kept as faces."""
+        name = clean_name(name)
+        async with self._naming:
+            holder = holder_of(await self.names.list(), name)
+            person_id = holder.person_id if holder else new_person_id()
+            done = Enrollment(None, templates_limit=self.templates_per_person, existing=holder is not None)
+            templates = holder.templates if holder else 0
+            for q in queries:
+                decision = await self.identify(q)
+                if decision.named and decision.person_id != person_id:
+                    assert decision.person_id is not None
+                    done.matched[q.face_id] = Match(decision.person_id, decision.similarity, "")
+                    continue
+                key = await self.crops.put(q)
+                ref = await self.collection.index(q, person_id) if templates < self.templates_per_person else None
+                templates += ref is not None
+                done.templates_added += ref is not None
+                await self.names.record(Resolution(q.face_id, person_id, None, 1.0, holder is None), thing, key, ref)
+                done.added.append(q.face_id)
+            if done.added:
+                done.person = await self.names.get(person_id) if holder else await self.names.set_name(person_id, name)
+        return done
 
     async def persons(self) -> list[Person]:
         return await self.names.list()

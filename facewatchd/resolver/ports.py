@@ -48,6 +48,33 @@ class NoFaceError(ValueError):
     """The crop holds no usable face: a poison message, never retried."""
 
 
+class NameTaken(ValueError):
+    """One name, one person: the name is already `holder`'s, so the person it was meant for is a split of
+    `holder` to merge into it, not a second person of that name."""
+
+    def __init__(self, message: str, holder: str) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+    @classmethod
+    def of(cls, name: str, holder: str, person_id: str) -> "NameTaken":
+        return cls(f"{name!r} is already {holder}: merge {person_id} into it instead "
+                   f"(facewatchd faces merge {holder} {person_id})", holder)
+
+
+@dataclass(slots=True)
+class Enrollment:
+    """What an enrolment did: the person the photos went to (None when none went), the faces added, those
+    left out because they are another person's, and how many became templates under the person's limit."""
+
+    person: Person | None
+    added: list[str] = field(default_factory=list)  # face ids
+    matched: dict[str, Match] = field(default_factory=dict)  # face id → the other person it is
+    templates_added: int = 0
+    templates_limit: int = 0
+    existing: bool = False  # the photos went to the person who already held the name
+
+
 class CropStore(Protocol):
     async def put(self, query: FaceQuery) -> str:
         """Store the crop under a key derived from the face id; idempotent. Returns the key."""

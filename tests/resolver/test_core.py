@@ -40,7 +40,7 @@ def resolver(tmp_path: Path) -> EmbeddedResolver:
 
 
 async def test_a_face_in_the_uncertain_band_is_a_new_person_marked_possibly(resolver, analyzer) -> None:
-    obama = await resolver.resolver.enroll("Barack Obama", [query(analyzer, face_square("obama2.jpg"))])
+    obama = (await resolver.resolver.enroll("Barack Obama", [query(analyzer, face_square("obama2.jpg"))])).person
     identity = resolver.resolver.identity
     for alpha in (0.68, 0.7, 0.72, 0.74):  # a look-alike, from near Obama towards Biden
         q = query(analyzer, lookalike("obama2.jpg", "biden.jpg", alpha))
@@ -58,7 +58,7 @@ async def test_a_face_in_the_uncertain_band_is_a_new_person_marked_possibly(reso
 
 
 async def test_only_strong_matches_become_templates_and_their_number_is_bounded(resolver, analyzer) -> None:
-    obama = await resolver.resolver.enroll("Barack Obama", [query(analyzer, face_square("obama2.jpg"))])
+    obama = (await resolver.resolver.enroll("Barack Obama", [query(analyzer, face_square("obama2.jpg"))])).person
     collection = resolver.stores.collection
     weak = query(analyzer, lookalike("obama2.jpg", "biden.jpg", 0.62))
     decision = await resolver.resolver.identify(weak)
