@@ -8,7 +8,7 @@ delivered at least once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Iterable, Protocol
 
 from facewatchd.messages import FaceQuery, Resolution
 
@@ -31,6 +31,22 @@ class Person:
     templates: int = 0  # faces of this person in the collection
     possibly: str | None = None  # made from the uncertain band: the person it may be, for review
     reviewed: bool = False  # dismissed on the review page
+    sightings: int = 0  # faces a device sent (enrolment photos are not sightings)
+    tracks: int | None = None  # distinct tracks among them; None when no record says its track (older ones)
+    last_seen_on: dict[str, float] = field(default_factory=dict)  # "thing/camera" → the last sighting there
+    crop_key: str | None = None  # the latest face's crop in the crop store
+
+
+def sightings_of(faces: Iterable[tuple[str, str, str, float]]) -> tuple[int, int | None, dict[str, float]]:
+    """From a person's face records (thing, camera, track, ts): how many came from devices, in how many
+    distinct tracks (None when no record says its track), and the last sighting on each thing/camera."""
+    seen = [(thing, camera, track, ts) for thing, camera, track, ts in faces if thing]
+    tracks = {(thing, camera, track) for thing, camera, track, _ in seen if track}
+    last: dict[str, float] = {}
+    for thing, camera, _, ts in seen:
+        key = f"{thing}/{camera}" if camera else thing
+        last[key] = max(ts, last.get(key, ts))
+    return len(seen), len(tracks) if tracks else None, last
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,9 +129,11 @@ class NameDirectory(Protocol):
     async def handled(self, face_id: str) -> Resolution | None:
         """The answer already given for this face id, if any (idempotency)."""
 
-    async def record(self, resolution: Resolution, thing: str, crop_key: str, face_ref: str | None) -> None:
+    async def record(self, resolution: Resolution, thing: str, crop_key: str, face_ref: str | None,
+                     camera: str = "", track: str = "") -> None:
         """Remember the answer for the face id and link the face to its person (creating the person if
-        new); conditional: recording the same face id twice changes nothing."""
+        new), with the camera and track it came from; conditional: recording the same face id twice
+        changes nothing."""
 
     async def get(self, person_id: str) -> Person | None: ...
 

@@ -1,6 +1,7 @@
 """The `facewatchd faces` commands against the embedded resolver, on real photos."""
 
 import json
+from pathlib import Path
 
 from facewatchd.pipeline.cache import FaceCache
 from tests.support.daemon import FIXTURES, cli, make_config, run_daemon
@@ -159,3 +160,19 @@ def test_enroll_reports_the_template_limit(tmp_path):
     assert "the others are kept as faces only" in out.stdout
     [person] = json.loads(cli("faces", "list", "--json", "--config", cfg).stdout)
     assert (person["faces"], person["templates"]) == (3, 2)
+
+
+def test_list_shows_sightings_tracks_cameras_and_a_crop_most_seen_first(tmp_path):
+    cfg = config_file(tmp_path)
+    cli("faces", "enroll", "Barack Obama", str(FIXTURES / "obama.jpg"), "--config", cfg)  # enrolled, never seen
+    run_daemon(make_config(tmp_path / "state", FIXTURES / "biden.jpg"))
+    persons = json.loads(cli("faces", "list", "--json", "--config", cfg).stdout)
+    assert [p["name"] for p in persons] == [None, "Barack Obama"]  # the one seen first, though made later
+    biden, obama = persons
+    assert (biden["sightings"], biden["tracks"], obama["sightings"], obama["tracks"]) == (1, 1, 0, None)
+    assert biden["cameras"] == [f"{make_config(tmp_path).device.thing}/cam0"] and obama["cameras"] == []
+    assert biden["crop"].startswith(str(tmp_path / "state" / "resolver" / "crops")) and Path(biden["crop"]).is_file()
+    assert biden["last_seen_local"][:4].isdigit() and biden["possibly"] is None
+    text = cli("faces", "list", "--config", cfg).stdout
+    assert text.index(biden["person_id"]) < text.index(obama["person_id"])
+    assert f"sightings=1 tracks=1 first={biden['first_seen_local']}" in text and f"crop: {biden['crop']}" in text
