@@ -51,12 +51,12 @@ async def _faces(args: argparse.Namespace, config: Config) -> int:
     running = await ControlClient.connect(socket_path(_resolver_dir(config)))
     if running is not None:
         try:
-            return await _faces_command(args, running, lambda: _analyzer(config))
+            return await _faces_command(args, running, lambda: _analyzer(config), _crop_path(config))
         finally:
             await running.close()
     backend = _embedded(config)
     try:
-        return await _faces_command(args, backend.resolver, lambda: backend.analyzer,
+        return await _faces_command(args, backend.resolver, lambda: backend.analyzer, _crop_path(config),
                                     None if config.server else lambda change: _on_device_cache(config, change))
     finally:
         backend.close()
@@ -70,6 +70,45 @@ def _resolver_dir(config: Config) -> Path:
 
         return service_data_dir(config)
     return config.device.state_dir
+
+
+def _crop_path(config: Config) -> Callable[[str], str]:
+    """Where a crop key of this config's resolver is: a file of the local crop store, or an S3 object."""
+    if config.resolver.type == "aws":
+        bucket = config.resolver.bucket
+        return lambda key: f"s3://{bucket}/{key}"
+    root = _resolver_dir(config) if config.server else config.resolver.data_dir or config.device.state_dir / "resolver"
+    return lambda key: str(root / "crops" / key)
+
+
+def _list(persons: list[Any], as_json: bool, crop_path: Callable[[str], str]) -> None:
+    """Per person, most seen first: sightings (faces devices sent), tracks, first and last seen, cameras,
+    a crop and the person it may be."""
+    persons = sorted(persons, key=lambda p: (-p.sightings, -p.last_seen))
+    if as_json:
+        print(json.dumps([{"person_id": p.person_id, "name": p.name, "sightings": p.sightings, "tracks": p.tracks,
+                           "first_seen": p.first_seen, "last_seen": p.last_seen, "first_seen_local": _local(p.first_seen),
+                           "last_seen_local": _local(p.last_seen), "cameras": sorted(p.last_seen_on),
+                           "last_seen_on": p.last_seen_on, "crop": crop_path(p.crop_key) if p.crop_key else None,
+                           "possibly": p.possibly, "faces": len(p.faces), "face_ids": p.faces,
+                           "templates": p.templates, "things": p.things} for p in persons], indent=2))
+        return
+    for p in persons:
+        tracks = "?" if p.tracks is None else p.tracks
+        maybe = f" possibly={p.possibly}" if p.possibly else ""
+        print(f"{p.person_id}  {p.name or '-':<24} sightings={p.sightings} tracks={tracks} "
+              f"first={_local(p.first_seen)} last={_local(p.last_seen)} cameras={','.join(sorted(p.last_seen_on)) or '-'}"
+              f"{maybe}\n    crop: {crop_path(p.crop_key) if p.crop_key else '-'}")
+    if not persons:
+        print("no persons yet")
+    elif any(p.tracks is None and p.sightings for p in persons):
+        print("tracks=?: those faces were recorded before the resolver kept their track ids")
+
+
+def _local(ts: float) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
 
 
 def _analyzer(config: Config) -> Any:
@@ -93,7 +132,7 @@ async def _faces_on_aws(args: argparse.Namespace, config: Config) -> int:
     try:
         async with open_aws_adapters(aws) as adapters:
             return await _faces_command(args, adapters.resolver(aws),
-                                        lambda: FaceAnalyzer(config.detector, config.embedder))
+                                        lambda: FaceAnalyzer(config.detector, config.embedder), _crop_path(config))
     except (BotoCoreError, ClientError) as e:
         print(f"error: AWS ({aws.region}, bucket {aws.bucket}, table {aws.table}, collection {aws.collection_id}): "
               f"{e}", file=sys.stderr)
@@ -101,20 +140,10 @@ async def _faces_on_aws(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _faces_command(args: argparse.Namespace, resolver: Any, analyzer: Callable[[], Any],
+                         crop_path: Callable[[str], str],
                          on_cache: Callable[[Callable[[Any], int]], int] | None = None) -> int:
     if args.faces_cmd == "list":
-        persons = await resolver.persons()
-        if args.json:
-            print(json.dumps([{"person_id": p.person_id, "name": p.name, "faces": len(p.faces),
-                               "face_ids": p.faces, "templates": p.templates, "possibly": p.possibly,
-                               "things": p.things, "first_seen": p.first_seen, "last_seen": p.last_seen}
-                              for p in persons], indent=2))
-        else:
-            for p in persons:
-                maybe = f" possibly={p.possibly}" if p.possibly else ""
-                print(f"{p.person_id}  {p.name or '-':<24} faces={len(p.faces)} things={','.join(p.things)}{maybe}")
-            if not persons:
-                print("no persons yet")
+        _list(await resolver.persons(), args.json, crop_path)
     elif args.faces_cmd in {"merge", "move", "reject"}:
         return await _correct(args, resolver, on_cache)
     elif args.faces_cmd == "label":

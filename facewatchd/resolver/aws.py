@@ -589,7 +589,8 @@ def aws_identity(config: AwsResolverConfig) -> IdentityConfig:
     SFace's, so the SFace-calibrated rise with the number of persons does not apply: the threshold is fixed."""
     return IdentityConfig(name_threshold=config.face_match_threshold / 100,
                           new_below=min(config.uncertain_above, config.face_match_threshold) / 100,
-                          learn_threshold=max(config.learn_threshold, config.face_match_threshold) / 100, fpir=None)
+                          learn_threshold=max(config.learn_threshold, config.face_match_threshold) / 100, fpir=None,
+                          link_similarity=None)  # SFace's weak-link cosine means nothing on Rekognition's scale
 
 
 def _aioboto3() -> Any:

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 import uuid
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 import structlog
 
-from facewatchd.identity import Decision, IdentityConfig, decide
+from facewatchd.identity import Decision, IdentityConfig, decide, weak_link
 from facewatchd.messages import (FaceQuery, Resolution, face_label_patch, face_reject_patch,
                                  face_unresolvable_patch, person_label_patch, person_merge_patch)
 from facewatchd.resolver.ports import (CropStore, Enrollment, FaceCollection, FaceRecord, Match, NameDirectory, NameTaken,
@@ -68,7 +69,8 @@ class ResolverStats:
 
 class Resolver:
     def __init__(self, crops: CropStore, collection: FaceCollection, names: NameDirectory, shadow: ShadowPort,
-                 identity: IdentityConfig, templates_per_person: int = 5) -> None:
+                 identity: IdentityConfig, templates_per_person: int = 5,
+                 clock: Callable[[], float] = time.time) -> None:
         self.crops = crops
         self.collection = collection
         self.names = names
@@ -76,6 +78,7 @@ class Resolver:
         self.identity = identity
         self.templates_per_person = templates_per_person
         self.stats = ResolverStats()
+        self._clock = clock  # the name directory's clock: a weak link compares with its last sightings
         # A name given while retention forgets that person must win: both take this lock (one process;
         # Lambdas are separate processes, and there the window stays, see deploy/lambda/README.md)
         self._naming = asyncio.Lock()
@@ -85,8 +88,9 @@ class Resolver:
         exclude = await self._other_persons(query)
         templates = await self.collection.count_templates() if self.identity.fpir is not None else 0
         self.stats.searches += 1
-        match = (await self.collection.search(query, self.identity.new_below, exclude) if exclude
-                 else await self.collection.search(query, self.identity.new_below))
+        threshold = self.identity.search_threshold
+        match = (await self.collection.search(query, threshold, exclude) if exclude
+                 else await self.collection.search(query, threshold))
         return decide(None if match is None else (match.person_id, match.similarity), templates, self.identity)
 
     async def resolve(self, query: FaceQuery) -> Resolution:
@@ -117,9 +121,9 @@ class Resolver:
             face_ref = await self.collection.index(query, person_id)
             self.stats.indexed += 1
             self.stats.uncertain += decision.kind == "uncertain"
-            resolution = Resolution(query.face_id, person_id, None, 1.0, new_person=True,
-                                    possibly=decision.person_id if decision.kind == "uncertain" else None)
-        await self.names.record(resolution, query.thing, crop_key, face_ref)
+            possibly = decision.person_id if decision.kind == "uncertain" else await self._weak_link(query, decision)
+            resolution = Resolution(query.face_id, person_id, None, 1.0, new_person=True, possibly=possibly)
+        await self.names.record(resolution, query.thing, crop_key, face_ref, query.camera, query.track)
         # A concurrent duplicate may have recorded first (the write is conditional): answer what was kept.
         resolution = await self.names.handled(query.face_id) or resolution
         await self.shadow.update_desired(query.thing, face_label_patch(resolution))
@@ -135,6 +139,12 @@ class Resolver:
         asking; nothing is stored."""
         await self.shadow.update_desired(thing, face_unresolvable_patch(face_id, reason))
         log.info("face_refused", face_id=face_id, thing=thing, reason=reason)
+
+    async def _weak_link(self, query: FaceQuery, decision: Decision) -> str | None:
+        """A new face's nearest person, when seen on this camera minutes ago (`identity.weak_link`)."""
+        nearest = await self.names.get(decision.nearest) if decision.nearest else None
+        there = nearest.last_seen_on.get(f"{query.thing}/{query.camera}") if nearest else None
+        return weak_link(decision, there, self._clock(), self.identity)
 
     def _learns(self, decision: Decision, person: Person) -> bool:
         """A named face becomes another template of its person only when it verifies at the learning
