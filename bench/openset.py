@@ -113,6 +113,13 @@ def rules(door_threshold: float) -> list[Rule]:
               for t in sorted({door_threshold, 0.50, 0.52, 0.54}))]
 
 
+async def _enrolled(backend: EmbeddedResolver, name: str, query: FaceQuery) -> str | None:
+    """The gallery person's id; None when the photo is already named as another gallery person (the resolver
+    refuses such an enrolment: one face, one identity), so that person is never found."""
+    enrollment = await backend.resolver.enroll(name, [query])
+    return enrollment.person.person_id if enrollment.person else None
+
+
 async def measure(people: dict[str, list[Photo]], order: list[str], size: int, all_rules: list[Rule],
                   work: Path) -> dict[str, dict[str, Any]]:
     gallery, strangers = order[:size], order[size:]
@@ -121,7 +128,7 @@ async def measure(people: dict[str, list[Photo]], order: list[str], size: int, a
     for flip in sorted({r.flip for r in all_rules}):
         backend = EmbeddedResolver(work / f"g{size}-{int(flip)}", LocalResolverConfig())
         try:
-            ids = {p: (await backend.resolver.enroll(p, [people[p][0].query(flip)])).person_id for p in gallery}
+            ids = {p: await _enrolled(backend, p, people[p][0].query(flip)) for p in gallery}
             for rule in (r for r in all_rules if r.flip == flip):
                 backend.resolver.identity = rule.identity
 

@@ -24,7 +24,7 @@ import structlog
 
 from facewatchd.messages import FaceQuery, MessageError
 from facewatchd.resolver.core import Resolver
-from facewatchd.resolver.ports import Person
+from facewatchd.resolver.ports import Enrollment, Match, NameTaken, Person
 from facewatchd.state import ChangeLog, private_dir, required_text
 
 log = structlog.get_logger("facewatchd.control")
@@ -89,7 +89,7 @@ class ControlServer:
 
         return web.json_response([dataclasses.asdict(p) for p in await self.resolver.persons()])
 
-    def _action(self, act: Callable[[Resolver, dict[str, Any], Any], Awaitable[Person]]) -> Any:
+    def _action(self, act: Callable[[Resolver, dict[str, Any], Any], Awaitable[Person | Enrollment]]) -> Any:
         async def handle(request: Any) -> Any:
             from aiohttp import web
 
@@ -97,23 +97,27 @@ class ControlServer:
                 body = await request.json() if request.can_read_body else {}
                 if not isinstance(body, dict):
                     raise ValueError("expected a JSON object")
-                person = await act(self.resolver, body, request.match_info)
+                done = await act(self.resolver, body, request.match_info)
             except KeyError as e:
                 return web.json_response({"error": f"no such person or face {e.args[0]!r}"}, status=404)
+            except NameTaken as e:  # 409, with the holder: the client raises the same error
+                return web.json_response({"error": str(e), "holder": e.holder}, status=409)
             except (ValueError, TypeError, MessageError) as e:
                 return web.json_response({"error": str(e)}, status=400)
             except RecursionError:  # JSON nested deeper than Python's parser goes: a bad request, not a crash
                 return web.json_response({"error": "request nested too deeply"}, status=400)
+            person = done.person if isinstance(done, Enrollment) else done
             await self.changes.record(f"control socket ({_peer(request)})", request.path,
-                                      person_id=person.person_id)
-            return web.json_response(dataclasses.asdict(person))
+                                      person_id=person.person_id if person else None)
+            return web.json_response(dataclasses.asdict(done))
 
         return handle
 
 
 class ControlClient:
     """The resolver's operator actions, through a running process's control socket (what Resolver offers
-    the CLI, with the same errors: KeyError for an unknown person or face, ValueError for a bad request)."""
+    the CLI, with the same errors: KeyError for an unknown person or face, NameTaken for a name another
+    person holds, ValueError for a bad request)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -150,6 +154,8 @@ class ControlClient:
             raise OSError(f"{self.path}: {e}") from e
         if response.status == 404:
             raise KeyError(data.get("error", url))
+        if response.status == 409:
+            raise NameTaken(data.get("error", "name taken"), str(data.get("holder", "")))
         if response.status >= 400:
             raise ValueError(data.get("error", f"HTTP {response.status}"))
         return data
@@ -172,9 +178,11 @@ class ControlClient:
     async def reject(self, face_id: str) -> Person:
         return Person(**await self._call("POST", f"/faces/{face_id}/reject"))
 
-    async def enroll(self, name: str, queries: list[FaceQuery]) -> Person:
-        return Person(**await self._call("POST", "/enroll", {"name": name,
-                                                             "faces": [q.to_json().decode() for q in queries]}))
+    async def enroll(self, name: str, queries: list[FaceQuery]) -> Enrollment:
+        data = await self._call("POST", "/enroll", {"name": name, "faces": [q.to_json().decode() for q in queries]})
+        return Enrollment(Person(**data["person"]) if data["person"] else None, data["added"],
+                          {f: Match(**m) for f, m in data["matched"].items()}, data["templates_added"],
+                          data["templates_limit"], data["existing"])
 
 
 def _peer(request: Any) -> str:

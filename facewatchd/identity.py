@@ -13,6 +13,9 @@ creates), the recognizer's track checks and, through the evidence it reports, th
 - **The uncertain band.** A face below the naming threshold but above `new_below` is neither merged into
   its nearest person nor silently treated as nobody: the resolver makes it a new person marked
   "possibly X", for review.
+- **Splits on one camera are linked.** A new person whose nearest person (at `link_similarity` or above,
+  below `new_below`) was last seen on the same camera within `link_window_s` is most likely that person
+  from another angle (a profile, a dark frame): it is marked "possibly X" too, for review, never merged.
 - **Learning is stricter than naming.** A view joins a person's templates only at `learn_threshold`,
   so one false match never becomes a view that matches strangers from then on.
 - **Tracks are re-verified.** Every embedding a track makes must stay with the track's person
@@ -61,6 +64,11 @@ class IdentityConfig(BaseModel):
                                "keep it (SFace's calibration); none keeps name_threshold fixed")
     new_below: float = Field(0.363, gt=0, lt=1, description="below this a face is surely someone new; between "
                              "this and the naming threshold it is a new person marked \"possibly X\"")
+    link_similarity: float | None = Field(0.25, gt=0, lt=1, description="a new person this similar (below "
+                                          "new_below) to a person last seen on the same camera within link_window_s "
+                                          "is marked \"possibly\" that person; none: no such link")
+    link_window_s: float = Field(300.0, gt=0, description="how recent (s) that person's last sighting on the camera "
+                                 "must be")
     learn_threshold: float = Field(0.55, gt=0, lt=1, description="a view is learnt as another template of a "
                                    "person only at or above this (stricter than naming)")
     verify_threshold: float = Field(0.363, gt=0, lt=1, description="each new embedding of a named track must reach "
@@ -75,7 +83,14 @@ class IdentityConfig(BaseModel):
         if not self.new_below <= self.name_threshold <= self.learn_threshold:
             raise ValueError(f"need new_below ({self.new_below}) <= name_threshold ({self.name_threshold}) "
                              f"<= learn_threshold ({self.learn_threshold})")
+        if self.link_similarity is not None and self.link_similarity >= self.new_below:
+            raise ValueError(f"need link_similarity ({self.link_similarity}) < new_below ({self.new_below})")
         return self
+
+    @property
+    def search_threshold(self) -> float:
+        """The least similarity a search must report: the uncertain band's, or the weaker link's."""
+        return self.new_below if self.link_similarity is None else min(self.new_below, self.link_similarity)
 
     def naming_threshold(self, compared: int) -> float:
         """The least similarity that names a face compared with `compared` faces (templates, views)."""
@@ -92,6 +107,7 @@ class Decision:
     person_id: str | None  # named: the person; uncertain: the nearest person; new: None
     similarity: float  # to the nearest allowed person (-1 when there is none)
     threshold: float  # the naming threshold this decision used
+    nearest: str | None = None  # new: the nearest person below new_below (a candidate for a weak link)
 
     @property
     def named(self) -> bool:
@@ -109,7 +125,16 @@ def decide(best: tuple[str, float] | None, compared: int, config: IdentityConfig
         return Decision("named", person_id, similarity, threshold)
     if similarity >= config.new_below:
         return Decision("uncertain", person_id, similarity, threshold)
-    return Decision("new", None, similarity, threshold)
+    return Decision("new", None, similarity, threshold, person_id)
+
+
+def weak_link(decision: Decision, last_seen_there: float | None, now: float, config: IdentityConfig) -> str | None:
+    """The person a new face is "possibly", though below the uncertain band: its nearest person at
+    link_similarity or above, last seen on the same camera (`last_seen_there`) within link_window_s."""
+    if (decision.kind != "new" or decision.nearest is None or config.link_similarity is None
+            or decision.similarity < config.link_similarity or last_seen_there is None):
+        return None
+    return decision.nearest if now - last_seen_there <= config.link_window_s else None
 
 
 def box_jumped(previous: tuple[float, float, float, float], current: tuple[float, float, float, float],

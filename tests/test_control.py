@@ -149,3 +149,38 @@ async def test_the_socket_is_private_without_touching_the_umask_and_deep_json_is
                     assert r.status == 200  # and it keeps serving
     finally:
         backend.close()
+
+
+async def test_a_name_taken_and_an_enrolment_report_cross_the_socket(tmp_path: Path) -> None:
+    """The daemon's NameTaken reaches the CLI as the same error (its holder, the merge to make), and an
+    enrolment's report (the faces left out as another person's) comes back whole."""
+    from facewatchd.control import ControlClient, ControlServer
+    from facewatchd.resolver.embedded import EmbeddedResolver
+    from facewatchd.resolver.local import LocalResolverConfig
+    from facewatchd.resolver.ports import NameTaken
+    from facewatchd.vision.analyzer import FaceAnalyzer
+    from tests.resolver.test_names import photo
+
+    analyzer = FaceAnalyzer()
+    backend = EmbeddedResolver(tmp_path, LocalResolverConfig())
+    path = tmp_path / "state" / "control.sock"
+    try:
+        async with ControlServer(backend.resolver, path):
+            client = await ControlClient.connect(path)
+            assert client is not None
+            try:
+                alice = await client.enroll("Alice", [photo(analyzer, "obama.jpg")])
+                biden = photo(analyzer, "biden.jpg")
+                joe = await client.enroll("Joe", [biden, photo(analyzer, "obama1.jpg")])
+                assert alice.person is not None and joe.person is not None
+                assert joe.added == [biden.face_id] and joe.templates_limit == 5
+                [(_, match)] = joe.matched.items()
+                assert match.person_id == alice.person.person_id  # Obama's photo is Alice's, not Joe's
+                with pytest.raises(NameTaken) as taken:
+                    await client.label(joe.person.person_id, "ALICE")
+                assert taken.value.holder == alice.person.person_id
+                assert f"faces merge {alice.person.person_id} {joe.person.person_id}" in str(taken.value)
+            finally:
+                await client.close()
+    finally:
+        backend.close()

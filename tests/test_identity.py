@@ -30,3 +30,21 @@ def test_decide_names_marks_or_makes_new(similarity: float, kind: str, person: s
     decision = decide(("p", similarity), 300, IdentityConfig())
     assert (decision.kind, decision.person_id) == (kind, person)
     assert decide(None, 300, IdentityConfig()).kind == "new"
+
+
+def test_a_weak_link_needs_the_same_camera_within_the_window_and_the_link_similarity() -> None:
+    from facewatchd.identity import IdentityConfig, decide, weak_link
+
+    config = IdentityConfig()  # link_similarity 0.25, link_window_s 300
+    new = decide(("person-a", 0.30), 1, config)
+    assert new.kind == "new" and new.person_id is None and new.nearest == "person-a"
+    assert weak_link(new, 1000.0, 1200.0, config) == "person-a"
+    assert weak_link(new, 1000.0, 1301.0, config) is None  # too long ago
+    assert weak_link(new, None, 1200.0, config) is None  # never seen on this camera
+    assert weak_link(decide(("person-a", 0.20), 1, config), 1000.0, 1200.0, config) is None  # too unlike
+    assert weak_link(new, 1000.0, 1200.0, IdentityConfig(link_similarity=None)) is None  # off
+    assert IdentityConfig().search_threshold == 0.25
+    import pytest
+
+    with pytest.raises(ValueError, match="link_similarity"):
+        IdentityConfig(link_similarity=0.4)

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from facewatchd.identity import IdentityConfig
 from facewatchd.messages import FaceQuery, Resolution
 from facewatchd.resolver.core import Resolver
-from facewatchd.resolver.ports import FaceRecord, Match, NoFaceError, Person
+from facewatchd.resolver.ports import FaceRecord, Match, NoFaceError, Person, sightings_of
 
 # The SDK (0.6 s to import) is imported when the adapters open, so config.py can import this module
 # for AwsResolverConfig quickly, and without the aws extra installed at all.
@@ -302,7 +302,8 @@ class DynamoNameDirectory:
         name = self._plain(profile.get("Item", {})).get("name")  # the current name, not the one first answered
         return Resolution(face_id, rec["person_id"], name, float(rec["similarity"]), bool(rec["new_person"]))
 
-    async def record(self, resolution: Resolution, thing: str, crop_key: str, face_ref: str | None) -> None:
+    async def record(self, resolution: Resolution, thing: str, crop_key: str, face_ref: str | None,
+                     camera: str = "", track: str = "") -> None:
         now = self._clock()
         expires = int(now + self._retention_s)
         r = resolution
@@ -310,7 +311,7 @@ class DynamoNameDirectory:
                   "similarity": r.similarity, "new_person": r.new_person, "expires_at": expires}
         face = {"pk": _person_pk(r.person_id), "sk": f"FACE#{r.face_id}", "face_id": r.face_id, "thing": thing,
                 "crop_key": crop_key, "face_ref": face_ref, "similarity": r.similarity, "ts": now,
-                "expires_at": expires}
+                "camera": camera or None, "track": track or None, "expires_at": expires}
         items = [
             {"Put": {"TableName": self._table, "Item": self._item(marker),
                      "ConditionExpression": "attribute_not_exists(pk)"}},
@@ -364,9 +365,12 @@ class DynamoNameDirectory:
             return None
         faces = sorted((i for i in items if i["sk"].startswith("FACE#")), key=lambda i: float(i.get("ts", 0)))
         things = sorted(profile.get("things", set()))
+        seen = sightings_of((f.get("thing", ""), f.get("camera", ""), f.get("track", ""), float(f.get("ts", 0)))
+                            for f in faces)
         return Person(profile["person_id"], profile.get("name"), [f["face_id"] for f in faces], things,
                       float(profile.get("first_seen", 0)), float(profile.get("last_seen", 0)),
-                      sum(1 for f in faces if f.get("face_ref")), profile.get("possibly"), bool(profile.get("reviewed")))
+                      sum(1 for f in faces if f.get("face_ref")), profile.get("possibly"), bool(profile.get("reviewed")),
+                      *seen, faces[-1].get("crop_key") if faces else None)
 
     async def get(self, person_id: str) -> Person | None:
         return self._person(await self._partition(person_id))
@@ -585,7 +589,8 @@ def aws_identity(config: AwsResolverConfig) -> IdentityConfig:
     SFace's, so the SFace-calibrated rise with the number of persons does not apply: the threshold is fixed."""
     return IdentityConfig(name_threshold=config.face_match_threshold / 100,
                           new_below=min(config.uncertain_above, config.face_match_threshold) / 100,
-                          learn_threshold=max(config.learn_threshold, config.face_match_threshold) / 100, fpir=None)
+                          learn_threshold=max(config.learn_threshold, config.face_match_threshold) / 100, fpir=None,
+                          link_similarity=None)  # SFace's weak-link cosine means nothing on Rekognition's scale
 
 
 def _aioboto3() -> Any:

@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 import uuid
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 import structlog
 
-from facewatchd.identity import Decision, IdentityConfig, decide
+from facewatchd.identity import Decision, IdentityConfig, decide, weak_link
 from facewatchd.messages import (FaceQuery, Resolution, face_label_patch, face_reject_patch,
                                  face_unresolvable_patch, person_label_patch, person_merge_patch)
-from facewatchd.resolver.ports import CropStore, FaceCollection, FaceRecord, NameDirectory, Person, ShadowPort
+from facewatchd.resolver.ports import (CropStore, Enrollment, FaceCollection, FaceRecord, Match, NameDirectory, NameTaken,
+                                       Person, ShadowPort)
 
 log = structlog.get_logger("facewatchd.resolver")
 
@@ -41,6 +43,20 @@ def unseen_unnamed(persons: Iterable[Person], now: float, days: float) -> list[P
     return [p for p in persons if p.name is None and p.last_seen < cutoff]
 
 
+def clean_name(name: str) -> str:
+    """A name as kept: trimmed, and never empty."""
+    name = name.strip()
+    if not name:
+        raise ValueError("a name cannot be empty")
+    return name
+
+
+def holder_of(persons: Iterable[Person], name: str) -> Person | None:
+    """The person who holds `name`, compared as people read it (trimmed, any case)."""
+    key = name.strip().casefold()
+    return next((p for p in persons if p.name is not None and p.name.strip().casefold() == key), None)
+
+
 @dataclass
 class ResolverStats:
     requests: int = 0
@@ -53,7 +69,8 @@ class ResolverStats:
 
 class Resolver:
     def __init__(self, crops: CropStore, collection: FaceCollection, names: NameDirectory, shadow: ShadowPort,
-                 identity: IdentityConfig, templates_per_person: int = 5) -> None:
+                 identity: IdentityConfig, templates_per_person: int = 5,
+                 clock: Callable[[], float] = time.time) -> None:
         self.crops = crops
         self.collection = collection
         self.names = names
@@ -61,6 +78,7 @@ class Resolver:
         self.identity = identity
         self.templates_per_person = templates_per_person
         self.stats = ResolverStats()
+        self._clock = clock  # the name directory's clock: a weak link compares with its last sightings
         # A name given while retention forgets that person must win: both take this lock (one process;
         # Lambdas are separate processes, and there the window stays, see deploy/lambda/README.md)
         self._naming = asyncio.Lock()
@@ -70,8 +88,9 @@ class Resolver:
         exclude = await self._other_persons(query)
         templates = await self.collection.count_templates() if self.identity.fpir is not None else 0
         self.stats.searches += 1
-        match = (await self.collection.search(query, self.identity.new_below, exclude) if exclude
-                 else await self.collection.search(query, self.identity.new_below))
+        threshold = self.identity.search_threshold
+        match = (await self.collection.search(query, threshold, exclude) if exclude
+                 else await self.collection.search(query, threshold))
         return decide(None if match is None else (match.person_id, match.similarity), templates, self.identity)
 
     async def resolve(self, query: FaceQuery) -> Resolution:
@@ -102,9 +121,9 @@ class Resolver:
             face_ref = await self.collection.index(query, person_id)
             self.stats.indexed += 1
             self.stats.uncertain += decision.kind == "uncertain"
-            resolution = Resolution(query.face_id, person_id, None, 1.0, new_person=True,
-                                    possibly=decision.person_id if decision.kind == "uncertain" else None)
-        await self.names.record(resolution, query.thing, crop_key, face_ref)
+            possibly = decision.person_id if decision.kind == "uncertain" else await self._weak_link(query, decision)
+            resolution = Resolution(query.face_id, person_id, None, 1.0, new_person=True, possibly=possibly)
+        await self.names.record(resolution, query.thing, crop_key, face_ref, query.camera, query.track)
         # A concurrent duplicate may have recorded first (the write is conditional): answer what was kept.
         resolution = await self.names.handled(query.face_id) or resolution
         await self.shadow.update_desired(query.thing, face_label_patch(resolution))
@@ -120,6 +139,12 @@ class Resolver:
         asking; nothing is stored."""
         await self.shadow.update_desired(thing, face_unresolvable_patch(face_id, reason))
         log.info("face_refused", face_id=face_id, thing=thing, reason=reason)
+
+    async def _weak_link(self, query: FaceQuery, decision: Decision) -> str | None:
+        """A new face's nearest person, when seen on this camera minutes ago (`identity.weak_link`)."""
+        nearest = await self.names.get(decision.nearest) if decision.nearest else None
+        there = nearest.last_seen_on.get(f"{query.thing}/{query.camera}") if nearest else None
+        return weak_link(decision, there, self._clock(), self.identity)
 
     def _learns(self, decision: Decision, person: Person) -> bool:
         """A named face becomes another template of its person only when it verifies at the learning
@@ -138,8 +163,15 @@ class Resolver:
 
     # -- operator actions -----------------------------------------------------------------------
     async def label(self, person_id: str, name: str) -> Person:
-        """Name a person and push the name to every device that holds them."""
+        """Name a person and push the name to every device that holds them. A name another person holds is
+        refused (NameTaken): one name, one person, so a split is merged instead."""
+        name = clean_name(name)
         async with self._naming:
+            if await self.names.get(person_id) is None:
+                raise KeyError(person_id)
+            holder = holder_of(await self.names.list(), name)
+            if holder is not None and holder.person_id != person_id:
+                raise NameTaken.of(name, holder.person_id, person_id)
             person = await self.names.set_name(person_id, name)
         for thing in person.things:
             await self.shadow.update_desired(thing, person_label_patch(person_id, name))
@@ -245,14 +277,32 @@ class Resolver:
             face_ref = await self.collection.reassign(face_ref, person_id, face.crop_key)
         await self.names.move_face(face.face_id, person_id, face_ref)
 
-    async def enroll(self, name: str, queries: list[FaceQuery], thing: str = "") -> Person:
-        """Pre-register a known person from photos: all faces go under one new person id."""
-        person_id = new_person_id()
-        for q in queries:
-            key = await self.crops.put(q)
-            ref = await self.collection.index(q, person_id)
-            await self.names.record(Resolution(q.face_id, person_id, None, 1.0, True), thing, key, ref)
-        return await self.names.set_name(person_id, name)
+    async def enroll(self, name: str, queries: list[FaceQuery], thing: str = "") -> Enrollment:
+        """Pre-register a known person from photos: they go to the person who holds `name`, or to one new
+        person. A photo that is named as somebody else (by the same rule `resolve` names faces) is left out
+        and reported: it is that person's, or a photo of the wrong person, never a second identity. Photos
+        become templates while the person has room (templates_per_person); the rest are kept as faces."""
+        name = clean_name(name)
+        async with self._naming:
+            holder = holder_of(await self.names.list(), name)
+            person_id = holder.person_id if holder else new_person_id()
+            done = Enrollment(None, templates_limit=self.templates_per_person, existing=holder is not None)
+            templates = holder.templates if holder else 0
+            for q in queries:
+                decision = await self.identify(q)
+                if decision.named and decision.person_id != person_id:
+                    assert decision.person_id is not None
+                    done.matched[q.face_id] = Match(decision.person_id, decision.similarity, "")
+                    continue
+                key = await self.crops.put(q)
+                ref = await self.collection.index(q, person_id) if templates < self.templates_per_person else None
+                templates += ref is not None
+                done.templates_added += ref is not None
+                await self.names.record(Resolution(q.face_id, person_id, None, 1.0, holder is None), thing, key, ref)
+                done.added.append(q.face_id)
+            if done.added:
+                done.person = await self.names.get(person_id) if holder else await self.names.set_name(person_id, name)
+        return done
 
     async def persons(self) -> list[Person]:
         return await self.names.list()

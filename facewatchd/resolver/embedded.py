@@ -32,7 +32,7 @@ class EmbeddedResolver:
         self.shadow_store = ShadowStore(shadow_path or state_dir / "shadow.db")
         self.hub = ShadowHub(self.shadow_store)
         self.resolver = Resolver(self.stores.crops, self.stores.collection, self.stores.names, HubShadowPort(self.hub),
-                                 identity or IdentityConfig(), config.templates_per_person)
+                                 identity or IdentityConfig(), config.templates_per_person, clock)
 
     @property
     def analyzer(self) -> FaceAnalyzer:

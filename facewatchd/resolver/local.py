@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from facewatchd.messages import FaceQuery, Resolution
 from facewatchd.state import open_sqlite, private_dir
-from facewatchd.resolver.ports import FaceRecord, Match, NoFaceError, Person
+from facewatchd.resolver.ports import FaceRecord, Match, NoFaceError, Person, sightings_of
 from facewatchd.vision.embedder import EMBEDDING_DIM
 
 EMBEDDED_KEPT = 8  # crop embeddings kept between a request's search and its index
@@ -57,6 +57,9 @@ class _Db:
             self._conn.execute("ALTER TABLE persons ADD COLUMN possibly TEXT")
         if "reviewed" not in columns:  # dismissed on the review page: an unknown person nobody needs to name
             self._conn.execute("ALTER TABLE persons ADD COLUMN reviewed INTEGER NOT NULL DEFAULT 0")
+        if "camera" not in {r[1] for r in self._conn.execute("PRAGMA table_info(faces)")}:  # where it was seen
+            self._conn.execute("ALTER TABLE faces ADD COLUMN camera TEXT NOT NULL DEFAULT ''")
+            self._conn.execute("ALTER TABLE faces ADD COLUMN track TEXT NOT NULL DEFAULT ''")
         self._conn.execute("CREATE INDEX IF NOT EXISTS persons_last_seen ON persons(last_seen)")
 
     def run(self, fn: Callable[[sqlite3.Connection], object]) -> object:
@@ -238,7 +241,8 @@ class SqliteNameDirectory:
 
         return await self._db(get)  # type: ignore[return-value]
 
-    async def record(self, resolution: Resolution, thing: str, crop_key: str, face_ref: str | None) -> None:
+    async def record(self, resolution: Resolution, thing: str, crop_key: str, face_ref: str | None,
+                     camera: str = "", track: str = "") -> None:
         now = self._clock()
 
         def write(conn: sqlite3.Connection) -> None:
@@ -247,9 +251,10 @@ class SqliteNameDirectory:
                 conn.execute("INSERT INTO persons (person_id, name, first_seen, last_seen, possibly) "
                              "VALUES (?,?,?,?,?) ON CONFLICT(person_id) DO UPDATE SET last_seen=?",
                              (resolution.person_id, resolution.name, now, now, resolution.possibly, now))
-                conn.execute("INSERT OR IGNORE INTO faces VALUES (?,?,?,?,?,?,?,?)",
+                conn.execute("INSERT OR IGNORE INTO faces (face_id, person_id, thing, crop_key, face_ref, similarity, "
+                             "new_person, ts, camera, track) VALUES (?,?,?,?,?,?,?,?,?,?)",
                              (resolution.face_id, resolution.person_id, thing, crop_key, face_ref,
-                              resolution.similarity, int(resolution.new_person), now))
+                              resolution.similarity, int(resolution.new_person), now, camera, track))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -262,11 +267,12 @@ class SqliteNameDirectory:
                            (person_id,)).fetchone()
         if row is None:
             return None
-        faces = conn.execute("SELECT face_id, thing, face_ref FROM faces WHERE person_id=? ORDER BY ts",
-                             (person_id,)).fetchall()
-        things = sorted({t for _, t, _ in faces if t})
-        return Person(person_id, row[0], [f for f, _, _ in faces], things, row[1], row[2],
-                      sum(ref is not None for _, _, ref in faces), row[3], bool(row[4]))
+        faces = conn.execute("SELECT face_id, thing, face_ref, camera, track, ts, crop_key FROM faces "
+                             "WHERE person_id=? ORDER BY ts", (person_id,)).fetchall()
+        sightings, tracks, last_seen_on = sightings_of((f[1], f[3], f[4], f[5]) for f in faces)
+        return Person(person_id, row[0], [f[0] for f in faces], sorted({f[1] for f in faces if f[1]}), row[1], row[2],
+                      sum(f[2] is not None for f in faces), row[3], bool(row[4]), sightings, tracks, last_seen_on,
+                      faces[-1][6] if faces else None)
 
     async def get(self, person_id: str) -> Person | None:
         return await self._db(lambda c: self._person(c, person_id))  # type: ignore[return-value]

@@ -8,7 +8,7 @@ delivered at least once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Iterable, Protocol
 
 from facewatchd.messages import FaceQuery, Resolution
 
@@ -31,6 +31,22 @@ class Person:
     templates: int = 0  # faces of this person in the collection
     possibly: str | None = None  # made from the uncertain band: the person it may be, for review
     reviewed: bool = False  # dismissed on the review page
+    sightings: int = 0  # faces a device sent (enrolment photos are not sightings)
+    tracks: int | None = None  # distinct tracks among them; None when no record says its track (older ones)
+    last_seen_on: dict[str, float] = field(default_factory=dict)  # "thing/camera" → the last sighting there
+    crop_key: str | None = None  # the latest face's crop in the crop store
+
+
+def sightings_of(faces: Iterable[tuple[str, str, str, float]]) -> tuple[int, int | None, dict[str, float]]:
+    """From a person's face records (thing, camera, track, ts): how many came from devices, in how many
+    distinct tracks (None when no record says its track), and the last sighting on each thing/camera."""
+    seen = [(thing, camera, track, ts) for thing, camera, track, ts in faces if thing]
+    tracks = {(thing, camera, track) for thing, camera, track, _ in seen if track}
+    last: dict[str, float] = {}
+    for thing, camera, _, ts in seen:
+        key = f"{thing}/{camera}" if camera else thing
+        last[key] = max(ts, last.get(key, ts))
+    return len(seen), len(tracks) if tracks else None, last
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +62,33 @@ class FaceRecord:
 
 class NoFaceError(ValueError):
     """The crop holds no usable face: a poison message, never retried."""
+
+
+class NameTaken(ValueError):
+    """One name, one person: the name is already `holder`'s, so the person it was meant for is a split of
+    `holder` to merge into it, not a second person of that name."""
+
+    def __init__(self, message: str, holder: str) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+    @classmethod
+    def of(cls, name: str, holder: str, person_id: str) -> "NameTaken":
+        return cls(f"{name!r} is already {holder}: merge {person_id} into it instead "
+                   f"(facewatchd faces merge {holder} {person_id})", holder)
+
+
+@dataclass(slots=True)
+class Enrollment:
+    """What an enrolment did: the person the photos went to (None when none went), the faces added, those
+    left out because they are another person's, and how many became templates under the person's limit."""
+
+    person: Person | None
+    added: list[str] = field(default_factory=list)  # face ids
+    matched: dict[str, Match] = field(default_factory=dict)  # face id → the other person it is
+    templates_added: int = 0
+    templates_limit: int = 0
+    existing: bool = False  # the photos went to the person who already held the name
 
 
 class CropStore(Protocol):
@@ -86,9 +129,11 @@ class NameDirectory(Protocol):
     async def handled(self, face_id: str) -> Resolution | None:
         """The answer already given for this face id, if any (idempotency)."""
 
-    async def record(self, resolution: Resolution, thing: str, crop_key: str, face_ref: str | None) -> None:
+    async def record(self, resolution: Resolution, thing: str, crop_key: str, face_ref: str | None,
+                     camera: str = "", track: str = "") -> None:
         """Remember the answer for the face id and link the face to its person (creating the person if
-        new); conditional: recording the same face id twice changes nothing."""
+        new), with the camera and track it came from; conditional: recording the same face id twice
+        changes nothing."""
 
     async def get(self, person_id: str) -> Person | None: ...
 

@@ -1,6 +1,7 @@
 """The `facewatchd faces` commands against the embedded resolver, on real photos."""
 
 import json
+from pathlib import Path
 
 from facewatchd.pipeline.cache import FaceCache
 from tests.support.daemon import FIXTURES, cli, make_config, run_daemon
@@ -92,3 +93,86 @@ def test_merge_move_and_reject_change_what_the_device_names(tmp_path):
     assert bad.returncode == 1 and "itself" in bad.stderr
     bad = cli("faces", "reject", "no-such-face", "--config", cfg, check=False)
     assert bad.returncode == 1 and "no-such-face" in bad.stderr
+
+
+def test_a_name_another_person_holds_is_refused_with_the_merge_to_make(tmp_path):
+    cfg = config_file(tmp_path)
+    cli("faces", "enroll", "Alice", str(FIXTURES / "obama.jpg"), "--config", cfg)
+    cli("faces", "enroll", "Joe", str(FIXTURES / "biden.jpg"), "--config", cfg)
+    ids = {p["name"]: p["person_id"] for p in json.loads(cli("faces", "list", "--json", "--config", cfg).stdout)}
+    bad = cli("faces", "label", ids["Joe"], " alice", "--config", cfg, check=False)
+    assert bad.returncode == 1
+    assert f"'alice' is already {ids['Alice']}: merge {ids['Joe']} into it instead" in bad.stderr
+    assert f"(facewatchd faces merge {ids['Alice']} {ids['Joe']})" in bad.stderr and "Traceback" not in bad.stderr
+    names = sorted(p["name"] for p in json.loads(cli("faces", "list", "--json", "--config", cfg).stdout))
+    assert names == ["Alice", "Joe"]
+    assert "is now 'Alice'" in cli("faces", "label", ids["Alice"], "Alice", "--config", cfg).stdout  # its own
+
+
+def test_enroll_takes_a_batch_skipping_what_cannot_be_enrolled(tmp_path):
+    """A user's folder: good photos, a group photo, no face at all, a file that is no image, and a photo of
+    someone already known. The good ones are enrolled; the rest are listed at the end with why; exit 2."""
+    import cv2
+    import numpy as np
+
+    cfg = config_file(tmp_path)
+    cli("faces", "enroll", "Joe Biden", str(FIXTURES / "biden.jpg"), "--config", cfg)
+    wall = tmp_path / "wall.png"
+    cv2.imwrite(str(wall), np.full((240, 320, 3), 128, np.uint8))
+    junk = tmp_path / "notes.jpg"
+    junk.write_bytes(b"not a photo")
+    batch = [FIXTURES / "obama.jpg", FIXTURES / "two_people.jpg", wall, junk, FIXTURES / "biden.jpg",
+             FIXTURES / "obama1.jpg"]
+    out = cli("faces", "enroll", "Barack Obama", *map(str, batch), "--config", cfg, check=False)
+    assert out.returncode == 2, out.stderr
+    assert "from 2 photo(s)" in out.stdout
+    assert "kept 2 of 2 photo(s) as templates (limit 5 per person" in out.stdout
+    for i, path in enumerate(batch, 1):  # progress: a line a photo
+        assert f"[{i}/6] {path}:" in out.stderr
+    report = out.stderr.split("skipped 4 of 6 photo(s):", 1)[1]
+    assert f"{FIXTURES / 'two_people.jpg'}: expected exactly one face, found 2" in report
+    assert f"{wall}: no face found" in report and f"{junk}: " in report and "not a readable image" in report
+    biden = {p["name"]: p["person_id"] for p in json.loads(cli("faces", "list", "--json", "--config", cfg).stdout)}
+    assert f"{FIXTURES / 'biden.jpg'}: the face is {biden['Joe Biden']}" in report
+    persons = {p["name"]: p for p in json.loads(cli("faces", "list", "--json", "--config", cfg).stdout)}
+    assert sorted(persons) == ["Barack Obama", "Joe Biden"] and persons["Joe Biden"]["faces"] == 1
+
+    # the same name again (any case): his photo goes to him, no second "Barack Obama"; one photo, no progress
+    out = cli("faces", "enroll", "barack obama", str(FIXTURES / "obama2.jpg"), "--config", cfg)
+    assert "who already held the name" in out.stdout and "[1/1]" not in out.stderr
+    persons = {p["name"]: p for p in json.loads(cli("faces", "list", "--json", "--config", cfg).stdout)}
+    assert sorted(persons) == ["Barack Obama", "Joe Biden"] and persons["Barack Obama"]["faces"] == 3
+
+    # nothing enrollable: exit 1, nothing changed
+    bad = cli("faces", "enroll", "Nobody", str(wall), str(junk), "--config", cfg, check=False)
+    assert bad.returncode == 1 and "no photo enrolled for 'Nobody'; nothing was changed" in bad.stderr
+    assert sorted(p["name"] for p in json.loads(cli("faces", "list", "--json", "--config", cfg).stdout)) == [
+        "Barack Obama", "Joe Biden"]
+
+
+def test_enroll_reports_the_template_limit(tmp_path):
+    cfg = config_file(tmp_path)
+    (tmp_path / "c.toml").write_text(f'[device]\nstate_dir = "{tmp_path / "state"}"\n'
+                                     '[resolver]\ntype = "local"\ntemplates_per_person = 2\n')
+    photos = [str(FIXTURES / p) for p in ("obama.jpg", "obama1.jpg", "obama2.jpg")]
+    out = cli("faces", "enroll", "Barack Obama", *photos, "--config", cfg)
+    assert "kept 2 of 3 photo(s) as templates (limit 2 per person;" in out.stdout
+    assert "the others are kept as faces only" in out.stdout
+    [person] = json.loads(cli("faces", "list", "--json", "--config", cfg).stdout)
+    assert (person["faces"], person["templates"]) == (3, 2)
+
+
+def test_list_shows_sightings_tracks_cameras_and_a_crop_most_seen_first(tmp_path):
+    cfg = config_file(tmp_path)
+    cli("faces", "enroll", "Barack Obama", str(FIXTURES / "obama.jpg"), "--config", cfg)  # enrolled, never seen
+    run_daemon(make_config(tmp_path / "state", FIXTURES / "biden.jpg"))
+    persons = json.loads(cli("faces", "list", "--json", "--config", cfg).stdout)
+    assert [p["name"] for p in persons] == [None, "Barack Obama"]  # the one seen first, though made later
+    biden, obama = persons
+    assert (biden["sightings"], biden["tracks"], obama["sightings"], obama["tracks"]) == (1, 1, 0, None)
+    assert biden["cameras"] == [f"{make_config(tmp_path).device.thing}/cam0"] and obama["cameras"] == []
+    assert biden["crop"].startswith(str(tmp_path / "state" / "resolver" / "crops")) and Path(biden["crop"]).is_file()
+    assert biden["last_seen_local"][:4].isdigit() and biden["possibly"] is None
+    text = cli("faces", "list", "--config", cfg).stdout
+    assert text.index(biden["person_id"]) < text.index(obama["person_id"])
+    assert f"sightings=1 tracks=1 first={biden['first_seen_local']}" in text and f"crop: {biden['crop']}" in text

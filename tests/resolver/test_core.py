@@ -3,6 +3,7 @@ templates learnt only from strong matches, and the naming threshold that rises w
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def resolver(tmp_path: Path) -> EmbeddedResolver:
 
 
 async def test_a_face_in_the_uncertain_band_is_a_new_person_marked_possibly(resolver, analyzer) -> None:
-    obama = await resolver.resolver.enroll("Barack Obama", [query(analyzer, face_square("obama2.jpg"))])
+    obama = (await resolver.resolver.enroll("Barack Obama", [query(analyzer, face_square("obama2.jpg"))])).person
     identity = resolver.resolver.identity
     for alpha in (0.68, 0.7, 0.72, 0.74):  # a look-alike, from near Obama towards Biden
         q = query(analyzer, lookalike("obama2.jpg", "biden.jpg", alpha))
@@ -58,7 +59,7 @@ async def test_a_face_in_the_uncertain_band_is_a_new_person_marked_possibly(reso
 
 
 async def test_only_strong_matches_become_templates_and_their_number_is_bounded(resolver, analyzer) -> None:
-    obama = await resolver.resolver.enroll("Barack Obama", [query(analyzer, face_square("obama2.jpg"))])
+    obama = (await resolver.resolver.enroll("Barack Obama", [query(analyzer, face_square("obama2.jpg"))])).person
     collection = resolver.stores.collection
     weak = query(analyzer, lookalike("obama2.jpg", "biden.jpg", 0.62))
     decision = await resolver.resolver.identify(weak)
@@ -85,3 +86,34 @@ async def test_the_naming_threshold_rises_with_the_collection(resolver, analyzer
         await resolver.stores.collection.index(other, f"person-{i:05d}")
     decision = await resolver.resolver.identify(q)
     assert decision.threshold > IdentityConfig().name_threshold and decision.kind == "uncertain"
+
+
+async def test_a_weaker_match_seen_on_the_same_camera_minutes_ago_is_marked_possibly(tmp_path, analyzer) -> None:
+    """A split of one man (here: his face blended far towards another's, as a profile or a dark frame is far
+    from his frontal view) on the camera that saw him minutes ago is linked; elsewhere, or later, it is not."""
+    split = None
+    for alpha in (0.76, 0.78, 0.8, 0.82, 0.84, 0.86):
+        split = query(analyzer, lookalike("obama2.jpg", "biden.jpg", alpha))
+        if IdentityConfig().link_similarity <= float(split.embedding @ query(
+                analyzer, face_square("obama2.jpg")).embedding) < IdentityConfig().new_below:
+            break
+    else:
+        pytest.fail("no look-alike fell between link_similarity and new_below")
+
+    async def possibly(camera: str, minutes: float) -> tuple[str | None, str]:
+        now = [1000.0]
+        backend = EmbeddedResolver(tmp_path / f"{camera}-{minutes}", LocalResolverConfig(), clock=lambda: now[0])
+        try:
+            first = await backend.resolver.resolve(query(analyzer, face_square("obama2.jpg")))  # door-1's "cam"
+            now[0] += minutes * 60
+            answer = await backend.resolver.resolve(dataclasses.replace(split, face_id=new_face_id(), camera=camera))
+            assert answer.new_person and answer.person_id != first.person_id
+            person = await backend.stores.names.get(answer.person_id)
+            return person.possibly, first.person_id
+        finally:
+            backend.close()
+
+    linked, first = await possibly("cam", 2)
+    assert linked == first
+    assert (await possibly("back", 2))[0] is None  # another camera
+    assert (await possibly("cam", 10))[0] is None  # the same camera, too long ago

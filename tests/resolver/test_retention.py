@@ -71,8 +71,8 @@ def test_the_rule_takes_unnamed_persons_seen_before_the_cutoff_only():
 
 async def test_exactly_the_old_unnamed_persons_are_forgotten_everywhere(embedded, clock):
     resolver, stores = embedded.resolver, embedded.stores
-    named_long_ago = await resolver.enroll("Ann Named", [FaceQuery(new_face_id(), "", "enroll", "enroll", crop(),
-                                                                   face(1), clock())], thing="door-1")
+    named_long_ago = (await resolver.enroll("Ann Named", [FaceQuery(new_face_id(), "", "enroll", "enroll", crop(),
+                                                                    face(1), clock())], thing="door-1")).person
     old = await seen(embedded, clock, 2)
     old_elsewhere = await seen(embedded, clock, 3, thing="door-2")  # a second device holds this one
     labelled_later = await seen(embedded, clock, 4)

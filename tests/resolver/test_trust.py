@@ -37,7 +37,7 @@ async def test_a_made_up_embedding_names_nobody_and_is_never_learnt(tmp_path: Pa
     try:
         resolver = backend.resolver
         obama_photo = cv2.imread(str(FIXTURES / "obama.jpg"))
-        obama = await resolver.enroll(OBAMA, [honest(analyzer, obama_photo)])
+        obama = (await resolver.enroll(OBAMA, [honest(analyzer, obama_photo)])).person
         obama_embedding = analyzer.largest(obama_photo).embedding
         solvay = cv2.imread(str(FIXTURES / "solvay_conference_1927.jpg"))
         strangers = analyzer.faces(solvay)
@@ -68,7 +68,7 @@ async def test_the_resolver_embeds_the_crop_not_the_devices_numbers(tmp_path: Pa
     backend = EmbeddedResolver(tmp_path, LocalResolverConfig())
     try:
         photo = cv2.imread(str(FIXTURES / "obama.jpg"))
-        person = await backend.resolver.enroll(OBAMA, [honest(analyzer, photo)])
+        person = (await backend.resolver.enroll(OBAMA, [honest(analyzer, photo)])).person
         # an honest crop of Obama with a random embedding: still Obama, by the crop's own face
         q = honest(analyzer, cv2.imread(str(FIXTURES / "obama2.jpg")))
         noise = np.random.default_rng(0).normal(size=q.embedding.shape).astype(np.float32)
