@@ -265,6 +265,56 @@ class Resolver:
         log.info("persons_merged", keep=keep, gone=gone, faces=len(source.faces))
         return merged
 
+    async def split(self, face_ids: list[str], person_id: str | None = None, name: str | None = None) -> Person:
+        """Undo a merge: these faces (templates, records, device views) become a person of their own again,
+        `person_id` (the merged-away id, so links to it work again) or a new one."""
+        faces = [await self._face(f) for f in face_ids]
+        if not faces:
+            raise ValueError("no faces to split off")
+        person_id = person_id or new_person_id()
+        if await self.names.get(person_id) is not None:
+            raise ValueError(f"{person_id} exists already")
+        first = faces[0]
+        # The directory makes a person only with a face's record; this face is recorded already, so only
+        # the person is new (a directory whose record refuses a known face cannot split: said, not hidden).
+        await self.names.record(Resolution(first.face_id, person_id, None, 1.0, new_person=True), first.thing,
+                                first.crop_key, first.face_ref)
+        if await self.names.get(person_id) is None:
+            raise ValueError("this resolver's name directory cannot re-create a person: the merge stays")
+        for face in faces:
+            await self._move_face(face, person_id)
+        person = await self.names.set_name(person_id, name)
+        for face in faces:
+            label = Resolution(face.face_id, person_id, name, 1.0, new_person=False)
+            for thing in sorted(set(person.things) | {face.thing} - {""}):
+                await self.shadow.update_desired(thing, face_label_patch(label))
+        log.info("person_split", person_id=person_id, faces=len(faces))
+        return person
+
+    async def restore(self, face: FaceRecord, crop_jpeg: bytes, similarity: float) -> Person:
+        """Undo a reject: the face (its record and crop, kept by the caller for a short while) is its person's
+        again, and a template again if it was one (embedded from the crop)."""
+        person = await self.names.get(face.person_id)
+        if person is None:
+            raise KeyError(face.person_id)
+        query = FaceQuery(face.face_id, face.thing, "", "", crop_jpeg)
+        crop_key = await self.crops.put(query)
+        face_ref = await self.collection.index(query, face.person_id) if face.face_ref else None
+        resolution = Resolution(face.face_id, face.person_id, person.name, similarity, new_person=False)
+        await self.names.record(resolution, face.thing, crop_key, face_ref)
+        for thing in sorted(set(person.things) | {face.thing} - {""}):
+            await self.shadow.update_desired(thing, face_label_patch(resolution))
+        log.info("face_restored", face_id=face.face_id, person_id=face.person_id)
+        return await self.names.get(face.person_id) or person
+
+    async def unname(self, person_id: str) -> Person:
+        """Take a person's name away (undo a first naming) on the directory and every device holding them."""
+        async with self._naming:
+            person = await self.names.set_name(person_id, None)
+        for thing in person.things:
+            await self.shadow.update_desired(thing, person_label_patch(person_id, None))
+        return person
+
     async def _face(self, face_id: str) -> FaceRecord:
         face = await self.names.face(face_id)
         if face is None:

@@ -26,6 +26,15 @@ NAME = "Lin-Manuel Miranda"
 pytestmark = pytest.mark.timeout(240)  # `make test` installs Debian's chromium (make servers)
 
 
+def keep_screenshots(shots: Path) -> None:
+    """Copy a test's screenshots to $FACEWATCHD_SCREENSHOTS, when set (to refresh the committed ones)."""
+    if os.environ.get("FACEWATCHD_SCREENSHOTS"):
+        target = Path(os.environ["FACEWATCHD_SCREENSHOTS"])
+        target.mkdir(parents=True, exist_ok=True)
+        for shot in shots.glob("*.png"):
+            shutil.copy(shot, target / shot.name)
+
+
 async def test_review_name_merge_and_forget_in_a_browser_while_the_daemon_runs(tmp_path: Path) -> None:
     from playwright.async_api import async_playwright
 
@@ -74,6 +83,7 @@ async def test_review_name_merge_and_forget_in_a_browser_while_the_daemon_runs(t
             await page.goto(f"{base}/people/{keep}")
             await page.fill("input[name=gone]", str(gone))
             await page.click("text=Merge into this person")
+            await page.click("form.confirm button.danger")  # merging asks first
             await page.wait_for_url(f"{base}/people/{keep}")
             merged = await names.get(keep)
             assert merged is not None and await names.get(gone) is None
@@ -103,11 +113,7 @@ async def test_review_name_merge_and_forget_in_a_browser_while_the_daemon_runs(t
         relay.close()
     assert any(p["name"] == NAME for p in summary.persons.values())
     assert len(list(shots.glob("*.png"))) == 12
-    if os.environ.get("FACEWATCHD_SCREENSHOTS"):
-        target = Path(os.environ["FACEWATCHD_SCREENSHOTS"])
-        target.mkdir(parents=True, exist_ok=True)
-        for shot in shots.glob("*.png"):
-            shutil.copy(shot, target / shot.name)
+    keep_screenshots(shots)
 
 
 async def test_the_door_page_shows_a_presentation_attack_with_its_crop(tmp_path: Path, enrolled: Any) -> None:
@@ -162,8 +168,4 @@ async def test_the_door_page_shows_a_presentation_attack_with_its_crop(tmp_path:
     finally:
         relay.close()
     assert "/u" not in relay.paths()
-    if os.environ.get("FACEWATCHD_SCREENSHOTS"):
-        target = Path(os.environ["FACEWATCHD_SCREENSHOTS"])
-        target.mkdir(parents=True, exist_ok=True)
-        for shot in shots.glob("*.png"):
-            shutil.copy(shot, target / shot.name)
+    keep_screenshots(shots)

@@ -182,3 +182,43 @@ async def test_a_request_for_another_sites_name_is_refused(server, tmp_path):
             async with session.get(f"http://127.0.0.1:{other.port}/login",
                                    headers={"Host": "door.example.net:443"}) as r:
                 assert r.status == 200
+
+
+async def test_the_new_routes_need_a_session_and_their_posts_the_csrf_token(server, monkeypatch):
+    """The search as you type, the bulk dismiss and undo pass the same checks as every page; an undo is the
+    session's own, works once, and only for a while."""
+    import facewatchd.web.flash as flash
+
+    web, person_id = server
+    base = f"http://127.0.0.1:{web.port}"
+    async with aiohttp.ClientSession() as anonymous:
+        async with anonymous.get(f"{base}/api/people?q=Some", allow_redirects=False) as r:
+            assert r.status == 303 and r.headers["Location"].startswith("/login")
+        for path in ("/undo", "/review/dismiss"):
+            async with anonymous.post(f"{base}{path}", data={"undo": "x"}, allow_redirects=False) as r:
+                assert r.status == 401
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser, \
+            aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as other:
+        await login(browser, base)
+        await login(other, base)
+        csrf, other_csrf = await csrf_of(browser, base, person_id), await csrf_of(other, base, person_id)
+        async with browser.get(f"{base}/api/people?q=some") as r:
+            assert [p["person_id"] for p in await r.json()] == [person_id]
+        async with browser.post(f"{base}/people/{person_id}/label", data={"name": "Alice", "csrf": csrf}) as r:
+            token = (await r.text()).split('name="undo" value="', 1)[1].split('"', 1)[0]
+        for data in ({"undo": token}, {"undo": token, "csrf": "forged"}):
+            async with browser.post(f"{base}/undo", data=data, allow_redirects=False) as r:
+                assert r.status == 403  # no undo without the session's CSRF token
+        async with other.post(f"{base}/undo", data={"undo": token, "csrf": other_csrf}) as r:
+            assert "can no longer be undone" in await r.text()  # another session's undo
+        assert (await web.names.get(person_id)).name == "Alice"
+        async with browser.post(f"{base}/undo", data={"undo": token, "csrf": csrf}) as r:
+            assert "Naming Alice undone: named Somebody again." in await r.text()
+        async with browser.post(f"{base}/undo", data={"undo": token, "csrf": csrf}) as r:
+            assert "can no longer be undone" in await r.text()  # once
+        monkeypatch.setattr(flash, "UNDO_S", 0.0)  # offered now, gone at once
+        async with browser.post(f"{base}/people/{person_id}/label", data={"name": "Bob", "csrf": csrf}) as r:
+            token = (await r.text()).split('name="undo" value="', 1)[1].split('"', 1)[0]
+        async with browser.post(f"{base}/undo", data={"undo": token, "csrf": csrf}) as r:
+            assert "can no longer be undone" in await r.text()
+        assert (await web.names.get(person_id)).name == "Bob"

@@ -19,7 +19,10 @@ events.onmessage = (message) => {
     const list = document.createElement("ul");
     for (const t of cameras[camera]) {
       const item = document.createElement("li");
-      item.textContent = `${t.name || "unknown " + (t.person_id || "")} · ${t.similarity.toFixed(2)}`;
+      const who = document.createElement(t.person_id ? "a" : "span");  // a known face links to its person
+      who.textContent = t.name || "unknown " + (t.person_id || "");
+      if (t.person_id) who.href = `/people/${encodeURIComponent(t.person_id)}`;
+      item.append(who, ` · similarity ${t.similarity.toFixed(2)}`);
       list.append(item);
     }
     section.append(title, list);
