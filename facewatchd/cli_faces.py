@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from facewatchd.config import Config, ConfigError, load_config
+from facewatchd.vision.quality import QualityConfig
 
 
 def _embedded(config: Config) -> Any:
@@ -51,13 +52,15 @@ async def _faces(args: argparse.Namespace, config: Config) -> int:
     running = await ControlClient.connect(socket_path(_resolver_dir(config)))
     if running is not None:
         try:
-            return await _faces_command(args, running, lambda: _analyzer(config), _crop_path(config))
+            return await _faces_command(args, running, lambda: _analyzer(config), _crop_path(config),
+                                        gate=config.quality)
         finally:
             await running.close()
     backend = _embedded(config)
     try:
         return await _faces_command(args, backend.resolver, lambda: backend.analyzer, _crop_path(config),
-                                    None if config.server else lambda change: _on_device_cache(config, change))
+                                    None if config.server else lambda change: _on_device_cache(config, change),
+                                    gate=config.quality)
     finally:
         backend.close()
 
@@ -132,7 +135,8 @@ async def _faces_on_aws(args: argparse.Namespace, config: Config) -> int:
     try:
         async with open_aws_adapters(aws) as adapters:
             return await _faces_command(args, adapters.resolver(aws),
-                                        lambda: FaceAnalyzer(config.detector, config.embedder), _crop_path(config))
+                                        lambda: FaceAnalyzer(config.detector, config.embedder), _crop_path(config),
+                                        gate=config.quality)
     except (BotoCoreError, ClientError) as e:
         print(f"error: AWS ({aws.region}, bucket {aws.bucket}, table {aws.table}, collection {aws.collection_id}): "
               f"{e}", file=sys.stderr)
@@ -141,7 +145,8 @@ async def _faces_on_aws(args: argparse.Namespace, config: Config) -> int:
 
 async def _faces_command(args: argparse.Namespace, resolver: Any, analyzer: Callable[[], Any],
                          crop_path: Callable[[str], str],
-                         on_cache: Callable[[Callable[[Any], int]], int] | None = None) -> int:
+                         on_cache: Callable[[Callable[[Any], int]], int] | None = None, *,
+                         gate: QualityConfig | None = None) -> int:
     if args.faces_cmd == "list":
         _list(await resolver.persons(), args.json, crop_path)
     elif args.faces_cmd in {"merge", "move", "reject"}:
@@ -166,14 +171,14 @@ async def _faces_command(args: argparse.Namespace, resolver: Any, analyzer: Call
         print(f"forgot {person.person_id} ({person.name or 'unnamed'}): {len(person.faces)} face(s){cached}, "
               f"on {len(person.things)} device(s)")
     elif args.faces_cmd == "enroll":
-        return await _enroll(args, resolver, analyzer)
+        return await _enroll(args, resolver, analyzer, gate or QualityConfig())
     return 0
 
 
-async def _enroll(args: argparse.Namespace, resolver: Any, analyzer: Callable[[], Any]) -> int:
+async def _enroll(args: argparse.Namespace, resolver: Any, analyzer: Callable[[], Any], gate: QualityConfig) -> int:
     """A batch as a user has one: photos with no face, several faces or another person's face are skipped
     and listed at the end. Exit 0 when all were enrolled, 2 when some were skipped, 1 when none was enrolled."""
-    photos, skipped = await asyncio.to_thread(_enroll_queries, analyzer, args.images)
+    photos, skipped = await asyncio.to_thread(_enroll_queries, analyzer, args.images, gate)
     enrolled = None
     if photos:
         try:
@@ -229,9 +234,11 @@ async def _correct(args: argparse.Namespace, resolver: Any,
     return 0
 
 
-def _enroll_queries(analyzer: Callable[[], Any], images: list[str]) -> tuple[list[tuple[str, Any]], list[tuple[str, str]]]:
-    """Each photo's one face as an enrolment query, and the photos skipped with why. Progress goes to
-    stderr, one line a photo, when there is more than one."""
+def _enroll_queries(analyzer: Callable[[], Any], images: list[str], gate: QualityConfig) \
+        -> tuple[list[tuple[str, Any]], list[tuple[str, str]]]:
+    """Each photo's one face as an enrolment query, and the photos skipped with why (no face, several, or a
+    face the quality gate keeps back: it would be a template that names nobody). Progress goes to stderr,
+    one line a photo, when there is more than one."""
     import time
 
     from facewatchd.messages import FaceQuery
@@ -249,6 +256,8 @@ def _enroll_queries(analyzer: Callable[[], Any], images: list[str]) -> tuple[lis
             faces, reason = [], str(e)
         else:
             reason = "no face found" if not faces else f"expected exactly one face, found {len(faces)}"
+        if len(faces) == 1 and (why := gate.failures(faces[0].quality)):
+            faces, reason = [], f"the face is not worth naming ({', '.join(why)}: see [quality])"
         if len(faces) == 1:
             f = faces[0]
             queries.append((path, FaceQuery(str(uuid.uuid4()), "", "enroll", "enroll",

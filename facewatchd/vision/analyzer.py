@@ -16,6 +16,7 @@ import numpy as np
 
 from facewatchd.vision.detector import DetectorConfig, Face, YuNetDetector
 from facewatchd.vision.embedder import EmbedderConfig, SFaceEmbedder
+from facewatchd.vision.quality import FaceQuality, measure
 
 MAX_IMAGE_PIXELS = 40_000_000  # a photo or frame: 8K video is 33 MP
 MAX_CROP_PIXELS = 4_000_000  # a face crop from a device (they are at most 1024 px a side)
@@ -30,6 +31,7 @@ class ImageError(ValueError):
 class AnalysedFace:
     face: Face
     embedding: np.ndarray
+    quality: FaceQuality  # what the quality gate decides on (vision/quality.py)
 
 
 def image_size(source: bytes | Path) -> tuple[int, int]:
@@ -89,7 +91,12 @@ class FaceAnalyzer:
         """All faces, largest first."""
         with self._lock:
             found = sorted(self._detector.detect(image), key=lambda f: f.box[2] * f.box[3], reverse=True)
-            return [AnalysedFace(f, self._embedder.embed(image, f)) for f in found]
+            analysed = []
+            for f in found:
+                aligned = self._embedder.align(image, f)
+                embeddings, norms = self._embedder.embed_batch_with_norms([aligned])
+                analysed.append(AnalysedFace(f, embeddings[0], measure(f, aligned, float(norms[0]))))
+            return analysed
 
     def largest(self, image: np.ndarray) -> AnalysedFace | None:
         found = self.faces(image)

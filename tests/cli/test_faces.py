@@ -52,6 +52,21 @@ def test_enroll_rejects_photos_without_exactly_one_face(tmp_path):
     assert bad.returncode == 1 and "not a readable image" in bad.stderr
 
 
+def test_enroll_skips_a_face_not_worth_naming(tmp_path):
+    """A photo too dark to name anyone from would be a template that names nobody (or anybody): skipped."""
+    import cv2
+    import numpy as np
+
+    photo = cv2.imread(str(FIXTURES / "obama.jpg"))
+    cv2.imwrite(str(tmp_path / "dark.jpg"), np.clip(255 * 0.15 * (photo / 255.0) ** 2.4, 0, 255).astype(np.uint8))
+    cfg = config_file(tmp_path)
+    bad = cli("faces", "enroll", "Barack Obama", str(tmp_path / "dark.jpg"), "--config", cfg, check=False)
+    assert bad.returncode == 1 and "not worth naming (dark" in bad.stderr, bad.stderr
+    assert json.loads(cli("faces", "list", "--json", "--config", cfg).stdout) == []
+    ok = cli("faces", "enroll", "Barack Obama", str(FIXTURES / "obama.jpg"), "--config", cfg)
+    assert ok.returncode == 0
+
+
 def test_label_unknown_person_is_an_error(tmp_path):
     bad = cli("faces", "label", "person-nope", "Alice", "--config", config_file(tmp_path), check=False)
     assert bad.returncode == 1 and "no person" in bad.stderr

@@ -66,7 +66,8 @@ async def _site(tmp_path: Path, door: bool = True, javascript: bool = True) -> A
     for seed, (who, photos) in enumerate(PHOTOS.items()):
         queries = [FaceQuery(new_face_id(), "door-1", "door", "t", (FIXTURES / f).read_bytes(), _unit(seed * 10 + i),
                              LONG_AGO) for i, f in enumerate(photos)]
-        person = await backend.resolver.enroll(who, queries, thing="door-1")
+        person = (await backend.resolver.enroll(who, queries, thing="door-1")).person
+        assert person is not None
         ids[who] = person.person_id
         if who != NAME:
             await backend.stores.names.set_name(person.person_id, None)  # an unknown person, to review
