@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 CONFIG ?= etc/facewatchd.toml
 EXTRAS := mqtt,awsiot,aws,systemd,dev,torch,analytics
 
-.PHONY: run test venv servers ha-venv bench clean
+.PHONY: run review test venv servers ha-venv bench clean
 
 $(BIN)/facewatchd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ venv: $(BIN)/facewatchd
 
 run: venv
 	$(BIN)/facewatchd run --config $(CONFIG)
+
+# The first hour: the sample clip plays on and the review page is served at http://127.0.0.1:8750 (user
+# admin; the password is asked for once). Name the faces there; Ctrl-C stops.
+review: venv
+	$(BIN)/facewatchd run --config $(CONFIG) --review
 
 # Test servers: mosquitto (Debian) is started by the tests themselves on free loopback ports;
 # moto and our Rekognition-compatible server run in-process. This only makes sure the binary exists.

@@ -42,6 +42,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from facewatchd.logs import configure_logging
 
     config = _config(args)
+    if args.review:  # the first hour: cameras loop, the review page is served
+        from facewatchd.config import read_config_data
+        from facewatchd.review_mode import review_config
+
+        config = review_config(config, read_config_data(Path(args.config)))
+        print(f"review page: http{'s' if config.web.tls_cert_file else ''}://{config.web.host}:{config.web.port}/ "
+              f"(user {config.web.user}); Ctrl-C stops", file=sys.stderr, flush=True)
     configure_logging(config.logging.format, config.logging.level)
     host = _plugins(config)
     summary = asyncio.run(Daemon(config, host).run())
@@ -167,7 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
         return p
 
-    with_config(sub.add_parser("run", help="run the daemon")).set_defaults(func=cmd_run)
+    run = with_config(sub.add_parser("run", help="run the daemon"))
+    run.add_argument("--review", action="store_true", help="the first hour: file cameras loop until Ctrl-C and the "
+                     "review page is served (its password asked for once, kept hashed in <state_dir>/web-password)")
+    run.set_defaults(func=cmd_run)
     with_config(sub.add_parser("check-config", help="validate a config file")).set_defaults(func=cmd_check_config)
     with_config(sub.add_parser("resolver", help="run the on-prem resolver service over MQTT ([server] table; "
                                "with the shadow service unless run_shadow_service = false)")

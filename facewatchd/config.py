@@ -215,6 +215,11 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
 
 def load_config(path: Path | str | None = None) -> Config:
     p = Path(path) if path else DEFAULT_CONFIG
+    return parse_config(read_config_data(p), p)
+
+
+def read_config_data(p: Path) -> dict[str, Any]:
+    """A config file's TOML, with a clear error for a file that cannot be read or is not TOML."""
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
@@ -222,9 +227,8 @@ def load_config(path: Path | str | None = None) -> Config:
     except UnicodeDecodeError as e:
         raise ConfigError(f"{p}: not UTF-8 text (byte {e.start}): TOML files are UTF-8") from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
     except RecursionError:
         raise ConfigError(f"{p}: not valid TOML: nested too deeply") from None
-    return parse_config(data, p)

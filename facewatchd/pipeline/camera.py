@@ -205,6 +205,7 @@ class Camera:
                 reader.close()
             if not self.config.loop:
                 return
+            log.info("camera_looped", camera=self.config.id, frames=self.stats.frames)
             last_ts = -1e9
 
     async def _threaded(self, stop: asyncio.Event) -> AsyncIterator[Frame]:

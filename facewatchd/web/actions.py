@@ -71,7 +71,7 @@ class Actions:
             await self.server.changes.record(request[self.server.session_key].user, done.what, remote=request.remote,
                                              **done.detail)
             token = self.flashes.offer(session, done.undo) if done.undo else ""
-            self.flashes.put(session, Flash(done.message, undo=token))
+            self.flashes.put(session, Flash(done.message, undo=token, merges=done.merges))
             raise web.HTTPSeeOther(done.back)
 
         return handle
@@ -118,7 +118,15 @@ class Actions:
             return Done("undo label", {"person_id": pid, "name": previous}, f"/people/{pid}",
                         f"Naming {name} undone: {said}.")
 
-        return Done("label", {"person_id": pid, "name": name}, _back(form, f"/people/{pid}"), f"Named {name}.", undo)
+        return Done("label", {"person_id": pid, "name": name}, _back(form, f"/people/{pid}"), f"Named {name}.", undo,
+                    await self._likely_the_same(pid))
+
+    async def _likely_the_same(self, pid: str) -> tuple[tuple[str, str, str, str], ...]:
+        """The persons linked to `pid` as *possibly* the same (either way): naming one offers merging them."""
+        person = await self._person(pid)
+        linked = [p for p in await self.names.list() if p.person_id != pid and
+                  (p.possibly == pid or p.person_id == person.possibly)]
+        return tuple((pid, p.person_id, shown(p), p.faces[-1] if p.faces else "") for p in linked)
 
     async def merge(self, request: Any, form: Any) -> Done:
         keep = request.match_info["person_id"]

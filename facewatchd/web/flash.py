@@ -24,6 +24,7 @@ class Done:
     back: str
     message: str
     undo: Callable[[], Awaitable["Done"]] | None = None
+    merges: tuple[tuple[str, str, str, str], ...] = ()  # (keep, gone, gone as shown, a face of gone) to offer
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Flash:
     form: str = ""  # an error's form, the one it is shown next to
     value: str = ""  # what was typed there, filled in again
     merge: tuple[str, str, str] | None = None  # a name held by another person: (keep, its name, gone) to offer
+    merges: tuple[tuple[str, str, str, str], ...] = ()  # after a change: likely the same persons, to merge
 
 
 @dataclass

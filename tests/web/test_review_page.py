@@ -339,3 +339,27 @@ async def test_screenshots_of_the_review_person_and_door_pages(site: Site, tmp_p
             await site.page.screenshot(path=str(shots / f"{name}-{size}.png"))
     assert len(list(shots.glob("*.png"))) == 6
     keep_screenshots(shots)
+
+
+async def test_naming_a_person_offers_the_persons_likely_the_same(site: Site, tmp_path: Path) -> None:
+    """u3 was marked possibly u2 (a split the resolver linked): naming u2 offers merging u3 in, with its crop."""
+    import sqlite3
+
+    from playwright.async_api import expect
+
+    u2, u3 = site.ids["u2"], site.ids["u3"]
+    db = sqlite3.connect(str(tmp_path / "resolver" / "resolver.db"))  # what the resolver records for a split
+    with db:
+        db.execute("UPDATE persons SET possibly=? WHERE person_id=?", (u2, u3))
+    db.close()
+    await site.open(f"/people/{u2}")
+    await site.page.locator("form[action$='/label'] input[name=name]").fill("Ana")
+    await site.page.locator("form[action$='/label'] button").click()
+    await _flash(site, "Named Ana.")
+    offer = site.page.locator(".flash form.likely")
+    await expect(offer).to_contain_text(f"Likely the same person:")
+    await expect(offer.locator("img")).to_have_count(1)
+    await offer.locator("button").click()
+    await _confirm(site, "Merge")
+    await _flash(site, "Merged")
+    assert not await _exists(site, u3) and len((await site.names.get(u2)).faces) == 3
