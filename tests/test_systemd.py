@@ -63,10 +63,11 @@ def test_daemon_notifies_ready_watchdog_status_and_stopping(tmp_path: Path) -> N
     proc = subprocess.Popen([sys.executable, "-m", "facewatchd", "run", "--config", str(config)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        received = notify.until(lambda r: len(lines(r, "WATCHDOG=1")) >= 3 and "cache 1 faces" in "".join(r))
+        # the face is cached (pending) at once and answered a moment later: wait for a status that says both
+        received = notify.until(lambda r: len(lines(r, "WATCHDOG=1")) >= 3 and "cache 1 faces, 0 pending" in "".join(r))
         assert received[0].splitlines()[0] == "READY=1"  # first, before any ping
-        status = lines(received, "STATUS=")[-1]
-        assert "cache 1 faces" in status and "0 pending" in status and "link online" in status, status
+        status = next(s for s in reversed(lines(received, "STATUS=")) if "0 pending" in s)
+        assert "cache 1 faces" in status and "link online" in status, status
         proc.send_signal(signal.SIGTERM)
         notify.until(lambda r: lines(r, "STOPPING=1"))
         out, err = proc.communicate(timeout=60)
