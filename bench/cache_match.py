@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from facewatchd.pipeline.cache import CacheConfig, FaceCache
-from facewatchd.vision.embedder import EMBEDDING_DIM
+from facewatchd.vision.embedding import EMBEDDING_DIM
 
 TARGET_MS = 1.0
 

@@ -44,8 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.liveness_corpus import Sequence, rendered_corpus, replay_corpus  # noqa: E402
-from facewatchd.config import parse_config  # noqa: E402
-from facewatchd.daemon import Daemon  # noqa: E402
+from facewatchd.app.config import parse_config  # noqa: E402
+from facewatchd.app.device import Daemon  # noqa: E402
 from facewatchd.events import FaceEvent, TrackEnded  # noqa: E402
 from facewatchd.hookspecs import hookimpl  # noqa: E402
 from facewatchd.logs import configure_logging  # noqa: E402

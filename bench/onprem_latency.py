@@ -44,8 +44,8 @@ import structlog
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from facewatchd.config import parse_config  # noqa: E402
-from facewatchd.daemon import Daemon  # noqa: E402
+from facewatchd.app.config import parse_config  # noqa: E402
+from facewatchd.app.device import Daemon  # noqa: E402
 from facewatchd.events import FaceEvent  # noqa: E402
 from facewatchd.hookspecs import hookimpl  # noqa: E402
 from facewatchd.link.mqtt_client import tls_params  # noqa: E402

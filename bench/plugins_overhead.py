@@ -33,8 +33,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from facewatchd.config import Config, parse_config  # noqa: E402
-from facewatchd.daemon import Daemon  # noqa: E402
+from facewatchd.app.config import Config, parse_config  # noqa: E402
+from facewatchd.app.device import Daemon  # noqa: E402
 from facewatchd.plugins import PluginHost  # noqa: E402
 from tests.support.broker import Mosquitto  # noqa: E402  (the test suite's mosquitto runner)
 

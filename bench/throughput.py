@@ -139,8 +139,8 @@ def run_detector(video: Path, _: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_facewatchd(video: Path, overrides: dict[str, Any]) -> dict[str, Any]:
-    from facewatchd.config import parse_config
-    from facewatchd.daemon import Daemon
+    from facewatchd.app.config import parse_config
+    from facewatchd.app.device import Daemon
     from facewatchd.logs import configure_logging
     from facewatchd.plugins import PluginHost
 

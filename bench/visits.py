@@ -52,8 +52,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facewatchd.config import Config, parse_config
-from facewatchd.daemon import Daemon
+from facewatchd.app.config import Config, parse_config
+from facewatchd.app.device import Daemon
 from facewatchd.link.local import LocalLink
 from facewatchd.logs import configure_logging
 from facewatchd.messages import FaceQuery, Resolution, new_face_id

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from facewatchd.cli_faces import add_faces_parser
-from facewatchd.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from facewatchd.app.config import Config, load_config
+from facewatchd.config import DEFAULT_CONFIG, ConfigError
 from facewatchd.state import PRIVATE_UMASK, StateError
 from facewatchd.vision.models import ModelError
 
@@ -38,7 +39,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from facewatchd.daemon import Daemon
+    from facewatchd.app.device import Daemon
     from facewatchd.logs import configure_logging
 
     config = _config(args)
@@ -58,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_resolver(args: argparse.Namespace) -> int:
     from facewatchd.logs import configure_logging
-    from facewatchd.resolver.service import run_resolver
+    from facewatchd.app.resolver_service import run_resolver
 
     config = _config(args)
     configure_logging(config.logging.format, config.logging.level)
@@ -70,7 +71,7 @@ def cmd_resolver(args: argparse.Namespace) -> int:
 
 def cmd_shadow(args: argparse.Namespace) -> int:
     from facewatchd.logs import configure_logging
-    from facewatchd.resolver.service import run_shadow
+    from facewatchd.app.resolver_service import run_shadow
 
     config = _config(args)
     configure_logging(config.logging.format, config.logging.level)

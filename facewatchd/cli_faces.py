@@ -11,7 +11,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from facewatchd.config import Config, ConfigError, load_config
+from facewatchd.app.config import Config, load_config
+from facewatchd.config import ConfigError
 from facewatchd.vision.quality import QualityConfig
 
 
@@ -69,7 +70,7 @@ def _resolver_dir(config: Config) -> Path:
     """Where the resolver of this config keeps its state: the on-prem service's data dir for a config with
     a [server] table, else the daemon's state dir."""
     if config.server is not None:
-        from facewatchd.resolver.service import service_data_dir
+        from facewatchd.app.resolver_service import service_data_dir
 
         return service_data_dir(config)
     return config.device.state_dir

@@ -1,8 +1,9 @@
-"""TOML config → typed, validated config.
+"""What every part's config shares: strict models, the device and logging sections, reading a TOML file,
+and errors that name the file, the key path and what is wrong: `etc/facewatchd.toml: cameras[0].fps: must
+be > 0, got -1`.
 
-Every section's schema lives beside the code that uses it (detector, embedder, cache, links, plugins);
-this module only assembles them. Unknown keys are errors, and every error names the file, the key path
-and what is wrong: `etc/facewatchd.toml: cameras[0].fps: must be > 0, got -1`.
+Each section's schema lives beside the code that uses it, a kind of link or resolver chosen by its `type`
+key; `facewatchd.app.config` gathers them into `Config`. This module imports no part, so any may use it.
 """
 
 from __future__ import annotations
@@ -10,26 +11,9 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal, TypeVar
 
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, ValidationInfo,
-                      field_validator, model_validator)
-from pydantic_core import PydanticCustomError
-
-from facewatchd.identity import IdentityConfig
-from facewatchd.link.local import LocalLinkConfig
-from facewatchd.pipeline.cache import CacheConfig
-from facewatchd.pipeline.camera import CameraConfig
-from facewatchd.pipeline.motion import MotionConfig
-from facewatchd.pipeline.tracker import TrackerConfig
-from facewatchd.pipeline.uplink import UplinkConfig
-from facewatchd.resolver.aws import AwsResolverConfig  # imports without the aws extra installed
-from facewatchd.resolver.local import LocalResolverConfig
-from facewatchd.vision.detector import DetectorConfig
-from facewatchd.vision.embedder import EmbedderConfig
-from facewatchd.vision.liveness import LivenessConfig
-from facewatchd.vision.quality import QualityConfig
-from facewatchd.web import WebConfig
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 DEFAULT_CONFIG = Path("etc/facewatchd.toml")
 
@@ -53,98 +37,6 @@ class DeviceConfig(Strict):
 class LoggingConfig(Strict):
     format: Literal["auto", "console", "json"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
-
-
-def _link_types() -> Any:
-    """The link configs, chosen by their `type` key (Frigate-style); optional kinds only if installed."""
-    kinds: list[type[BaseModel]] = [LocalLinkConfig]
-    try:
-        from facewatchd.link.mqtt import MqttLinkConfig
-        kinds.append(MqttLinkConfig)
-    except ImportError:
-        pass
-    try:
-        from facewatchd.link.awsiot import AwsIotLinkConfig
-        kinds.append(AwsIotLinkConfig)
-    except ImportError:
-        pass
-    try:
-        from facewatchd.link.greengrass import GreengrassLinkConfig
-        kinds.append(GreengrassLinkConfig)
-    except ImportError:
-        pass
-    return Annotated[Union[tuple(kinds)], Field(discriminator="type")] if len(kinds) > 1 else kinds[0]
-
-
-LinkConfig = _link_types()
-
-
-def _resolver_kind(value: Any) -> str:
-    # A [resolver] table without `type` is the embedded default, as it was before there were kinds.
-    return str(value.get("type", "local")) if isinstance(value, dict) else str(getattr(value, "type", "local"))
-
-
-ResolverConfig = Annotated[
-    Union[Annotated[LocalResolverConfig, Tag("local")], Annotated[AwsResolverConfig, Tag("aws")]],
-    Discriminator(_resolver_kind),
-]
-
-
-def _server_type() -> Any:
-    """The on-prem resolver service's `[server]` table; it needs the mqtt extra (without it, no such table)."""
-    try:
-        from facewatchd.resolver.service import ResolverServiceConfig
-    except ImportError:
-        return None
-    return ResolverServiceConfig
-
-
-ServerConfig = _server_type()
-
-
-class Config(Strict):
-    device: DeviceConfig = DeviceConfig()
-    logging: LoggingConfig = LoggingConfig()
-    cameras: list[CameraConfig] = Field(default_factory=list)
-    motion: MotionConfig = MotionConfig()
-    detector: DetectorConfig = DetectorConfig()
-    embedder: EmbedderConfig = EmbedderConfig()
-    tracker: TrackerConfig = TrackerConfig()
-    identity: IdentityConfig = IdentityConfig()
-    quality: QualityConfig = QualityConfig()
-    liveness: LivenessConfig = LivenessConfig()
-    cache: CacheConfig = CacheConfig()
-    web: WebConfig = WebConfig()
-    uplink: UplinkConfig = UplinkConfig()
-    resolver: ResolverConfig = LocalResolverConfig()
-    link: LinkConfig = Field(LocalLinkConfig(), validate_default=True)  # type: ignore[valid-type]
-    server: Union[ServerConfig, None] = None  # type: ignore[valid-type]  # `facewatchd resolver` / `shadow`
-    plugins: dict[str, dict[str, Any]] = Field(default_factory=dict,
-                                               description="per-plugin sections, validated by each plugin")
-
-    # Where the file was read from; relative paths in it are resolved against the working directory.
-    source: Path | None = Field(None, exclude=True)
-
-    @field_validator("link")
-    @classmethod
-    def _embedded_resolver_is_local(cls, link: Any, info: ValidationInfo) -> Any:
-        # link "local" runs the resolver inside the daemon, so its cameras need the local resolver. An
-        # operator's config (no cameras) may name the AWS resolver for `facewatchd faces`.
-        resolver = info.data.get("resolver")
-        if link.type == "local" and info.data.get("cameras") and resolver is not None and resolver.type != "local":
-            raise PydanticCustomError(
-                "embedded_resolver_not_local",
-                'type "local" runs the resolver in the daemon, which needs resolver.type = "local", not "{kind}"; '
-                'cameras of the AWS resolver reach it with link type "awsiot"', {"kind": resolver.type})
-        return link
-
-    @model_validator(mode="after")
-    def _unique_camera_ids(self) -> "Config":
-        ids = [c.id for c in self.cameras]
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
-        if dupes:
-            raise ValueError(f"camera ids must be unique, repeated: {', '.join(dupes)}")
-        return self
 
 
 _MESSAGES = {
@@ -201,23 +93,6 @@ def _not_finite(value: Any, path: tuple[int | str, ...] = ()) -> list[str]:
     return []
 
 
-def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
-    where = f"{source}: " if source else ""
-    if infinite := _not_finite(data):
-        raise ConfigError("\n".join(where + line for line in infinite))
-    try:
-        config = Config.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError("\n".join(where + line for line in format_errors(e))) from None
-    config.source = source
-    return config
-
-
-def load_config(path: Path | str | None = None) -> Config:
-    p = Path(path) if path else DEFAULT_CONFIG
-    return parse_config(read_config_data(p), p)
-
-
 def read_config_data(p: Path) -> dict[str, Any]:
     """A config file's TOML, with a clear error for a file that cannot be read or is not TOML."""
     try:
@@ -232,3 +107,17 @@ def read_config_data(p: Path) -> dict[str, Any]:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
     except RecursionError:
         raise ConfigError(f"{p}: not valid TOML: nested too deeply") from None
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def validate_config(model: type[Model], data: dict[str, Any], source: Path | None = None) -> Model:
+    """`data` as `model`, or a ConfigError with every problem on its own line, each naming the file."""
+    where = f"{source}: " if source else ""
+    if infinite := _not_finite(data):
+        raise ConfigError("\n".join(where + line for line in infinite))
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError("\n".join(where + line for line in format_errors(e))) from None

@@ -10,18 +10,32 @@ a retry) belongs in a task the plugin starts and ends itself, not in the hook.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import asyncio
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the types of hook arguments, all from layers below this one
     from facewatchd.events import FaceEvent, TrackEnded
     from facewatchd.pipeline.liveness import LivenessDemand
-    from facewatchd.plugins import PluginContext
     from facewatchd.resolver.core import Resolver
 
 hookspec = pluggy.HookspecMarker("facewatchd")
 hookimpl = pluggy.HookimplMarker("facewatchd")
+
+
+class PluginContext(Protocol):
+    """What `facewatchd_start` and `facewatchd_stop` get; the plugin host's `facewatchd.plugins.PluginContext`
+    is the one passed (its `config` is the whole typed `Config`). A protocol, so this module imports nothing
+    above it and the host can import it."""
+
+    @property
+    def config(self) -> Any: ...
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
+    def plugin_config(self, name: str) -> Any: ...
 
 
 @hookspec

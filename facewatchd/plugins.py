@@ -32,7 +32,8 @@ import structlog
 from pydantic import BaseModel, ValidationError
 
 from facewatchd import hookspecs
-from facewatchd.config import Config, ConfigError, format_errors, key_path
+from facewatchd.app.config import Config
+from facewatchd.config import ConfigError, format_errors, key_path
 
 if TYPE_CHECKING:
     from facewatchd.link.mqtt_connection import MqttConnections

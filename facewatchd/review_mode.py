@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from facewatchd.config import Config, ConfigError, parse_config
+from facewatchd.app.config import Config, parse_config
+from facewatchd.config import ConfigError
 from facewatchd.web.auth import hash_password
 
 PASSWORD_FILE = "web-password"

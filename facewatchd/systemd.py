@@ -12,12 +12,9 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import Callable, Mapping
 
 import structlog
-
-if TYPE_CHECKING:
-    from facewatchd.daemon import Daemon
 
 log = structlog.get_logger("facewatchd.systemd")
 
@@ -96,15 +93,3 @@ def _status(status: Callable[[], str]) -> str:
         return status().replace("\n", " ")
     except Exception as e:  # a health line must never stop the watchdog
         return f"status unavailable: {type(e).__name__}"
-
-
-def daemon_status(daemon: "Daemon") -> str:
-    rec, uplink, link = daemon.recognizer, daemon.uplink, daemon.link
-    frames = sum(c.stats.frames for c in daemon.cameras)
-    return (f"cache {len(rec.cache) if rec else 0} faces, {uplink.pending if uplink else 0} pending, "
-            f"link {'online' if link is not None and link.online else 'offline'}, {frames} frames")
-
-
-async def notify_systemd(daemon: "Daemon") -> None:
-    """What Daemon.run starts beside its other background tasks."""
-    await SystemdNotifier().run(lambda: daemon_status(daemon), daemon.problem)

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from facewatchd.config import ConfigError, load_config, parse_config
+from facewatchd.app.config import load_config, parse_config
+from facewatchd.config import ConfigError
 from tests.support.daemon import ROOT, cli
 
 

@@ -10,7 +10,7 @@ import sys
 import cv2
 import pytest
 
-from facewatchd.config import parse_config
+from facewatchd.app.config import parse_config
 from facewatchd.hookspecs import hookimpl
 from facewatchd.plugins import PluginHost
 from tests.plugins.support import eventually
@@ -159,7 +159,7 @@ def test_bad_input_is_skipped_and_the_run_goes_on(tmp_path):
 def test_unreadable_device_is_retried_while_other_cameras_work(tmp_path):
     import asyncio
 
-    from facewatchd.daemon import Daemon
+    from facewatchd.app.device import Daemon
     from facewatchd.plugins import PluginHost
 
     config = parse_config({
@@ -185,7 +185,7 @@ def test_unreadable_device_is_retried_while_other_cameras_work(tmp_path):
 def test_malformed_deltas_are_logged_and_skipped(tmp_path):
     import asyncio
 
-    from facewatchd.daemon import Daemon
+    from facewatchd.app.device import Daemon
     from facewatchd.plugins import PluginHost
 
     config = parse_config({"device": {"state_dir": str(tmp_path)},
@@ -265,7 +265,7 @@ def test_a_repeated_answer_is_applied_once(tmp_path):
     same label can arrive twice, and must not name a track twice or fire its hooks again."""
     import asyncio
 
-    from facewatchd.daemon import Daemon
+    from facewatchd.app.device import Daemon
 
     config = parse_config({"device": {"state_dir": str(tmp_path)},
                            "cameras": [{"id": "door", "source": str(FIXTURES / "obama.jpg"), "loop": True}]})

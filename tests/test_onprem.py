@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 import structlog
 
-from facewatchd.daemon import Daemon
+from facewatchd.app.device import Daemon
 from facewatchd.pipeline.cache import FaceCache
 from facewatchd.plugins import PluginHost
-from facewatchd.resolver.service import ResolverService, ResolverServiceConfig
+from facewatchd.resolver.mqtt_adapter import ResolverService, ResolverServiceConfig
 from facewatchd.shadow.store import ShadowStore
 from facewatchd.vision.analyzer import FaceAnalyzer
 from facewatchd.vision.detector import YuNetDetector

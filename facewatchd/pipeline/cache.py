@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from facewatchd.identity import IdentityConfig
 from facewatchd.state import StateError, open_sqlite, quarantine
-from facewatchd.vision.embedder import EMBEDDING_DIM
+from facewatchd.vision.embedding import EMBEDDING_DIM
 
 log = structlog.get_logger("facewatchd.cache")
 

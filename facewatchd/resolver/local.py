@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from facewatchd.messages import FaceQuery, Resolution
 from facewatchd.state import open_sqlite, private_dir
 from facewatchd.resolver.ports import FaceRecord, Match, NoFaceError, Person, sightings_of
-from facewatchd.vision.embedder import EMBEDDING_DIM
+from facewatchd.vision.embedding import EMBEDDING_DIM
 
 EMBEDDED_KEPT = 8  # crop embeddings kept between a request's search and its index
 

@@ -9,50 +9,21 @@ weights instead of two (about 30 MB less resident memory).
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from facewatchd.vision.alignment import ALIGNED_SIZE, align_face
 from facewatchd.vision.detector import Face
+from facewatchd.vision.embedding import EMBEDDING_DIM, EmbedderConfig, mirrored, normalise, unit_features
 from facewatchd.vision.models import SFACE, ModelError, verified_path
 
-EMBEDDING_DIM = 128
 SFACE_COSINE_THRESHOLD = 0.363  # SFace's published same-person threshold
 # Images per forward pass. OpenCV's engine keeps buffers for the largest batch it has run: 6 images cost
 # nothing over one, 8 about 30 MB more, 58 (the Solvay photo's 29 faces and their mirrors) 330 MB more.
 # Larger batches save only about 2 % of the CPU per face.
 MAX_BATCH = 2
-
-
-class EmbedderConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    type: str = Field("opencv", pattern="^(opencv|torch)$")
-    model_path: Path | None = None
-    flip: bool = Field(True, description="embed the face and its mirror image and average them (test-time "
-                       "augmentation): twice the embedding work, fewer misses at a strict threshold "
-                       "(bench/openset.py: 1,000 enrolled, FNIR 7.6 % → 5.8 % at FPIR about 1 %)")
-    device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="torch only: where the model runs; auto "
-                                                   "takes CUDA when torch sees a GPU")
-    int8: bool = Field(False, description="torch only: int8 dynamic quantization of the fully connected layer, "
-                       "two thirds of the weights (CPU only; weights 39 → 19 MB)")
-    batch_size: int = Field(16, ge=1, le=1024, description="torch only: faces per forward pass in embed_batch")
-    threads: int = Field(1, ge=0, le=256, description="torch only: CPU threads per forward pass (process-wide, "
-                         "as the daemon sets OpenCV's to 1: parallelism comes from its thread pool); 0 keeps "
-                         "torch's default")
-
-    @model_validator(mode="after")
-    def _torch_options_need_torch(self) -> "EmbedderConfig":
-        torch_only = {"device", "int8", "batch_size", "threads"} & self.model_fields_set
-        if self.type != "torch" and torch_only:
-            raise ValueError(f"{', '.join(sorted(torch_only))}: only for type = \"torch\"")
-        if self.int8 and self.device == "cuda":
-            raise ValueError("int8 runs on the CPU only: use device = \"cpu\" or \"auto\"")
-        return self
 
 
 class Embedder(Protocol):
@@ -68,29 +39,6 @@ class Embedder(Protocol):
 
     def embed_batch_with_norms(self, aligned: list[np.ndarray], mirror: bool | None = None) \
             -> tuple[np.ndarray, np.ndarray]: ...
-
-
-def unit_features(features: np.ndarray, faces: int, flip: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Raw features of `faces` faces (then, with `flip`, of their mirror images) → unit embeddings (the
-    normalised mean of a face's and its mirror's) and each face's mean feature norm."""
-    norms = np.linalg.norm(features, axis=1)
-    features = features / np.maximum(norms[:, None], 1e-12)
-    if flip:
-        features = features[:faces] + features[faces:]
-        features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-        norms = (norms[:faces] + norms[faces:]) / 2
-    return features.astype(np.float32), norms.astype(np.float32)
-
-
-def normalise(v: np.ndarray) -> np.ndarray:
-    v = np.asarray(v, np.float32).reshape(-1)
-    n = float(np.linalg.norm(v))
-    return v / n if n > 0 else v
-
-
-def mirrored(aligned: np.ndarray) -> np.ndarray:
-    """The aligned face flipped left to right (SFace's template is symmetric, so it stays aligned)."""
-    return np.ascontiguousarray(aligned[:, ::-1])
 
 
 class SFaceEmbedder:

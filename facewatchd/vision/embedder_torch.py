@@ -25,7 +25,7 @@ from torch import nn
 
 from facewatchd.vision.alignment import ALIGNED_SIZE, align_face
 from facewatchd.vision.detector import Face
-from facewatchd.vision.embedder import EMBEDDING_DIM, EmbedderConfig, mirrored, unit_features
+from facewatchd.vision.embedding import EMBEDDING_DIM, EmbedderConfig, mirrored, unit_features
 from facewatchd.vision.models import SFACE, ModelError, verified_path
 
 log = structlog.get_logger("facewatchd.embedder")

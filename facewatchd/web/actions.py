@@ -13,7 +13,7 @@ from facewatchd.web.flash import UNDO_S, Done, Flash, Flashes
 from facewatchd.web.security import local_path
 
 if TYPE_CHECKING:
-    from facewatchd.web import WebServer
+    from facewatchd.web.site import Site
 
 Act = Callable[[Any, Any], Awaitable[Done]]
 
@@ -44,7 +44,7 @@ def matching(persons: list[Person], query: str) -> list[Person]:
 
 
 class Actions:
-    def __init__(self, server: "WebServer") -> None:
+    def __init__(self, server: "Site") -> None:
         self.server = server
         self.resolver = server.resolver
         self.names = server.names

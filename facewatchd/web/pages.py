@@ -15,7 +15,7 @@ from facewatchd.web.auth import COOKIE
 from facewatchd.web.live import Sighting
 
 if TYPE_CHECKING:
-    from facewatchd.web import WebServer
+    from facewatchd.web.site import Site
 
 PAGE_SIZE = 48
 CROPS_SHOWN = 4
@@ -23,7 +23,7 @@ PICKS = 8  # persons offered as you type
 
 
 class Pages:
-    def __init__(self, server: "WebServer") -> None:
+    def __init__(self, server: "Site") -> None:
         self.server = server
         self.names = server.names
         self.live = server.live
@@ -117,7 +117,7 @@ class Pages:
         """The face crop the door kept of a presentation attack (a photo or a screen held up)."""
         from aiohttp import web
 
-        from facewatchd.web import door_attack_crop
+        from facewatchd.web.door_audit import door_attack_crop
 
         door_audit = self.server.door_audit
         path = door_attack_crop(door_audit, request.match_info["name"]) if door_audit else None

@@ -17,7 +17,7 @@ import structlog
 from facewatchd.web.auth import COOKIE
 
 if TYPE_CHECKING:
-    from facewatchd.web import WebServer
+    from facewatchd.web.site import Site
 
 log = structlog.get_logger("facewatchd.web")
 
@@ -70,7 +70,7 @@ class AllowedHosts:
             return name in self.names
 
 
-def security_middleware(server: "WebServer", handler: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Any]:
+def security_middleware(server: "Site", handler: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Any]:
     async def check(request: Any) -> Any:
         from aiohttp import web
 

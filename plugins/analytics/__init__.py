@@ -22,7 +22,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from facewatchd import __version__
-from facewatchd.config import Config
+from facewatchd.app.config import Config
 from facewatchd.events import TrackEnded
 from facewatchd.hookspecs import hookimpl
 from facewatchd.link.base import availability_topic

@@ -23,7 +23,7 @@ import jsonschema
 import pytest
 import yaml
 
-from facewatchd.config import load_config
+from facewatchd.app.config import load_config
 from facewatchd.link.greengrass import GreengrassLink, GreengrassLinkConfig
 from facewatchd.messages import uplink_topic
 

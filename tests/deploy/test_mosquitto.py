@@ -18,12 +18,12 @@ import aiomqtt
 import cv2
 import pytest
 
-from facewatchd.daemon import Daemon
+from facewatchd.app.device import Daemon
 from facewatchd.messages import FaceQuery, new_face_id, uplink_topic
 from facewatchd.pipeline.uplink import UplinkConfig, face_crop_jpeg
 from facewatchd.vision.analyzer import FaceAnalyzer
 from facewatchd.plugins import PluginHost
-from facewatchd.resolver.service import ResolverService, ResolverServiceConfig
+from facewatchd.resolver.mqtt_adapter import ResolverService, ResolverServiceConfig
 from tests.support.broker import HOST, Mosquitto, free_port
 from tests.support.daemon import FIXTURES, ROOT, make_config
 from tests.support.tls import CertPair, TestPki

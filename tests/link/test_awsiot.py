@@ -19,7 +19,8 @@ import aiomqtt
 import numpy as np
 import pytest
 
-from facewatchd.config import ConfigError, parse_config
+from facewatchd.app.config import parse_config
+from facewatchd.config import ConfigError
 from facewatchd.link import create_link
 from facewatchd.link.awsiot import AwsIotLink, AwsIotLinkConfig, LinkAuthError
 from facewatchd.link.base import Link, LinkDown

@@ -27,7 +27,7 @@ import structlog
 from awsiot.greengrasscoreipc import model
 from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
 
-from facewatchd.config import parse_config
+from facewatchd.app.config import parse_config
 from facewatchd.link import create_link
 from facewatchd.link.awsiot import LinkAuthError
 from facewatchd.link.base import Link, LinkDown

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from facewatchd.config import parse_config
-from facewatchd.daemon import Daemon
+from facewatchd.app.config import parse_config
+from facewatchd.app.device import Daemon
 from facewatchd.link.local import LocalLink, ShadowHub
 from facewatchd.messages import FaceQuery, new_face_id
 from facewatchd.outbox import Outbox

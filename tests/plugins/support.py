@@ -16,8 +16,8 @@ import aiomqtt
 import cv2
 import numpy as np
 
-from facewatchd.config import Config
-from facewatchd.daemon import Daemon, Summary
+from facewatchd.app.config import Config
+from facewatchd.app.device import Daemon, Summary
 from facewatchd.plugins import PluginHost
 from tests.support.broker import Mosquitto
 from tests.support.daemon import FIXTURES

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from facewatchd.daemon import Daemon
+from facewatchd.app.device import Daemon
 from facewatchd.hookspecs import hookimpl
 from facewatchd.link.local import LocalLink
 from facewatchd.plugins import PluginHost

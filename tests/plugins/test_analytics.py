@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from facewatchd.config import load_config
+from facewatchd.app.config import load_config
 from facewatchd.events import FaceEvent, TrackEnded
 from facewatchd.hookspecs import hookimpl
 from facewatchd.plugins import PluginHost

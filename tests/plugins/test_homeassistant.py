@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from facewatchd.daemon import Daemon
+from facewatchd.app.device import Daemon
 from facewatchd.plugins import PluginHost
 from plugins.homeassistant import HomeAssistantConfig, Plugin
 from tests.plugins.conftest import Enrolled

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from facewatchd.config import ConfigError, parse_config
+from facewatchd.app.config import parse_config
+from facewatchd.config import ConfigError
 from facewatchd.hookspecs import hookimpl
 from facewatchd.plugins import PluginHost, builtin_plugin_names
 from tests.plugins.support import frames_dir

@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 import structlog
 
-from facewatchd.config import ConfigError, parse_config
+from facewatchd.app.config import parse_config
+from facewatchd.config import ConfigError
 from facewatchd.messages import FaceQuery, new_face_id, uplink_topic
 from facewatchd.pipeline.uplink import UplinkConfig, face_crop_jpeg
-from facewatchd.resolver.service import ResolverService, ResolverServiceConfig, service_data_dir, shadow_service
+from facewatchd.app.resolver_service import service_data_dir
+from facewatchd.resolver.mqtt_adapter import ResolverService, ResolverServiceConfig, shadow_service
 from facewatchd.shadow.store import ShadowStore
 from facewatchd.vision.analyzer import FaceAnalyzer
 from tests.support.broker import Mosquitto

@@ -85,8 +85,8 @@ def test_similarities_are_clamped_where_they_cross_a_boundary(tmp_path: Path) ->
     assert clamp_similarity("0.9") == 0.0 and clamp_similarity(True) == 0.0  # not a number: no evidence
     # An answer in the device's shadow claiming similarity 37.04 (a forged or corrupted label) names the waiting
     # track, but the evidence the door counts is at most 1.
-    from facewatchd.config import parse_config
-    from facewatchd.daemon import Daemon
+    from facewatchd.app.config import parse_config
+    from facewatchd.app.device import Daemon
     from facewatchd.outbox import Outbox
     from facewatchd.pipeline.cache import FaceCache
     from facewatchd.pipeline.recognizer import Recognizer

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from facewatchd.config import ConfigError, load_config, parse_config
+from facewatchd.app.config import load_config, parse_config
+from facewatchd.config import ConfigError
 from facewatchd.resolver.aws import AwsResolverConfig
 from facewatchd.resolver.local import LocalResolverConfig
 from tests.support.daemon import ROOT

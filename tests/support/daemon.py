@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable
 
-from facewatchd.config import Config, parse_config
-from facewatchd.daemon import Daemon, Summary
+from facewatchd.app.config import Config, parse_config
+from facewatchd.app.device import Daemon, Summary
 from facewatchd.plugins import PluginHost
 
 ROOT = Path(__file__).parents[2]

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch  # the torch extra: `make test` installs it
 
-from facewatchd.config import ConfigError, parse_config
+from facewatchd.app.config import parse_config
+from facewatchd.config import ConfigError
 from facewatchd.vision.detector import YuNetDetector
 from facewatchd.vision.embedder import EmbedderConfig, SFaceEmbedder, create_embedder
 from facewatchd.vision.embedder_torch import TorchSFaceEmbedder

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,12 +18,12 @@ import cv2
 import structlog
 
 from facewatchd.aio import cancel_and_wait
-from facewatchd.config import Config
-from facewatchd.control import ControlServer, socket_path
+from facewatchd.app.config import Config
+from facewatchd.app.wiring import notify_systemd, serve_resolver, stop_on_signals
 from facewatchd.link.base import Link, LinkDown
-from facewatchd.messages import clamp_similarity
 from facewatchd.outbox import Outbox
 from facewatchd.pipeline.cache import FaceCache
+from facewatchd.pipeline.labels import apply_delta
 from facewatchd.pipeline.motion import MotionGate, shrink
 from facewatchd.pipeline.camera import Camera, Frame
 from facewatchd.pipeline.liveness import LivenessWatch
@@ -34,7 +33,6 @@ from facewatchd.pipeline.uplink import Uplink
 from facewatchd.plugins import PluginHost
 from facewatchd.state import StateDirLock
 from facewatchd.web import Live, WebServer, door_audit_path
-from facewatchd.systemd import notify_systemd
 from facewatchd.vision.detector import Face, YuNetDetector
 from facewatchd.vision.embedder import create_embedder
 from facewatchd.watchdog import LoopWatchdog
@@ -116,6 +114,13 @@ class Daemon:
         dead = [t.get_name() for t in self._background if t.done()]
         return f"background task(s) ended: {', '.join(dead)}" if dead else None
 
+    def status(self) -> str:
+        """systemd's one-line STATUS."""
+        rec, uplink, link = self.recognizer, self.uplink, self.link
+        return (f"cache {len(rec.cache) if rec else 0} faces, {uplink.pending if uplink else 0} pending, "
+                f"link {'online' if link is not None and link.online else 'offline'}, "
+                f"{sum(c.stats.frames for c in self.cameras)} frames")
+
     async def run(self) -> Summary:
         started = time.monotonic()
         async with contextlib.AsyncExitStack() as stack:
@@ -154,17 +159,12 @@ class Daemon:
         self.liveness = await loop.run_in_executor(executor, LivenessWatch.build, cfg.liveness,
                                                    self.plugins.liveness_demands(), executor, recognizer.event,
                                                    self.plugins.fire)
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, self.request_stop)
+        stop_on_signals(self.request_stop)
         if self._embedded is not None:
             stack.callback(self._embedded.close)
-            # `facewatchd faces …` acts through this process while it runs: labels reach it at once
-            await stack.enter_async_context(ControlServer(self._embedded.resolver, socket_path(cfg.device.state_dir)))
             self.plugins.fire("resolver_started", resolver=self._embedded.resolver)
-            if cfg.web.enabled:
-                self.web = await stack.enter_async_context(WebServer(
-                    cfg.web, self._embedded.resolver, cfg.device.state_dir, self.live, door_audit_path(cfg)))
+            self.web = await serve_resolver(stack, self._embedded.resolver, cfg.device.state_dir, cfg.web, self.live,
+                                            door_audit_path(cfg))
         log.info("daemon_started", thing=cfg.device.thing, cameras=[c.config.id for c in self.cameras],
                  link=cfg.link.type, cache_entries=len(cache), outbox=len(outbox))
         self.plugins.fire("link_status", online=True, link=cfg.link.type) if cfg.link.type == "local" else None
@@ -175,7 +175,7 @@ class Daemon:
                 background = [loop.create_task(uplink.run(uplink_stop), name="uplink"),
                               loop.create_task(self._apply_deltas(link), name="deltas"),
                               loop.create_task(self._housekeeping(cache), name="housekeeping"),
-                              loop.create_task(notify_systemd(self), name="systemd")]  # READY, watchdog, STOPPING
+                              loop.create_task(notify_systemd(self.status, self.problem), name="systemd")]  # READY, watchdog, STOPPING
                 camera_tasks = [loop.create_task(self._camera(cam, det, executor), name=f"camera-{cam.config.id}")
                                 for cam, det in zip(self.cameras, detectors)]
                 self._background = background
@@ -290,50 +290,7 @@ class Daemon:
     def apply_delta(self, delta: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         """Apply labels from a shadow delta; returns the desired keys to clear and what to report."""
         assert self.recognizer is not None
-        rec = self.recognizer
-        clear: dict[str, Any] = {}
-        if not isinstance(delta, dict):
-            log.warning("delta_malformed", reason="not an object")
-            return clear, {}
-        faces = delta.get("faces")
-        if isinstance(faces, dict):
-            for face_id, label in faces.items():
-                clear.setdefault("faces", {})[face_id] = None
-                if isinstance(label, dict) and label.get("reject") is True:  # "not this person"
-                    rec.reject_face(face_id)
-                    continue
-                if isinstance(label, dict) and isinstance(label.get("unresolvable"), str):  # a refusal
-                    rec.unresolvable(face_id, label["unresolvable"])
-                    continue
-                # A shadow cannot hold null (null deletes a key), so "no name" arrives as a missing name.
-                if not (isinstance(label, dict) and isinstance(label.get("person_id"), str)
-                        and isinstance(label.get("name"), (str, type(None)))):
-                    log.warning("delta_malformed", face_id=face_id, reason="label needs person_id and name")
-                    continue
-                # what the door counts as evidence: never past what a cosine can be, whoever wrote it
-                rec.apply_label(face_id, label["person_id"], label.get("name"),
-                                clamp_similarity(label.get("similarity", 0.0)))
-        elif faces is not None:
-            log.warning("delta_malformed", reason="faces is not an object")
-            clear["faces"] = None
-        persons = delta.get("persons")
-        if isinstance(persons, dict):
-            for person_id, change in persons.items():
-                clear.setdefault("persons", {})[person_id] = None
-                if not (isinstance(change, dict) and isinstance(change.get("name"), (str, type(None)))
-                        and isinstance(change.get("forget", False), bool)
-                        and isinstance(change.get("merge_into"), (str, type(None)))):
-                    log.warning("delta_malformed", person_id=person_id, reason="person change needs a name or forget")
-                    continue
-                if change.get("merge_into"):
-                    rec.merge_person(person_id, change["merge_into"], change.get("name"))
-                else:
-                    rec.apply_person(person_id, change.get("name"), change.get("forget", False))
-        elif persons is not None:
-            log.warning("delta_malformed", reason="persons is not an object")
-            clear["persons"] = None
-        reported = {"labels_applied": rec.stats.labels_applied, "cache_entries": len(rec.cache)}
-        return clear, reported
+        return apply_delta(self.recognizer, delta)
 
     async def _housekeeping(self, cache: FaceCache) -> None:
         was_online: bool | None = None

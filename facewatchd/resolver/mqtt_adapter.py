@@ -1,4 +1,5 @@
-"""The on-prem resolver service: the resolver core over the local adapters, fed by MQTT.
+"""The resolver's MQTT adapter: the resolver core over the local adapters, fed by device uplinks over MQTT.
+`facewatchd.app.resolver_service` runs it (with the control socket, the review page and systemd).
 
 Devices publish unknown faces (FaceQuery JSON) on `facewatchd/<thing>/faces/unknown`. The service
 subscribes to `facewatchd/+/faces/unknown` (QoS 1, persistent session, so what arrives while it
@@ -20,12 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import aiomqtt
 import numpy as np
@@ -34,8 +34,6 @@ import structlog
 from facewatchd.aio import cancel_and_wait
 from pydantic import Field, model_validator
 
-from facewatchd.control import ControlServer, socket_path
-from facewatchd.web import WebServer
 from facewatchd.identity import IdentityConfig
 from facewatchd.link.base import MAX_PAYLOAD_BYTES
 from facewatchd.link.mqtt_client import Backoff, BrokerConfig, PahoLog, connect_client, describe_failure, tls_params
@@ -45,14 +43,9 @@ from facewatchd.resolver.local import LocalResolverStores
 from facewatchd.resolver.ports import NoFaceError
 from facewatchd.shadow.service import ShadowService, shadow_prefix
 from facewatchd.shadow.store import ShadowStore
-from facewatchd.state import StateDirLock
-from facewatchd.systemd import SystemdNotifier
 from facewatchd.vision.analyzer import FaceAnalyzer, ImageError, decode_image
 from facewatchd.vision.detector import DetectorConfig
-from facewatchd.vision.embedder import EmbedderConfig
-
-if TYPE_CHECKING:
-    from facewatchd.config import Config
+from facewatchd.vision.embedding import EmbedderConfig
 
 log = structlog.get_logger("facewatchd.resolver.service")
 
@@ -80,11 +73,6 @@ class ResolverServiceConfig(BrokerConfig):
         if self.tls and not (self.ca_file or self.cert_file) and self.run_shadow_service:
             raise ValueError("tls is true: set ca_file (the in-process shadow service needs it to use TLS)")
         return self
-
-
-def service_data_dir(config: "Config") -> Path:
-    server = config.server or ResolverServiceConfig()
-    return server.data_dir or getattr(config.resolver, "data_dir", None) or config.device.state_dir / "resolver"
 
 
 class Skipped(Exception):
@@ -323,50 +311,3 @@ def shadow_service(config: ResolverServiceConfig, store: ShadowStore) -> ShadowS
                          password=config.password.get_secret_value() if config.password else None,
                          client_id=f"{config.client_id}-shadow", keepalive=config.keepalive,
                          reconnect_min_s=config.reconnect_min_s, reconnect_max_s=config.reconnect_max_s)
-
-
-# -- entry points for `facewatchd resolver` and `facewatchd shadow` ---------------------------------
-
-def _stop_on_signals() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-    return stop
-
-
-async def _serve(status: Callable[[], str]) -> None:
-    """Until SIGINT/SIGTERM, telling systemd (if it started us) that we run and are alive."""
-    stop = _stop_on_signals()
-    watchdog = asyncio.create_task(SystemdNotifier().run(status), name="systemd")
-    try:
-        await stop.wait()
-    finally:
-        watchdog.cancel()
-        await asyncio.gather(watchdog, return_exceptions=True)
-
-
-async def run_resolver(config: "Config") -> ServiceStats:
-    """`facewatchd resolver`: the resolver service (and, by default, the shadow service) until a signal."""
-    server = config.server or ResolverServiceConfig()
-    data_dir = service_data_dir(config)
-    with StateDirLock(data_dir, "resolver"):
-        async with contextlib.AsyncExitStack() as stack:
-            svc = await stack.enter_async_context(ResolverService(server, data_dir, config.detector, config.embedder,
-                                                                  config.identity))
-            await stack.enter_async_context(ControlServer(svc.resolver, socket_path(data_dir)))
-            if config.web.enabled:  # the review page on the server: every device's persons
-                await stack.enter_async_context(WebServer(config.web, svc.resolver, data_dir))
-            await _serve(svc.status)
-    return svc.stats
-
-
-async def run_shadow(config: "Config") -> None:
-    """`facewatchd shadow`: only the shadow service, for a resolver running with run_shadow_service = false."""
-    server = config.server or ResolverServiceConfig()
-    data_dir = service_data_dir(config)
-    with StateDirLock(data_dir, "shadow"), ShadowStore(data_dir / "shadows.db") as store:
-        async with shadow_service(server, store) as svc:
-            log.info("shadow_service_started", data_dir=str(data_dir), broker=f"{server.host}:{server.port}")
-            await _serve(lambda: "connected" if svc.connected else "disconnected")
