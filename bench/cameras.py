@@ -151,7 +151,7 @@ def main() -> None:
     parser.add_argument("video", type=Path)
     parser.add_argument("--cameras-list", default=",".join(map(str, COUNTS)), help="camera counts, e.g. 1,2,4,6")
     parser.add_argument("--repeat", type=int, default=1, help="runs per camera count (the median is reported)")
-    parser.add_argument("--overrides", default="{}", help="config sections as JSON, e.g. '{\"device\": {\"workers\": 3}}'")
+    parser.add_argument("--overrides", default="{}", help='config sections as JSON, e.g. {"device": {"workers": 3}}')
     parser.add_argument("--baseline", type=Path, help="a checkout of other code to run beside this one")
     parser.add_argument("--cameras", type=int, help=argparse.SUPPRESS)  # a child run
     parser.add_argument("--code", type=Path, default=ROOT, help=argparse.SUPPRESS)  # whose facewatchd it runs
