@@ -12,7 +12,7 @@ process), wall seconds, cores used (CPU / wall), peak RSS, and where the CPU wen
     .venv/bin/python bench/cameras.py samples/short_hamilton_clip.mp4
     .venv/bin/python bench/cameras.py samples/short_hamilton_clip.mp4 --cameras-list 4 --repeat 3
 
-With --baseline DIR (another checkout of the code, e.g. `git archive <commit> | tar -x -C DIR`), each
+With --baseline DIR (repeatable; another checkout of the code, e.g. `git archive <commit> | tar -x -C DIR`), each
 run of this code is paired with a run of DIR's, one after the other, so both see the same load on the
 machine: the table then has both, and the JSON line the ratios.
 """
@@ -104,7 +104,7 @@ class ThreadCpu:
         return dict(sorted(out.items()))
 
 
-def child(video: Path, cameras: int, overrides: dict[str, Any]) -> dict[str, Any]:
+def child(video: Path, cameras: int, overrides: dict[str, Any], pace: str) -> dict[str, Any]:
     from facewatchd.config import parse_config
     from facewatchd.daemon import Daemon
     from facewatchd.logs import configure_logging
@@ -114,21 +114,24 @@ def child(video: Path, cameras: int, overrides: dict[str, Any]) -> dict[str, Any
     with tempfile.TemporaryDirectory(prefix="facewatchd-cameras-") as state, ThreadCpu() as threads:
         config = parse_config({
             "device": {"state_dir": state}, "logging": {"format": "json", "level": "warning"},
-            "cameras": [{"id": f"cam{i}", "source": str(video), "fps": FPS, "pace": "realtime"}
+            "cameras": [{"id": f"cam{i}", "source": str(video), "fps": FPS, "pace": pace}
                         for i in range(cameras)], **overrides})
         configure_logging(config.logging.format, config.logging.level)
         host = PluginHost(config)
         host.load()
         s = asyncio.run(Daemon(config, host).run())
     cpu_s, wall_s = cpu_seconds() - cpu, time.perf_counter() - wall
-    return {"cameras": cameras, "frames": s.frames, "dropped": s.frames_dropped, "gated": s.frames_gated,
+    # asap: how many cameras at FPS this process could hold, from the frames it took per wall second
+    return {"cameras": cameras, "frames": s.frames, "capacity_cameras": round(s.frames / wall_s / FPS, 2),
+            "dropped": s.frames_dropped, "gated": s.frames_gated,
             "tracks": s.tracks, "embeds": s.embeds, "cpu_s": round(cpu_s, 2), "wall_s": round(wall_s, 2),
             "cores": round(cpu_s / wall_s, 2), "peak_rss_mb": peak_rss_mb(), "threads_cpu_s": threads.groups()}
 
 
-def run_child(video: Path, cameras: int, overrides: dict[str, Any], code: Path = ROOT) -> dict[str, Any]:
+def run_child(video: Path, cameras: int, overrides: dict[str, Any], pace: str, code: Path = ROOT) -> dict[str, Any]:
     proc = subprocess.run([sys.executable, __file__, str(video.resolve()), "--cameras", str(cameras), "--code",
-                           str(code), "--overrides", json.dumps(overrides)], capture_output=True, text=True, cwd=code)
+                           str(code), "--pace", pace, "--overrides", json.dumps(overrides)],
+                          capture_output=True, text=True, cwd=code)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         raise SystemExit(f"{cameras}-camera run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -152,7 +155,10 @@ def main() -> None:
     parser.add_argument("--cameras-list", default=",".join(map(str, COUNTS)), help="camera counts, e.g. 1,2,4,6")
     parser.add_argument("--repeat", type=int, default=1, help="runs per camera count (the median is reported)")
     parser.add_argument("--overrides", default="{}", help='config sections as JSON, e.g. {"device": {"workers": 3}}')
-    parser.add_argument("--baseline", type=Path, help="a checkout of other code to run beside this one")
+    parser.add_argument("--baseline", type=Path, action="append", default=[],
+                        help="a checkout of other code to run beside this one (repeatable)")
+    parser.add_argument("--pace", choices=("realtime", "asap"), default="realtime",
+                        help="asap: frames as fast as the daemon takes them (none dropped): its capacity")
     parser.add_argument("--cameras", type=int, help=argparse.SUPPRESS)  # a child run
     parser.add_argument("--code", type=Path, default=ROOT, help=argparse.SUPPRESS)  # whose facewatchd it runs
     args = parser.parse_args()
@@ -161,37 +167,42 @@ def main() -> None:
     overrides = json.loads(args.overrides)
     if args.cameras:
         sys.path.insert(0, str(args.code))
-        print(json.dumps(child(args.video, args.cameras, overrides)))
+        print(json.dumps(child(args.video, args.cameras, overrides, args.pace)))
         return
 
     counts = [int(c) for c in re.split(r"[,\s]+", args.cameras_list) if c]
     load_before = load_average()
-    codes = {"this": ROOT, **({"baseline": args.baseline.resolve()} if args.baseline else {})}
+    codes = {"this": ROOT, **{"baseline" if i == 0 else f"baseline{i + 1}": b.resolve()
+                              for i, b in enumerate(args.baseline)}}
     runs: dict[str, dict[int, list[dict[str, Any]]]] = {name: {n: [] for n in counts} for name in codes}
     for n in counts:
         for _ in range(args.repeat):
             for name, code in codes.items():  # paired, one after the other: the same load for both
-                runs[name][n].append(run_child(args.video, n, overrides, code))
+                runs[name][n].append(run_child(args.video, n, overrides, args.pace, code))
     tables = {name: [median_run(runs[name][n]) for n in counts] for name in codes}
-    report: dict[str, Any] = {"cpus": os.cpu_count(), "load_average_before": load_before, "overrides": overrides}
+    report: dict[str, Any] = {"pace": args.pace, "cpus": os.cpu_count(), "load_average_before": load_before,
+                              "overrides": overrides}
     for name, rows in tables.items():
         held = [r["cameras"] for r in rows if r["dropped"] <= TARGET["dropped_share"] * r["frames"]]
         report[name] = {"cameras_held": max(held, default=0), "target_met": max(held, default=0) >= TARGET["cameras"],
                         "runs": rows}
-    if "baseline" in tables:
-        report["cpu_ratio_this_vs_baseline"] = {
-            r["cameras"]: round(r["cpu_s"] / b["cpu_s"], 2) for r, b in zip(tables["this"], tables["baseline"])}
+    for name in tables:
+        if name != "this":
+            report[f"cpu_ratio_this_vs_{name}"] = {
+                r["cameras"]: round(r["cpu_s"] / b["cpu_s"], 2) for r, b in zip(tables["this"], tables[name])}
     report["load_average_after"] = load_average()
-    print(f"{args.video.name} on every camera at {FPS:g} fps, realtime; {os.cpu_count()} CPUs, load average "
+    print(f"{args.video.name} on every camera at {FPS:g} fps, {args.pace}; {os.cpu_count()} CPUs, load average "
           f"{load_before} before, {report['load_average_after']} after; median of {args.repeat} run(s)")
     for name, rows in tables.items():
         print(f"{name} ({codes[name]}):")
         print(f"{'cameras':>7}{'frames':>8}{'dropped':>9}{'CPU s':>8}{'wall s':>8}{'cores':>7}{'RSS MB':>8}"
+              f"{'capacity':>9}"
               f"  CPU by thread")
         for r in rows:
             threads = ", ".join(f"{k} {v:.1f}" for k, v in r["threads_cpu_s"].items())
             print(f"{r['cameras']:>7}{r['frames']:>8}{r['dropped']:>9}{r['cpu_s']:>8.1f}{r['wall_s']:>8.1f}"
-                  f"{r['cores']:>7.2f}{r['peak_rss_mb']:>8.0f}  {threads}  (dropped per run {r['dropped_runs']})")
+                  f"{r['cores']:>7.2f}{r['peak_rss_mb']:>8.0f}{r['capacity_cameras']:>9.2f}  {threads}"
+                  f"  (dropped per run {r['dropped_runs']})")
         print(f"  cameras held with <= {TARGET['dropped_share']:.0%} dropped: {report[name]['cameras_held']} "
               f"(target {TARGET['cameras']})")
     print(json.dumps(report))
