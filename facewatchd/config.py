@@ -30,7 +30,7 @@ class DeviceConfig(Strict):
     thing: str = Field("facewatchd-demo", pattern=r"^[A-Za-z0-9_.:-]{1,128}$",
                        description="the device's thing name (AWS IoT thing / shadow name)")
     state_dir: Path = Field(Path(".state"), description="cache, outbox and local resolver data")
-    workers: int = Field(2, ge=1, le=64, description="threads for CV work")
+    workers: int = Field(2, ge=1, le=64, description="threads for face detection (SFace embeds on a thread of its own)")
     drain_timeout_s: float = Field(10.0, ge=0, description="how long a finished run waits for pending answers")
 
 

@@ -140,6 +140,11 @@ class Daemon:
         cfg = self.config
         executor = ThreadPoolExecutor(max_workers=cfg.device.workers, thread_name_prefix="cv")
         stack.callback(executor.shutdown, wait=True, cancel_futures=True)
+        # The one SFace network runs one embedding at a time (the recognizer's lock): on the detectors' pool a
+        # queued embedding holds a worker idle on that lock while every camera's detection waits behind it.
+        # One thread of its own serialises the network as the lock does and leaves the pool to detection.
+        recognizer_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sface")
+        stack.callback(recognizer_executor.shutdown, wait=True, cancel_futures=True)
         loop = asyncio.get_running_loop()
         embedder, detectors = await loop.run_in_executor(
             executor, lambda: (create_embedder(cfg.embedder), [YuNetDetector(cfg.detector) for _ in self.cameras]))
@@ -153,8 +158,8 @@ class Daemon:
         outbox.make_all_due()  # a restart is a fresh start: resend what is pending now, not after old backoffs
         self.link = link = self._build_link()
         self.uplink = uplink = Uplink(link, outbox, cfg.uplink)
-        self.recognizer = recognizer = Recognizer(cfg.device.thing, embedder, cache, uplink, cfg.uplink, executor,
-                                                  self.plugins.fire, cfg.identity, cfg.quality)
+        self.recognizer = recognizer = Recognizer(cfg.device.thing, embedder, cache, uplink, cfg.uplink,
+                                                  recognizer_executor, self.plugins.fire, cfg.identity, cfg.quality)
         # only where a decision asks for it (a door's cameras and allowlist, [liveness] cameras): else no model
         self.liveness = await loop.run_in_executor(executor, LivenessWatch.build, cfg.liveness,
                                                    self.plugins.liveness_demands(), executor, recognizer.event,

@@ -9,6 +9,7 @@ weights instead of two (about 30 MB less resident memory).
 
 from __future__ import annotations
 
+import queue
 from typing import Protocol
 
 import cv2
@@ -42,9 +43,18 @@ class Embedder(Protocol):
 
 
 class SFaceEmbedder:
+    """Thread-safe: an OpenCV network keeps per-run buffers and cannot run two passes at once, so each
+    concurrent call takes a network of its own from a free list (one more is loaded only when every
+    loaded one is busy: as many as calls ever ran at once, each about 40 MB)."""
+
     def __init__(self, config: EmbedderConfig | None = None) -> None:
         self.config = config or EmbedderConfig()
-        self._net = cv2.dnn.readNetFromONNX(str(verified_path(SFACE, self.config.model_path)))
+        self._path = str(verified_path(SFACE, self.config.model_path))
+        self._free: queue.SimpleQueue[cv2.dnn.Net] = queue.SimpleQueue()
+        self._free.put(self._load())  # the first at once: a model that does not load fails here, not on a face
+
+    def _load(self) -> cv2.dnn.Net:
+        return cv2.dnn.readNetFromONNX(self._path)
 
     def align(self, frame: np.ndarray, face: Face) -> np.ndarray:
         """The 112x112 aligned face crop SFace was trained on."""
@@ -58,8 +68,7 @@ class SFaceEmbedder:
 
     def embed_batch(self, aligned: list[np.ndarray], mirror: bool | None = None) -> np.ndarray:
         """(N, 128) embeddings of N aligned faces; with `flip` (unless `mirror` is False), each the
-        normalised mean of the face's and its mirror image's. Not thread-safe (one network): callers
-        serialise."""
+        normalised mean of the face's and its mirror image's."""
         return self.embed_batch_with_norms(aligned, mirror)[0]
 
     def embed_batch_with_norms(self, aligned: list[np.ndarray], mirror: bool | None = None) \
@@ -77,9 +86,16 @@ class SFaceEmbedder:
         return unit_features(features, len(aligned), flip)
 
     def _forward(self, images: list[np.ndarray]) -> np.ndarray:
-        # what FaceRecognizerSF.feature feeds the network: RGB, unscaled, no mean
-        self._net.setInput(cv2.dnn.blobFromImages(images, 1.0, (ALIGNED_SIZE, ALIGNED_SIZE), (0, 0, 0), True, False))
-        return self._net.forward().reshape(len(images), -1).astype(np.float32)
+        try:
+            net = self._free.get_nowait()
+        except queue.Empty:  # every loaded network is running a pass on another thread
+            net = self._load()
+        try:
+            # what FaceRecognizerSF.feature feeds the network: RGB, unscaled, no mean
+            net.setInput(cv2.dnn.blobFromImages(images, 1.0, (ALIGNED_SIZE, ALIGNED_SIZE), (0, 0, 0), True, False))
+            return net.forward().reshape(len(images), -1).astype(np.float32)
+        finally:
+            self._free.put(net)
 
 
 def create_embedder(config: EmbedderConfig | None = None) -> Embedder:

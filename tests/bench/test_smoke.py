@@ -127,6 +127,25 @@ def test_throughput():
     assert set(r["targets_met"]) <= set(ratios)
 
 
+def test_cameras(tmp_path):
+    """Two cameras of a short cut of the clip, each run beside a baseline copy of the same code."""
+    clip = tmp_path / "clip.avi"
+    cap, writer = cv2.VideoCapture(str(SAMPLE_CLIP)), None
+    for _ in range(30):
+        ok, image = cap.read()
+        assert ok
+        if writer is None:
+            writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"MJPG"), 30.0, image.shape[1::-1])
+        writer.write(image)
+    writer.release()
+    r = run_script("cameras.py", clip, "--cameras-list", "1,2", "--baseline", ROOT)
+    assert [row["cameras"] for row in r["this"]["runs"]] == [1, 2]
+    one, two = r["this"]["runs"]
+    assert 8 <= one["frames"] <= 10 and two["frames"] == 2 * one["frames"]  # 30 frames at 30 fps, capped at 10 fps
+    assert two["cpu_s"] > 0 and two["cores"] > 0 and two["peak_rss_mb"] > 0 and "loop" in two["threads_cpu_s"]
+    assert set(r["cpu_ratio_this_vs_baseline"]) == {"1", "2"} and r["baseline"]["runs"][1]["frames"] == two["frames"]
+
+
 def test_cache_match():
     r = run_script("cache_match.py", "--entries", 2000, "--calls", 200)
     assert r["entries"] == 2000 and r["calls"] == 200

@@ -69,3 +69,35 @@ def test_boxes_map_back_to_full_frame(detector):
 def test_bad_frame_is_rejected(detector):
     with pytest.raises(ValueError):
         detector.detect(np.zeros((10, 10), np.uint8))
+
+
+def test_embedder_runs_passes_from_several_threads_at_once(detector):
+    """The daemon embeds on more than one thread: concurrent calls on one SFaceEmbedder each get a network
+    of their own (one OpenCV network running two passes at once fails or mixes their buffers)."""
+    import threading
+
+    embedder = SFaceEmbedder()
+    image = cv2.imread(str(FIXTURES / "solvay_conference_1927.jpg"))
+    aligned = [embedder.align(image, f) for f in detector.detect(image)[:8]]
+    expected = [embedder.embed_batch([a]) for a in aligned]  # one at a time
+    results: dict[int, list[np.ndarray]] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def embed(worker: int) -> None:
+        start.wait()
+        try:
+            results[worker] = [embedder.embed_batch([a]) for a in aligned for _ in range(3)][::3]
+        except BaseException as e:  # noqa: BLE001 - an OpenCV assertion on a shared network
+            errors.append(e)
+
+    threads = [threading.Thread(target=embed, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for worker in range(4):
+        for got, want in zip(results[worker], expected):
+            assert float(got[0] @ want[0]) > 0.9999
+    assert embedder._free.qsize() >= 2  # the networks loaded for the passes that overlapped were kept for reuse
