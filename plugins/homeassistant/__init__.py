@@ -21,116 +21,24 @@ to not_home, so nobody stays home across a restart.
 from __future__ import annotations
 
 import asyncio
-import json
-import re
-import secrets
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Coroutine
 
-import structlog
-from pydantic import BaseModel, ConfigDict, Field
-
-from facewatchd import __version__
 from facewatchd.events import FaceEvent, TrackEnded
 from facewatchd.hookspecs import hookimpl
-from facewatchd.link.base import availability_topic
 from facewatchd.plugins import PluginContext
-from plugins._mqtt import BrokerConfig, MqttUnavailable, PluginMqtt
+from plugins._mqtt import PluginMqtt
+from plugins.homeassistant.config import TOPIC_PART, CameraOptions, HomeAssistantConfig
+from plugins.homeassistant.discovery import ORIGIN, iso, slug
+from plugins.homeassistant.reconcile import Reconcile, Reconciling
+from plugins.homeassistant.state import CameraState, PersonState
 
-log = structlog.get_logger("facewatchd.plugins.homeassistant")
+__all__ = ["ORIGIN", "TOPIC_PART", "CameraOptions", "HomeAssistantConfig", "Plugin", "slug"]
 
-TOPIC_PART = r"^[^#+\s]+$"
-ORIGIN = {"name": "facewatchd", "sw_version": __version__}
 ENDED_KEPT = 1024  # ended tracks remembered, so an answer that arrives after its track ended is recognised as late
-# the empty message that clears a retained state (a forget, a removal) may reach the entity before its removal
-# does: no attributes, rather than a warning about JSON in HA's log
-NO_ATTRIBUTES_WHEN_EMPTY = "{{ value if value else '{}' }}"
-STATE_KEYS = ("state_topic", "json_attributes_topic", "image_topic")  # a removed entity's retained states
 
 
-class CameraOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str | None = Field(None, min_length=1, description="the device's name in HA; default from the id")
-    area: str | None = Field(None, min_length=1, description="HA's suggested_area; default: the camera's name")
-
-
-class HomeAssistantConfig(BrokerConfig):
-    discovery_prefix: str = Field("homeassistant", pattern=TOPIC_PART, description="HA's discovery prefix")
-    base_topic: str = Field("facewatchd", pattern=TOPIC_PART, description="state topics: <base>/<thing>/…")
-    unknown_off_after_s: float = Field(30.0, ge=0, description="'unknown person present' turns off this long "
-                                       "after the last unknown face's track ended")
-    away_after_s: float = Field(300.0, ge=0, description="a person is not_home this long after last seen")
-    publish_face_crops: bool = Field(False, description="image entity with the last face crop (privacy: opt-in)")
-    person_entities: bool = Field(True, description="one device_tracker per named person")
-    configuration_url: str | None = Field(None, description="the hub's link in HA; default: the review page, "
-                                          "when [web] is enabled")
-    cameras: dict[str, CameraOptions] = Field(default_factory=dict, description="camera id → name, area")
-
-
-def slug(text: str) -> str:
-    """An HA object id / node id: [A-Za-z0-9_-] only."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", text)
-
-
-def friendly(camera_id: str) -> str:
-    """`front_door` → `Front door`: what HA shows when the config gives no name."""
-    words = re.sub(r"[_.-]+", " ", camera_id).strip()
-    return words[:1].upper() + words[1:] if words else camera_id
-
-
-def json_value(key: str, otherwise: str) -> str:
-    """An HA template for one key of a JSON state message; the empty message that clears it (a forget) has none."""
-    return f"{{{{ value_json.{key} if value_json is defined and value_json.{key} else '{otherwise}' }}}}"
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
-
-
-def parse_iso(text: Any) -> float | None:
-    try:
-        return datetime.fromisoformat(text).timestamp() if isinstance(text, str) else None
-    except ValueError:
-        return None
-
-
-@dataclass
-class PersonState:
-    name: str
-    home: bool = False
-    last_camera: str | None = None
-    last_seen: float | None = None
-    live_tracks: set[str] = field(default_factory=set)
-    away_timer: asyncio.TimerHandle | None = None
-
-
-@dataclass
-class CameraState:
-    last_name: str | None = None
-    last_attributes: dict[str, Any] = field(default_factory=dict)
-    last_known: bool = False  # set in this run: otherwise the retained state from the last run stays as it is
-    online: bool = True  # delivers frames (camera_status)
-    unknown: bool = False
-    unknown_tracks: set[str] = field(default_factory=set)  # live tracks of people without a name
-    live_tracks: set[str] = field(default_factory=set)  # every live track: "people in view"
-    off_timer: asyncio.TimerHandle | None = None
-
-
-@dataclass
-class Reconcile:
-    """What the broker holds under our node, read back after a connect until our own marker arrives."""
-
-    token: str
-    configs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    attributes: dict[str, dict[str, Any]] = field(default_factory=dict)  # person slug → retained attributes
-    last_person: dict[str, dict[str, Any]] = field(default_factory=dict)  # camera slug → retained attributes
-
-
-class Plugin:
+class Plugin(Reconciling):
     def __init__(self) -> None:
         self.config = HomeAssistantConfig()
         self.thing = ""
@@ -146,136 +54,6 @@ class Plugin:
         self._ended: OrderedDict[tuple[str, str], None] = OrderedDict()  # (camera, track) that ended
         self._reconcile: Reconcile | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-
-    # -- topics ---------------------------------------------------------------------------------
-    @property
-    def node(self) -> str:
-        return slug(f"facewatchd_{self.thing}")
-
-    @property
-    def base(self) -> str:
-        return f"{self.config.base_topic}/{self.thing}"
-
-    @property
-    def availability_topic(self) -> str:
-        return f"{self.base}/homeassistant/availability"
-
-    @property
-    def sync_topic(self) -> str:
-        return f"{self.base}/homeassistant/sync"
-
-    def camera_topic(self, camera: str, what: str) -> str:
-        return f"{self.base}/{slug(camera)}/{what}"
-
-    def person_topic(self, person_id: str, what: str) -> str:
-        return f"{self.base}/persons/{slug(person_id)}/{what}"
-
-    def config_topic(self, component: str, object_id: str) -> str:
-        return f"{self.config.discovery_prefix}/{component}/{self.node}/{object_id}/config"
-
-    # -- discovery payloads ---------------------------------------------------------------------
-    def hub_device(self) -> dict[str, Any]:
-        device = {"identifiers": [self.node], "name": f"facewatchd {self.thing}", "model": "facewatchd",
-                  "manufacturer": "facewatchd", "sw_version": __version__}
-        return device | ({"configuration_url": self.configuration_url} if self.configuration_url else {})
-
-    def camera_device(self, camera: str) -> dict[str, Any]:
-        options = self.config.cameras.get(camera, CameraOptions())
-        name = options.name or friendly(camera)
-        return {"identifiers": [f"{self.node}_{slug(camera)}"], "name": name, "model": "facewatchd camera",
-                "manufacturer": "facewatchd", "sw_version": __version__, "via_device": self.node,
-                "suggested_area": options.area or name}
-
-    @property
-    def availability(self) -> list[dict[str, str]]:
-        """This plugin's own availability and its connection's will (a dead connection cannot say the
-        first): an entity is available while both are online."""
-        return [{"topic": self.availability_topic}, {"topic": availability_topic(self.thing)}]
-
-    def _entity(self, unique_id: str, name: str | None, device: dict[str, Any], **keys: Any) -> dict[str, Any]:
-        return {"name": name, "unique_id": unique_id, "availability": self.availability, "availability_mode": "all",
-                "device": device, "origin": ORIGIN, **keys}
-
-    def hub_configs(self) -> dict[str, dict[str, Any] | None]:
-        # Not only device_trackers on the hub: HA 2024.3 deletes, at each start, a device that has nothing
-        # else, and a camera's via_device needs the hub to exist before the camera does.
-        return {self.config_topic("binary_sensor", "resolver_link"): self._entity(
-            f"{self.node}_resolver_link", "Resolver link", self.hub_device(), device_class="connectivity",
-            entity_category="diagnostic", state_topic=f"{self.base}/link", payload_on="ON", payload_off="OFF")}
-
-    def camera_configs(self, camera: str) -> dict[str, dict[str, Any] | None]:
-        """config topic → payload (None: remove the entity) for one camera's entities."""
-        dev, cid = self.camera_device(camera), f"{self.node}_{slug(camera)}"
-        configs: dict[str, dict[str, Any] | None] = {
-            self.config_topic("sensor", f"{slug(camera)}_last_person"): self._entity(
-                f"{cid}_last_person", "Last recognised person", dev, icon="mdi:account-check",
-                state_topic=self.camera_topic(camera, "last_person"),
-                # nobody (yet, or forgotten) is an empty message: HA's unknown, never the text 'None'
-                value_template="{{ value if value else 'unknown' }}",
-                json_attributes_topic=self.camera_topic(camera, "last_person/attributes"),
-                json_attributes_template=NO_ATTRIBUTES_WHEN_EMPTY),
-            self.config_topic("sensor", f"{slug(camera)}_people"): self._entity(
-                f"{cid}_people", "People in view", dev, icon="mdi:account-group", state_class="measurement",
-                state_topic=self.camera_topic(camera, "people")),
-            self.config_topic("binary_sensor", f"{slug(camera)}_unknown_person"): self._entity(
-                f"{cid}_unknown_person", "Unknown person present", dev, device_class="occupancy",
-                state_topic=self.camera_topic(camera, "unknown_person"), payload_on="ON", payload_off="OFF"),
-            self.config_topic("event", f"{slug(camera)}_person_recognised"): self._entity(
-                f"{cid}_person_recognised", "Face", dev, icon="mdi:account-arrow-right",
-                state_topic=self.camera_topic(camera, "recognised"),
-                event_types=["recognised", "unknown", "presentation_attack"]),
-        }
-        image_topic = self.config_topic("image", f"{slug(camera)}_last_face")
-        configs[image_topic] = self._entity(f"{cid}_last_face", "Last face", dev, content_type="image/jpeg",
-                                            image_topic=self.camera_topic(camera, "face")) \
-            if self.config.publish_face_crops else None  # turned off: remove an entity an earlier run made
-        # available while the daemon is and the camera delivers frames (a live source being reopened is not)
-        availability = [*self.availability, {"topic": self.camera_topic(camera, "availability")}]
-        for payload in configs.values():
-            if payload is not None:
-                payload["availability"] = availability
-        return configs
-
-    def person_device(self, person_id: str, person: PersonState) -> dict[str, Any]:
-        return {"identifiers": [f"{self.node}_person_{slug(person_id)}"], "name": person.name,
-                "model": "facewatchd person", "manufacturer": "facewatchd", "sw_version": __version__,
-                "via_device": self.node}
-
-    def person_config_topics(self, person_id: str) -> tuple[str, str]:
-        """(device_tracker, sensor "Last camera") config topics of one person."""
-        return (self.config_topic("device_tracker", f"person_{slug(person_id)}"),
-                self.config_topic("sensor", f"person_{slug(person_id)}_camera"))
-
-    def person_configs(self, person_id: str, person: PersonState) -> dict[str, dict[str, Any]]:
-        # Each person is a device of their own, so HA names the tracker as the person ("Alice", the device's
-        # name: the entity has none), not "facewatchd door-1 Alice"; the device has a sensor too, as HA 2024.3
-        # deletes at start a device with nothing but trackers. State and attributes come in one JSON message:
-        # HA writes the tracker once per update, not twice.
-        topic, uid = self.person_topic(person_id, "attributes"), f"{self.node}_person_{slug(person_id)}"
-        device = self.person_device(person_id, person)
-        tracker, camera = self.person_config_topics(person_id)
-        return {tracker: self._entity(uid, None, device, icon="mdi:account", source_type="router", state_topic=topic,
-                                      value_template=json_value("presence", "not_home"), json_attributes_topic=topic,
-                                      json_attributes_template=NO_ATTRIBUTES_WHEN_EMPTY,
-                                      payload_home="home", payload_not_home="not_home"),
-                camera: self._entity(f"{uid}_camera", "Last camera", device, icon="mdi:cctv", state_topic=topic,
-                                     value_template=json_value("camera_name", "unknown"))}
-
-    def person_attributes(self, person_id: str, person: PersonState) -> dict[str, Any]:
-        return {"presence": "home" if person.home else "not_home", "person_id": person_id,
-                "last_camera": person.last_camera,
-                "camera_name": self._camera_name(person.last_camera) if person.last_camera else None,
-                "last_seen": iso(person.last_seen) if person.last_seen else None,
-                "in_zones": ["home"] if person.home else []}  # HA ≥ 2026 reads presence from in_zones
-
-    def wanted_configs(self) -> dict[str, dict[str, Any] | None]:
-        """Every discovery config this run stands for (None: one it removes)."""
-        wanted = self.hub_configs()
-        for camera in self.cameras:
-            wanted |= self.camera_configs(camera)
-        for person_id, person in self.persons.items():
-            wanted |= self.person_configs(person_id, person)
-        return wanted
 
     # -- hooks ----------------------------------------------------------------------------------
     @hookimpl
@@ -362,7 +140,7 @@ class Plugin:
                 self._away_later(event.person_id, person)
         payload = {"event_type": "recognised", "person": event.name, "person_id": event.person_id,
                    "similarity": round(event.similarity, 3), "track_id": event.track_id, "source": event.source,
-                   "camera": self._camera_name(event.camera), "late": ended}
+                   "camera": self.camera_name(event.camera), "late": ended}
         sends = [self._camera_discovery(event.camera)] if new_camera else []
         sends += [self._camera_state(event.camera),
                   self._publish(self.camera_topic(event.camera, "recognised"), payload),
@@ -391,7 +169,7 @@ class Plugin:
                 cam.off_timer = None
             sends.append(self._publish(self.camera_topic(event.camera, "unknown_person"), "ON", retain=True))
         payload = {"event_type": "unknown", "person_id": event.person_id, "track_id": event.track_id,
-                   "source": event.source, "camera": self._camera_name(event.camera), "late": ended}
+                   "source": event.source, "camera": self.camera_name(event.camera), "late": ended}
         await self._send(sends + [self._publish(self.camera_topic(event.camera, "recognised"), payload),
                                   self._face(event)])
 
@@ -401,7 +179,7 @@ class Plugin:
         cam, new_camera = self._camera(event.camera)
         sends = [self._camera_discovery(event.camera)] if new_camera else []
         payload = {"event_type": "presentation_attack", "person": event.name, "person_id": event.person_id,
-                   "track_id": event.track_id, "camera": self._camera_name(event.camera), "detail": detail}
+                   "track_id": event.track_id, "camera": self.camera_name(event.camera), "detail": detail}
         await self._send(sends + [self._publish(self.camera_topic(event.camera, "recognised"), payload)])
 
     @hookimpl
@@ -454,206 +232,3 @@ class Plugin:
                 person.name = name
                 sends += [self._person_discovery(person_id, person), self._person_state(person_id, person)]
         await self._send(sends + [self._camera_state(camera) for camera in shown_on])
-
-    # -- connect: announce and reconcile --------------------------------------------------------
-    async def announce(self) -> None:
-        """Removals still owed, availability, every discovery config (hub first: the cameras point to it),
-        the states this run knows; then read back what the broker holds, to reconcile."""
-        assert self.mqtt is not None
-        for person_id in list(self.removals):
-            await self._remove_person(person_id)
-        await self.mqtt.publish(self.availability_topic, "online", retain=True)
-        for topic, payload in self.wanted_configs().items():
-            await self._publish(topic, payload if payload is not None else b"", retain=True)
-        await self._link_state()
-        for camera in list(self.cameras):
-            await self._camera_online(camera)
-            await self._camera_state(camera)
-            await self._people(camera)
-        for person_id, person in list(self.persons.items()):
-            await self._person_state(person_id, person)
-        # Retained messages come right after the subscription, before anything published later: our own
-        # marker arriving means every retained config under our node has been seen.
-        self._reconcile = Reconcile(secrets.token_hex(8))
-        await self.mqtt.subscribe(*self._reconcile_topics())
-        await self.mqtt.publish(self.sync_topic, self._reconcile.token)
-        log.info("ha_discovery_published", cameras=len(self.cameras), persons=len(self.persons))
-
-    def _reconcile_topics(self) -> tuple[str, ...]:
-        return (f"{self.config.discovery_prefix}/+/{self.node}/+/config", f"{self.base}/persons/+/attributes",
-                f"{self.base}/+/last_person/attributes",
-                self.sync_topic)
-
-    async def _on_message(self, topic: str, payload: bytes) -> None:
-        if topic == f"{self.config.discovery_prefix}/status":
-            if payload.strip() == b"online":
-                log.info("ha_birth_seen", republishing=True)
-                self._spawn(self.announce)  # not inside the message loop: it publishes a lot
-            return
-        found = self._reconcile
-        if found is None:
-            return
-        if topic == self.sync_topic:
-            if payload.decode(errors="replace") == found.token:
-                self._reconcile = None
-                self._spawn(lambda: self._reconciled(found))
-            return
-        try:
-            value = json.loads(payload) if payload else None
-        except ValueError:
-            value = None
-        if not isinstance(value, dict):
-            return
-        if topic.endswith("/config"):
-            found.configs[topic] = value
-        elif topic.endswith("/last_person/attributes"):
-            found.last_person[topic.split("/")[-3]] = value
-        else:
-            found.attributes[topic.split("/")[-2]] = value
-
-    async def _reconciled(self, found: Reconcile) -> None:
-        assert self.mqtt is not None
-        await self.mqtt.subscribe(*self._reconcile_topics(), unsubscribe=True)
-        tracker_prefix = self.config_topic("device_tracker", "person_").removesuffix("/config")
-        for camera, cam in self.cameras.items():  # who each camera shows, from the last run: a forget clears it
-            shown = found.last_person.get(slug(camera), {})
-            if cam.last_known or not shown.get("person"):  # ("name" is an attribute HA drops)
-                continue
-            if shown.get("person_id") in self.forgotten:  # forgotten before we could see who the camera shows
-                cam.last_known = True
-                await self._camera_state(camera)
-            else:
-                cam.last_name, cam.last_attributes = str(shown["person"]), shown
-        away = 0
-        for topic, config in found.configs.items():  # persons from an earlier run: known, not seen since the start
-            person_slug = topic.removeprefix(tracker_prefix).removesuffix("/config")
-            attributes = found.attributes.get(person_slug, {})
-            person_id = str(attributes.get("person_id") or person_slug)
-            if not topic.startswith(tracker_prefix) or not self.config.person_entities or person_id in self.persons \
-                    or person_id in self.forgotten:
-                continue
-            name = config.get("name") or (config.get("device") or {}).get("name") or person_id
-            person = self.persons[person_id] = PersonState(str(name), last_camera=attributes.get("last_camera"),
-                                                           last_seen=parse_iso(attributes.get("last_seen")))
-            await self._person_discovery(person_id, person)
-            await self._person_state(person_id, person)
-            away += 1
-        wanted = {t for t, payload in self.wanted_configs().items() if payload is not None}
-        removed = 0
-        for topic, config in found.configs.items():
-            if topic in wanted:
-                continue
-            # gone from this run (a camera out of the config, an option off, a forgotten person): remove it
-            await self._publish(topic, b"", retain=True)
-            own = [config.get(key) for key in STATE_KEYS] + [a.get("topic") for a in config.get("availability") or []
-                                                              if isinstance(a, dict)]
-            for state in own:  # its retained states, and its own availability (never the daemon's or the connection's)
-                if isinstance(state, str) and state.startswith(f"{self.base}/") and \
-                        state not in (self.availability_topic, availability_topic(self.thing)):
-                    await self._publish(state, b"", retain=True)
-            removed += 1
-        log.info("ha_reconciled", retained=len(found.configs), removed=removed, set_not_home=away)
-
-    # -- publishing -----------------------------------------------------------------------------
-    async def _remove_person(self, person_id: str) -> None:
-        for topic in (*self.person_config_topics(person_id), self.person_topic(person_id, "presence"),
-                      self.person_topic(person_id, "attributes")):
-            await self._publish(topic, b"", retain=True)
-        self.removals.discard(person_id)
-
-    async def _person_discovery(self, person_id: str, person: PersonState) -> None:
-        for topic, payload in self.person_configs(person_id, person).items():
-            await self._publish(topic, payload, retain=True)
-
-    async def _camera_discovery(self, camera: str) -> None:
-        for topic, payload in self.camera_configs(camera).items():
-            await self._publish(topic, payload if payload is not None else b"", retain=True)
-
-    async def _camera_state(self, camera: str) -> None:
-        cam = self.cameras[camera]
-        if cam.last_known:  # not at every start: the last run's person stays, and no automation fires
-            await self._publish(self.camera_topic(camera, "last_person/attributes"), cam.last_attributes,
-                                retain=True)
-            await self._publish(self.camera_topic(camera, "last_person"), cam.last_name or "", retain=True)
-        await self._publish(self.camera_topic(camera, "unknown_person"), "ON" if cam.unknown else "OFF", retain=True)
-
-    async def _camera_online(self, camera: str) -> None:
-        await self._publish(self.camera_topic(camera, "availability"),
-                            "online" if self.cameras[camera].online else "offline", retain=True)
-
-    async def _people(self, camera: str) -> None:
-        await self._publish(self.camera_topic(camera, "people"), str(len(self.cameras[camera].live_tracks)),
-                            retain=True)
-
-    async def _link_state(self) -> None:
-        if self.link_online is not None:
-            await self._publish(f"{self.base}/link", "ON" if self.link_online else "OFF", retain=True)
-
-    async def _person_state(self, person_id: str, person: PersonState) -> None:
-        await self._publish(self.person_topic(person_id, "attributes"), self.person_attributes(person_id, person),
-                            retain=True)
-
-    async def _face(self, event: FaceEvent) -> None:
-        if self.config.publish_face_crops and event.crop_jpeg:
-            await self._publish(self.camera_topic(event.camera, "face"), event.crop_jpeg)  # not retained: privacy
-
-    async def _unknown_off(self, camera: str) -> None:
-        cam = self.cameras[camera]
-        if cam.unknown_tracks:
-            return  # another stranger arrived meanwhile
-        cam.unknown, cam.off_timer = False, None
-        await self._publish(self.camera_topic(camera, "unknown_person"), "OFF", retain=True)
-
-    def _away_later(self, person_id: str, person: PersonState) -> None:
-        person.away_timer = asyncio.get_running_loop().call_later(
-            self.config.away_after_s, self._spawn, lambda: self._away(person_id))
-
-    async def _away(self, person_id: str) -> None:
-        person = self.persons.get(person_id)
-        if person is None or person.live_tracks:
-            return
-        person.home, person.away_timer = False, None
-        await self._person_state(person_id, person)
-
-    def _camera(self, camera: str) -> tuple[CameraState, bool]:
-        if camera in self.cameras:
-            return self.cameras[camera], False
-        self.cameras[camera] = CameraState()
-        return self.cameras[camera], True
-
-    def _camera_name(self, camera: str) -> str:
-        return str(self.camera_device(camera)["name"])
-
-    @staticmethod
-    def _json(payload: Any) -> bytes:
-        return json.dumps(payload, separators=(",", ":")).encode()
-
-    async def _publish(self, topic: str, payload: Any, retain: bool = False) -> None:
-        assert self.mqtt is not None
-        data = payload if isinstance(payload, bytes) else payload.encode() if isinstance(payload, str) \
-            else self._json(payload)
-        await self.mqtt.publish(topic, data, retain=retain, timeout=2.0)
-
-    async def _send(self, sends: list[Coroutine[Any, Any, None]]) -> None:
-        """Run the publishes in order; offline, the state stays here and goes out on reconnect."""
-        for i, send in enumerate(sends):
-            try:
-                await send
-            except MqttUnavailable as e:
-                log.debug("ha_publish_deferred", error=str(e))
-                for rest in sends[i + 1:]:  # never started: close them so nothing warns
-                    rest.close()
-                return
-
-    def _spawn(self, make: Callable[[], Awaitable[None]]) -> None:
-        async def run() -> None:
-            try:
-                await make()
-            except MqttUnavailable as e:
-                log.debug("ha_publish_deferred", error=str(e))
-            except Exception:
-                log.exception("ha_task_failed")
-
-        task = asyncio.get_running_loop().create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
