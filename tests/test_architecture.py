@@ -44,7 +44,6 @@ ALLOWED_LONG: set[str] = {  # today's, to be split
     'bench/visits.py',
     'deploy/lambda/handler.py',
     'facewatchd/link/awsiot.py',
-    'facewatchd/pipeline/recognizer.py',
     'facewatchd/resolver/aws.py',
 }
 
