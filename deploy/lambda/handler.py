@@ -18,170 +18,49 @@ Logger JSON lines with the invocation's keys (function_request_id, cold_start) a
 
 aioboto3 clients are bound to the event loop that opened them, so a warm container keeps one loop
 (an asyncio.Runner) and its clients in one `Container`, created on the first invocation.
+
+Beside this module (the bundle copies them too): lambda_settings.py (the environment), lambda_records.py
+(records and poison), lambda_batch.py (a batch's order and concurrency), lambda_idempotency.py,
+lambda_telemetry.py (logs, metrics), lambda_operator.py (the operator's requests).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import dataclasses
 import functools
 import json
-import logging
 import os
-import sys
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Annotated, Any, AsyncIterator, Callable, Coroutine, Literal, Mapping, TypeVar, Union
+from typing import Any, Callable, Coroutine, Mapping, TypeVar
 
 import aioboto3
-import boto3
 import structlog
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.idempotency import (DynamoDBPersistenceLayer, IdempotencyConfig,
-                                                         idempotent_function)
 from aws_lambda_powertools.utilities.idempotency.exceptions import BaseError as IdempotencyError
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
-from botocore.config import Config
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import ValidationError
 
-from facewatchd.messages import FaceQuery, MessageError, strict_json, thing_from_uplink_topic
-from facewatchd.resolver.aws import (AwsAdapters, AwsResolverConfig, UnreadableImageError, client_config,
-                                     open_aws_adapters)
+from facewatchd.messages import FaceQuery
+from facewatchd.resolver.aws import AwsAdapters, UnreadableImageError, client_config, open_aws_adapters
 from facewatchd.resolver.core import Resolver
 from facewatchd.resolver.ports import NoFaceError
 
+# The modules beside this one; the names template.yaml and the tests read here are re-exported.
+from lambda_batch import BatchOnThisLoop, Turns
+from lambda_idempotency import IDEMPOTENCY_KEY, IDEMPOTENCY_TTL_ATTRIBUTE, Idempotency
+from lambda_operator import OPERATOR_REQUEST, operate
+from lambda_records import MAX_DLQ_BODY_CHARS, Kept, Poison, parse_record
+from lambda_settings import Settings
+from lambda_telemetry import METRICS_NAMESPACE, METRICS_SERVICE, _to_powertools, configure_lambda_logging, lambda_logger
+
+__all__ = ["IDEMPOTENCY_KEY", "IDEMPOTENCY_TTL_ATTRIBUTE", "METRICS_NAMESPACE", "METRICS_SERVICE", "Container", "Kept",
+           "Poison", "Settings", "_to_powertools", "container", "handler", "operator_handler", "parse_record"]
+
 log = structlog.get_logger("facewatchd.lambda")
 T = TypeVar("T")
-MAX_BODY_CHARS = 192 * 1024  # AWS IoT caps payloads at 128 KB; anything bigger did not come from a device
-MAX_DLQ_BODY_CHARS = 200 * 1024  # keeps the DLQ message under SQS's 256 KB
-# CloudWatch namespace and service dimension of the EMF metrics; template.yaml's alarms and dashboard use them.
-METRICS_NAMESPACE = "facewatchd"
-METRICS_SERVICE = "resolver"
-# The idempotency table's key and TTL attribute (powertools' defaults, named here for template.yaml and the tests).
-IDEMPOTENCY_KEY = "id"
-IDEMPOTENCY_TTL_ATTRIBUTE = "expiration"
-
-
-class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    resolver: AwsResolverConfig
-    dlq_url: str | None = None
-    # 1 by default: two messages resolved at once that show the same new person would both miss the
-    # search and index two persons. Higher values trade that risk (across things only) for latency.
-    concurrency: int = Field(1, ge=1, le=64, description="messages of different things resolved at once")
-    ensure_collection: bool = True
-    idempotency_table: str | None = None
-    # Longer than any redelivery (5 receives x 720 s visibility); a failed message leaves no record at all.
-    idempotency_ttl_s: int = Field(86_400, ge=60, description="seconds a processed message id is remembered")
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "Settings":
-        names = {"region": "AWS_REGION", "bucket": "BUCKET", "table": "TABLE", "collection_id": "COLLECTION_ID",
-                 "face_match_threshold": "FACE_MATCH_THRESHOLD", "quality_filter": "QUALITY_FILTER",
-                 "max_faces": "MAX_FACES", "retention_days": "RETENTION_DAYS", "crop_prefix": "CROP_PREFIX",
-                 "max_attempts": "MAX_ATTEMPTS", "uncertain_above": "UNCERTAIN_ABOVE",
-                 "learn_threshold": "LEARN_THRESHOLD", "templates_per_person": "TEMPLATES_PER_PERSON"}
-        resolver = {field: env[var] for field, var in names.items() if env.get(var)}
-        return cls(resolver=AwsResolverConfig.model_validate(resolver), dlq_url=env.get("DLQ_URL") or None,
-                   concurrency=int(env.get("BATCH_CONCURRENCY", "1")),
-                   ensure_collection=env.get("ENSURE_COLLECTION", "true").lower() == "true",
-                   idempotency_table=env.get("IDEMPOTENCY_TABLE") or None,
-                   idempotency_ttl_s=int(env.get("IDEMPOTENCY_TTL_S", "86400")))
-
-
-class Poison(Exception):
-    """A message that can never succeed: dead-lettered with its reason, never retried."""
-
-    def __init__(self, kind: str, reason: str) -> None:
-        super().__init__(reason)
-        self.kind, self.reason = kind, reason
-
-
-class Kept(Exception):
-    """A poison message that could not be dead-lettered: failed, so SQS keeps it (its redrive policy
-    moves it to the DLQ after a few receives)."""
-
-
-def _kind(e: MessageError) -> str:
-    text = str(e)
-    if text.startswith("crop: not a JPEG"):
-        return "not_jpeg"
-    if text.startswith("crop:") and "more than" in text:
-        return "too_large"
-    return "schema"
-
-
-def parse_record(record: Mapping[str, Any]) -> FaceQuery:
-    body = record.get("body")
-    if not isinstance(body, str):
-        raise Poison("schema", "SQS record has no body")
-    if len(body) > MAX_BODY_CHARS:
-        raise Poison("too_large", f"body: {len(body)} characters, more than {MAX_BODY_CHARS}")
-    try:
-        doc = strict_json(body)  # NaN and Infinity are Python's, not JSON
-    except ValueError as e:
-        raise Poison("not_json", f"not JSON: {e}") from None
-    except RecursionError:
-        raise Poison("not_json", "not JSON: nested too deeply") from None
-    if not isinstance(doc, dict):
-        raise Poison("schema", "expected a JSON object")
-    topic = doc.get("topic")
-    if not isinstance(topic, str):
-        raise Poison("schema", "topic: missing (the IoT rule adds topic())")
-    try:
-        return FaceQuery.from_json(body, thing=thing_from_uplink_topic(topic))
-    except MessageError as e:
-        raise Poison(_kind(e), str(e)) from None
-
-
-class ListAction(BaseModel):
-    action: Literal["list"]
-
-
-class LabelAction(BaseModel):
-    action: Literal["label"]
-    person_id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
-    name: str = Field(min_length=1, max_length=128)
-
-
-class ForgetAction(BaseModel):
-    action: Literal["forget"]
-    person_id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
-
-
-class MergeAction(BaseModel):
-    """Person `gone` was `person_id` all along."""
-
-    action: Literal["merge"]
-    person_id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
-    gone: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
-
-
-class MoveAction(BaseModel):
-    """One face was the wrong person: it becomes `person_id`'s."""
-
-    action: Literal["move"]
-    face_id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
-    person_id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
-
-
-class RejectAction(BaseModel):
-    """Not this person: the face leaves its person."""
-
-    action: Literal["reject"]
-    face_id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
-
-
-OperatorAction = ListAction | LabelAction | ForgetAction | MergeAction | MoveAction | RejectAction
-OPERATOR_REQUEST: TypeAdapter[OperatorAction] = TypeAdapter(
-    Annotated[Union[ListAction, LabelAction, ForgetAction, MergeAction, MoveAction, RejectAction],
-              Field(discriminator="action")])
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,109 +69,6 @@ class _Open:
     resolver: Resolver
     sqs: Any
 
-
-class _Stdout:
-    """sys.stdout as it is at each write (the runtime's, or a test's capture), not as it was at start."""
-
-    def write(self, text: str) -> int:
-        return sys.stdout.write(text)
-
-    def flush(self) -> None:
-        sys.stdout.flush()
-
-
-# LogRecord's own attributes: stdlib refuses them in `extra` (KeyError), so such event keys get a "_".
-_RESERVED = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-# Frames between the code that logs and powertools' Logger: structlog's bound method and its proxy.
-_STRUCTLOG_FRAMES = 2
-
-
-def _to_powertools(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    """structlog's last processor: the event as powertools Logger's arguments."""
-    message = str(event_dict.pop("event", ""))
-    exc_info = event_dict.pop("exc_info", None)
-    extra = {f"{k}_" if k in _RESERVED else k: v for k, v in event_dict.items()}
-    return {"msg": message, "extra": extra, "exc_info": exc_info, "stacklevel": 2 + _STRUCTLOG_FRAMES}
-
-
-@functools.cache
-def lambda_logger() -> Logger:
-    """The process's one powertools Logger (its stdlib logger and handler are per process, like the runtime's)."""
-    return Logger(service=METRICS_SERVICE, logger_handler=logging.StreamHandler(_Stdout()))
-
-
-def configure_lambda_logging(logger: Logger) -> None:
-    """structlog, which the core and the adapters log with, written through powertools' Logger: one JSON
-    shape for every line, with the keys the Logger holds for the invocation (inject_lambda_context) and
-    those bound for the record in hand (structlog contextvars, per task)."""
-    structlog.configure(
-        processors=[structlog.contextvars.merge_contextvars, _to_powertools],
-        wrapper_class=structlog.make_filtering_bound_logger(logger.log_level),
-        logger_factory=lambda *_: logger,
-        cache_logger_on_first_use=False,
-    )
-
-
-class _BatchOnThisLoop(AsyncBatchProcessor):
-    """powertools' AsyncBatchProcessor, awaited on the caller's loop. Its own `async_process` drives a loop
-    of its choosing (asyncio.run outside Lambda; a new one per call in one release, powertools-lambda-python
-    #7798); the aioboto3 clients are bound to the container's."""
-
-    def __init__(self) -> None:
-        # Every record failing is still a partial response (SQS retries each), not an exception.
-        super().__init__(EventType.SQS, raise_on_entire_batch_failure=False)
-
-    async def process_here(self) -> None:
-        await asyncio.gather(*(self._async_process_record(record) for record in self.records))
-
-
-class _Turns:
-    """Order and concurrency within one batch: one thing's faces one after the other, in batch order (a
-    person seen twice by one camera is indexed once), at most `concurrency` faces at once in all."""
-
-    def __init__(self, concurrency: int) -> None:
-        self._things: dict[str, asyncio.Lock] = {}
-        self._limit = asyncio.Semaphore(concurrency)
-
-    @asynccontextmanager
-    async def of(self, thing: str) -> AsyncIterator[None]:
-        # asyncio.Lock is FIFO: records that ask in batch order are served in batch order.
-        async with self._things.setdefault(thing, asyncio.Lock()), self._limit:
-            yield
-
-
-def _on_loop(*, message_id: str, loop: asyncio.AbstractEventLoop,
-             work: Callable[[], Coroutine[Any, Any, dict[str, Any]]]) -> dict[str, Any]:
-    """The idempotent function, in a worker thread. powertools idempotency has no async form (its boto3
-    blocks: powertools-lambda-python#4483), so its DynamoDB calls around this hold that thread, never the
-    loop; the work itself runs on the loop, where the aioboto3 clients live."""
-    return asyncio.run_coroutine_threadsafe(work(), loop).result()
-
-
-class _Idempotency:
-    """powertools idempotency over its own DynamoDB table (`id` key, TTL on `expiration`), keyed by the SQS
-    message id: records in progress, completed (with the result) or gone when the work failed."""
-
-    def __init__(self, settings: Settings, table: str) -> None:
-        cfg = settings.resolver
-        # Each worker waits for one message's work: room for BATCH_CONCURRENCY faces and dead letters beside.
-        workers = settings.concurrency + 2
-        self.config = IdempotencyConfig(expires_after_seconds=settings.idempotency_ttl_s)
-        store = DynamoDBPersistenceLayer(
-            table_name=table, key_attr=IDEMPOTENCY_KEY, expiry_attr=IDEMPOTENCY_TTL_ATTRIBUTE,
-            boto3_session=boto3.session.Session(region_name=cfg.region),
-            boto_config=Config(retries={"mode": "standard", "total_max_attempts": cfg.max_attempts},
-                               connect_timeout=5, read_timeout=30,
-                               max_pool_connections=max(10, workers)))
-        self._run = idempotent_function(data_keyword_argument="message_id", persistence_store=store,
-                                        config=self.config)(_on_loop)
-        self.threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="idempotency")
-
-    async def once(self, message_id: str, work: Callable[[], Coroutine[Any, Any, dict[str, Any]]]) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        call = functools.partial(self._run, message_id=message_id, loop=loop, work=work)
-        # The copied context carries the record's log keys over to the work scheduled back on this loop.
-        return await loop.run_in_executor(self.threads, contextvars.copy_context().run, call)
 
 
 class Container:
@@ -304,7 +80,7 @@ class Container:
         self._runner = asyncio.Runner()
         self._stack = AsyncExitStack()
         self._open_state: _Open | None = None
-        self._idempotency = _Idempotency(settings, settings.idempotency_table) if settings.idempotency_table else None
+        self._idempotency = Idempotency(settings, settings.idempotency_table) if settings.idempotency_table else None
         # powertools keeps one metric set per process; it is flushed (printed as EMF) after every batch.
         self.metrics = Metrics(namespace=METRICS_NAMESPACE, service=METRICS_SERVICE)
         self.logger = lambda_logger()
@@ -351,12 +127,12 @@ class Container:
         state = await self._open()
         if context is not None and self._idempotency is not None:
             self._idempotency.config.register_lambda_context(context)  # in-progress records end with the invocation
-        turns = _Turns(self.settings.concurrency)
+        turns = Turns(self.settings.concurrency)
 
         async def record_handler(record: SQSRecord) -> None:
             await self._handle_record(state, record.raw_event, turns)
 
-        batch = _BatchOnThisLoop()
+        batch = BatchOnThisLoop()
         try:
             with batch(list(event.get("Records", [])), record_handler):
                 await batch.process_here()
@@ -365,7 +141,7 @@ class Container:
                 self.metrics.flush_metrics()  # one EMF line per batch, even when it fails
         return dict(batch.response())
 
-    async def _handle_record(self, state: _Open, record: Mapping[str, Any], turns: "_Turns") -> None:
+    async def _handle_record(self, state: _Open, record: Mapping[str, Any], turns: Turns) -> None:
         """One record; raising reports it as a batch item failure (SQS redelivers only those)."""
         message_id = str(record.get("messageId"))
         try:
@@ -455,25 +231,7 @@ class Container:
         except ValidationError as e:
             return {"ok": False, "error": f"bad request: {e.errors(include_url=False)}"}
         resolver = (await self._open()).resolver
-        try:
-            if isinstance(request, ListAction):
-                return {"ok": True, "persons": [dataclasses.asdict(p) for p in await resolver.persons()]}
-            if isinstance(request, LabelAction):
-                person = await resolver.label(request.person_id, request.name)
-            elif isinstance(request, ForgetAction):
-                person = await resolver.forget(request.person_id)
-            elif isinstance(request, MergeAction):
-                person = await resolver.merge(request.person_id, request.gone)
-            elif isinstance(request, MoveAction):
-                person = await resolver.move(request.face_id, request.person_id)
-            else:
-                person = await resolver.reject(request.face_id)
-        except KeyError as e:
-            what = "face" if isinstance(request, (MoveAction, RejectAction)) and e.args[0] == request.face_id else "person"
-            return {"ok": False, "error": f"unknown {what} {e.args[0]}"}
-        except ValueError as e:
-            return {"ok": False, "error": str(e)}
-        return {"ok": True, "person": dataclasses.asdict(person)}
+        return await operate(resolver, request)
 
 
 @functools.cache

@@ -1,20 +1,16 @@
 """A link to AWS IoT Core through the AWS IoT Device SDK v2 (awsiotsdk): MQTT 5 with mutual TLS.
 
 awscrt's MQTT5 client does the connection work: a clean session on every connect, keep-alive pings,
-and reconnects with exponential backoff and full jitter (all set explicitly below). `IotShadowClientV2`
-does the shadow work: `get`/`update` matched to their answers by clientToken, and the delta stream of
-the classic or named shadow, which it subscribes again after every reconnect. Each time that stream is
-(re)established the link asks for the shadow (`get`), so a delta set while the device was offline is
-recovered. Like the MQTT link it keeps a retained `online`/`offline` on `facewatchd/<thing>/availability`
-(the will says `offline`), refuses payloads over AWS IoT's 128 KB, and publishes at QoS 1 only.
+and reconnects with exponential backoff and full jitter (all set explicitly below). The shadow work
+(gets, updates, the delta stream) is awsiot_shadow.py's, over the same client. Like the MQTT link it
+keeps a retained `online`/`offline` on `facewatchd/<thing>/availability` (the will says `offline`),
+refuses payloads over AWS IoT's 128 KB, and publishes at QoS 1 only.
 
 awscrt calls back on its own threads: every callback is handed to the event loop with
 `call_soon_threadsafe`, and the SDK's concurrent futures are awaited through `asyncio.wrap_future`.
 
-awscrt reports a refused TLS handshake vaguely ("Failure during TLS read"), and an untrusted broker
-certificate only after s2n's 10-30 s anti-timing delay. So when a connect fails, or is still pending
-after two seconds, the link runs one TLS handshake of its own (Python's ssl, same files) to name the
-cause: `wait_online` then raises LinkAuthError at once.
+When a connect fails, or is still pending after two seconds, the link runs one TLS handshake of its own
+to name the cause (awsiot_diagnosis.py): `wait_online` then raises LinkAuthError at once on a refusal.
 
 The SDK is imported inside the link, so this module (and its config class) loads without it.
 """
@@ -25,8 +21,6 @@ import asyncio
 import contextlib
 import json
 import math
-import socket
-import ssl
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Literal, TypeVar
@@ -34,36 +28,16 @@ from typing import Any, AsyncIterator, Callable, Literal, TypeVar
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from facewatchd.link.awsiot_diagnosis import crt_error_text, describe_failure, tls_probe
+from facewatchd.link.awsiot_shadow import AwsIotShadow, shadow_client
 from facewatchd.link.base import MAX_PAYLOAD_BYTES, LinkAuthError, LinkDown, availability_topic
 from facewatchd.messages import FaceQuery, MessageError, uplink_topic
 
 T = TypeVar("T")
 
-_GET_RETRY_MIN_S = 2.0  # an unanswered shadow get is asked again after this, doubling
 _PROBE_AFTER_S = 2.0  # a connect attempt still pending after this gets a TLS check
 _PROBE_EVERY_S = 5.0  # at most one TLS check per this interval, however fast the reconnects
 _STOP_TIMEOUT_S = 5.0
-
-_HINTS = (  # (text in the failure, hint, whether it is a refusal that retrying will not fix)
-    ("certificate verify failed", "the broker's certificate is not trusted by ca_file (or names another host)", True),
-    ("unknown ca", "the broker rejected the client certificate: it does not trust the CA that signed cert_file",
-     True),
-    ("bad certificate", "the broker rejected the client certificate (cert_file/key_file)", True),
-    ("certificate unknown", "the broker rejected the client certificate (cert_file/key_file)", True),
-    ("certificate required", "the broker requires a client certificate", True),
-    ("certificate expired", "the client certificate has expired", True),
-    ("certificate revoked", "the client certificate is revoked", True),
-    ("closed the connection right after the tls handshake",
-     "AWS IoT does this for a certificate that is not registered, not active, or has no policy attached", True),
-    ("wrong version number", "TLS mismatch: is the port a plain-MQTT port?", True),
-    ("not_authorized", "the broker refused this client: check the IoT policy allows iot:Connect for client_id",
-     True),
-    ("bad_username_or_password", "the broker refused the credentials", True),
-    ("banned", "the broker banned this client", True),
-    ("client_identifier_not_valid", "the broker refused client_id", True),
-    ("aws_io_tls_error_read_failure", "the broker ended the TLS session while connecting", False),
-)
-
 
 class AwsIotLinkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -89,50 +63,6 @@ class AwsIotLinkConfig(BaseModel):
         return self
 
 
-def describe_failure(text: str) -> tuple[str, bool]:
-    """The failure's text with a hint, and whether it is a refusal (TLS, certificate, authorization)."""
-    lowered = text.lower()
-    for needle, hint, refused in _HINTS:
-        if needle in lowered:
-            return f"{text} ({hint})", refused
-    return text, False
-
-
-def crt_error_text(error: BaseException | None) -> str:
-    """`NAME: message` for an AwsCrtError (and the SDK's wrappers of one), str() for anything else."""
-    inner = getattr(error, "inner_error", None)
-    if inner is not None:
-        error = inner
-    name, message = getattr(error, "name", None), getattr(error, "message", None)
-    if isinstance(name, str) and isinstance(message, str):
-        return f"{name}: {message}"
-    return f"{type(error).__name__}: {error}" if error is not None else "unknown error"
-
-
-def tls_probe(host: str, port: int, ca_file: Path | None, cert_file: Path, key_file: Path,
-              timeout: float) -> str | None:
-    """One TLS handshake with the link's files; the TLS problem it meets, or None (also when TCP fails,
-    which awscrt reports well enough). Blocking: run it in a thread."""
-    try:
-        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-        context.load_cert_chain(str(cert_file), str(key_file))
-        if port == 443:
-            context.set_alpn_protocols(["x-amzn-mqtt-ca"])  # AWS IoT's MQTT-over-443 needs it
-        with socket.create_connection((host, port), timeout=timeout) as raw:
-            with context.wrap_socket(raw, server_hostname=host) as tls:
-                # With TLS 1.3 a rejected client certificate arrives as an alert after the handshake.
-                tls.settimeout(0.5)
-                try:
-                    data = tls.recv(1)
-                except (TimeoutError, socket.timeout):
-                    return None  # the broker waits for CONNECT: TLS is fine
-                return None if data else "the broker closed the connection right after the TLS handshake"
-    except ssl.SSLError as e:
-        return f"ssl: {e}"
-    except OSError:
-        return None
-
-
 class AwsIotLink:
     """The Link protocol (facewatchd/link/base.py) over AWS IoT Core with the AWS IoT Device SDK v2."""
 
@@ -141,19 +71,14 @@ class AwsIotLink:
         self.config = config
         self.client_id = config.client_id or thing
         self.availability_topic = availability_topic(thing)
-        named = f"/name/{config.shadow_name}" if config.shadow_name else ""
-        self._shadow_topic = f"$aws/things/{thing}/shadow{named}"
-        self._topic_update = f"{self._shadow_topic}/update"
         self._log = structlog.get_logger(__name__).bind(thing=thing, endpoint=f"{config.endpoint}:{config.port}")
+        self._shadow = AwsIotShadow(thing, config.shadow_name, self._log, self._wait, config.reconnect_min_s,
+                                    config.reconnect_max_s, on_halted=self._on_shadow_halted)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None  # awscrt.mqtt5.Client
-        self._shadow: Any = None  # awsiot.iotshadow.IotShadowClientV2
-        self._stream: Any = None  # the delta stream; dropping it closes it
         self._connected = False
-        self._deltas: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()  # None: the link closed
         self._state_changed = asyncio.Event()
         self._stopped: asyncio.Future[None] | None = None
-        self._sync: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[None] | None = None
         self._attempt_watch: asyncio.TimerHandle | None = None
         self._last_probe = -math.inf
@@ -174,11 +99,11 @@ class AwsIotLink:
         self._loop = asyncio.get_running_loop()
         self._stopped = self._loop.create_future()
         try:
-            self._client, self._shadow = await asyncio.to_thread(self._build_clients)  # reads the key files
+            self._client, shadow = await asyncio.to_thread(self._build_clients)  # reads the key files
         except Exception as e:  # awscrt raises on a missing, unreadable or mismatched cert/key/CA file
             raise LinkAuthError(f"cannot set up the AWS IoT client for {self._where()}: {crt_error_text(e)} "
                                 f"[{self._files()}]") from e
-        self._stream = self._open_delta_stream()
+        self._shadow.open(shadow, self._threadsafe)
         self._client.start()
         return self
 
@@ -187,7 +112,8 @@ class AwsIotLink:
             # A clean disconnect does not fire the will, so say `offline` ourselves.
             with contextlib.suppress(LinkDown):
                 await self._publish(self.availability_topic, b"offline", retain=True)
-        for task in (self._sync, self._probe, *self._background):
+        self._shadow.stop_sync()
+        for task in (self._probe, *self._background):
             if task is not None:
                 task.cancel()
         if self._attempt_watch is not None:
@@ -202,38 +128,22 @@ class AwsIotLink:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(asyncio.shield(self._stopped), _STOP_TIMEOUT_S)
         self._connected = False
-        self._stream = self._shadow = self._client = None
-        self._deltas.put_nowait(None)
+        self._shadow.close()
+        self._client = None
 
     async def send_query(self, query: FaceQuery) -> None:
         await self._publish(uplink_topic(self.thing), query.to_json())
 
     def deltas(self) -> AsyncIterator[dict[str, Any]]:
-        return self._iter_deltas()
+        return self._shadow.deltas()
 
     async def update_shadow(self, state: dict[str, Any]) -> None:
         if not isinstance(state, dict) or not set(state) <= {"desired", "reported"}:
             raise MessageError("a shadow update takes an object with `desired` and/or `reported` only")
         payload = json.dumps({"state": state}, separators=(",", ":")).encode()
-        self._check_size(self._topic_update, payload)
-        shadow = self._require_online()
-        from awsiot import V2ServiceException, iotshadow
-
-        shadow_state = iotshadow.ShadowState.from_payload(state)  # keeps nulls: a null deletes a key
-        name = self.config.shadow_name
-        try:
-            if name:
-                await self._wait(shadow.update_named_shadow(iotshadow.UpdateNamedShadowRequest(
-                    thing_name=self.thing, shadow_name=name, state=shadow_state)))
-            else:
-                await self._wait(shadow.update_shadow(iotshadow.UpdateShadowRequest(
-                    thing_name=self.thing, state=shadow_state)))
-        except V2ServiceException as e:
-            if e.modeled_error is None:
-                raise LinkDown(f"shadow update failed: {crt_error_text(e)}") from e
-            # The service answered on /update/rejected: retrying the same update cannot help.
-            self._log.warning("shadow request rejected", topic=f"{self._topic_update}/rejected",
-                              code=e.modeled_error.code, message=e.modeled_error.message)
+        self._check_size(self._shadow.topic_update, payload)
+        self._require_online()
+        await self._shadow.update(state)
 
     # -- extras ----------------------------------------------------------------------------------
 
@@ -263,8 +173,8 @@ class AwsIotLink:
     # -- building the SDK clients (in a thread) ---------------------------------------------------
 
     def _build_clients(self) -> tuple[Any, Any]:
-        from awscrt import io, mqtt5, mqtt_request_response
-        from awsiot import iotshadow, mqtt5_client_builder
+        from awscrt import io, mqtt5
+        from awsiot import mqtt5_client_builder
 
         c = self.config
         socket_options = io.SocketOptions()
@@ -291,26 +201,7 @@ class AwsIotLink:
             on_lifecycle_connection_failure=self._threadsafe(self._on_connect_failed),
             on_lifecycle_disconnection=self._threadsafe(self._on_disconnected),
             on_lifecycle_stopped=self._threadsafe(self._on_stopped))
-        shadow = iotshadow.IotShadowClientV2(client, mqtt_request_response.ClientOptions(
-            max_request_response_subscriptions=3, max_streaming_subscriptions=1,
-            operation_timeout_in_seconds=c.operation_timeout_s))
-        return client, shadow
-
-    def _open_delta_stream(self) -> Any:
-        from awsiot import ServiceStreamOptions, iotshadow
-
-        options = ServiceStreamOptions(incoming_event_listener=self._threadsafe(self._on_delta),
-                                       subscription_status_listener=self._threadsafe(self._on_stream_status),
-                                       deserialization_failure_listener=self._threadsafe(self._on_bad_delta))
-        name = self.config.shadow_name
-        if name:
-            stream = self._shadow.create_named_shadow_delta_updated_stream(
-                iotshadow.NamedShadowDeltaUpdatedSubscriptionRequest(thing_name=self.thing, shadow_name=name), options)
-        else:
-            stream = self._shadow.create_shadow_delta_updated_stream(
-                iotshadow.ShadowDeltaUpdatedSubscriptionRequest(thing_name=self.thing), options)
-        stream.open()
-        return stream
+        return client, shadow_client(client, c.operation_timeout_s)
 
     def _threadsafe(self, handler: Callable[[Any], None]) -> Callable[[Any], None]:
         """An awscrt callback (any thread) that runs `handler` on the event loop."""
@@ -355,8 +246,7 @@ class AwsIotLink:
 
     def _on_disconnected(self, data: Any) -> None:
         was_connected, self._connected = self._connected, False
-        if self._sync is not None:
-            self._sync.cancel()
+        self._shadow.stop_sync()
         text = crt_error_text(data.exception)
         if was_connected and "USER_REQUESTED_STOP" not in text:
             self.last_error = text
@@ -367,31 +257,8 @@ class AwsIotLink:
         if self._stopped is not None and not self._stopped.done():
             self._stopped.set_result(None)
 
-    def _on_stream_status(self, event: Any) -> None:
-        from awscrt.mqtt_request_response import SubscriptionStatusEventType as Status
-
-        if event.type == Status.SUBSCRIPTION_ESTABLISHED:
-            # (Re)subscribed: whatever changed while we were not subscribed is in the shadow's delta.
-            if self._sync is not None:
-                self._sync.cancel()
-            self._sync = asyncio.create_task(self._sync_shadow(), name=f"awsiot-shadow-get-{self.thing}")
-        elif event.type == Status.SUBSCRIPTION_LOST:
-            self._log.info("shadow delta subscription lost, the SDK subscribes again on reconnect")
-        else:  # HALTED: the broker refuses the subscription (e.g. the IoT policy lacks iot:Subscribe)
-            self.last_error = f"shadow delta subscription halted: {crt_error_text(event.error)}"
-            self._log.error("shadow delta subscription halted", error=self.last_error)
-
-    def _on_delta(self, event: Any) -> None:
-        state = getattr(event, "state", None)
-        if isinstance(state, dict):
-            self._deltas.put_nowait(state)
-        else:
-            self._log.warning("skipped malformed message", topic=f"{self._topic_update}/delta",
-                              error="delta without a `state` object")
-
-    def _on_bad_delta(self, failure: Any) -> None:
-        self._log.warning("skipped malformed message", topic=f"{self._topic_update}/delta",
-                          error=str(getattr(failure, "inner_error", failure)))
+    def _on_shadow_halted(self, error: str) -> None:
+        self.last_error = error
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -406,20 +273,14 @@ class AwsIotLink:
         except LinkDown as e:
             self._log.warning("availability not published", error=str(e))
 
-    async def _iter_deltas(self) -> AsyncIterator[dict[str, Any]]:
-        while (state := await self._deltas.get()) is not None:
-            yield state
-        self._deltas.put_nowait(None)  # keep the link closed for any other reader
-
     def _check_size(self, topic: str, payload: bytes) -> None:
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise MessageError(f"payload for {topic} is {len(payload)} bytes, over the {MAX_PAYLOAD_BYTES}-byte "
                                "MQTT limit (AWS IoT)")
 
-    def _require_online(self) -> Any:
-        if not self._connected or self._shadow is None:
+    def _require_online(self) -> None:
+        if not self._connected or self._shadow.client is None:
             raise LinkDown(f"not connected to {self._where()}: {self.last_error or 'connecting'}")
-        return self._shadow
 
     async def _wait(self, future: Future[T]) -> T:
         """Await an SDK future without blocking the loop; the SDK times out first, this is a backstop."""
@@ -446,41 +307,6 @@ class AwsIotLink:
             error = LinkAuthError if reason == "NOT_AUTHORIZED" else LinkDown
             raise error(f"publish to {topic} refused by {self._where()}: {reason}"
                         + (" (the IoT policy must allow iot:Publish on it)" if error is LinkAuthError else ""))
-
-    async def _sync_shadow(self) -> None:
-        """Ask for the shadow until it answers; its delta covers whatever changed while we were away."""
-        from awsiot import V2ServiceException, iotshadow
-
-        delay = max(_GET_RETRY_MIN_S, self.config.reconnect_min_s)
-        name = self.config.shadow_name
-        while True:
-            shadow = self._shadow
-            if shadow is None:
-                return
-            try:
-                if name:
-                    response = await self._wait(shadow.get_named_shadow(
-                        iotshadow.GetNamedShadowRequest(thing_name=self.thing, shadow_name=name)))
-                else:
-                    response = await self._wait(shadow.get_shadow(iotshadow.GetShadowRequest(thing_name=self.thing)))
-            except V2ServiceException as e:
-                if e.modeled_error is not None:
-                    if e.modeled_error.code == 404:
-                        self._log.debug("no shadow yet", message=e.modeled_error.message)
-                    else:
-                        self._log.warning("shadow request rejected", topic=f"{self._shadow_topic}/get/rejected",
-                                          code=e.modeled_error.code, message=e.modeled_error.message)
-                    return
-                self._log.info("shadow get unanswered, asking again", error=crt_error_text(e), after_s=delay)
-            except LinkDown as e:
-                self._log.info("shadow get unanswered, asking again", error=str(e), after_s=delay)
-            else:
-                delta = response.state.delta if response.state is not None else None
-                if isinstance(delta, dict) and delta:
-                    self._deltas.put_nowait(delta)
-                return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max(self.config.reconnect_max_s, delay))
 
     def _check_tls(self) -> None:
         """Start a TLS check unless connected, one is running, or one ran a moment ago."""

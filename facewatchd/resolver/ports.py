@@ -1,8 +1,8 @@
 """The resolver core's ports: what it needs from storage, the face collection, names and the shadow.
 
-Adapters: resolver/local.py (files + SQLite + SFace) and resolver/aws.py (S3, Rekognition, DynamoDB,
-IoT shadow). Every method is async and idempotent where the docstring says so, because messages are
-delivered at least once.
+Adapters: resolver/local.py (files + SQLite + SFace) and resolver/aws/ (S3, Rekognition, DynamoDB,
+IoT shadow: a module each). Every method is async and idempotent where the docstring says so, because
+messages are delivered at least once.
 """
 
 from __future__ import annotations

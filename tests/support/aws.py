@@ -258,7 +258,10 @@ def handler_module() -> ModuleType:
 
 @lru_cache(maxsize=4)
 def lambda_module(name: str) -> ModuleType:
-    """deploy/lambda/<name>.py (a Lambda entry point module), loaded by path."""
+    """deploy/lambda/<name>.py (a Lambda entry point module), loaded by path, with its folder on sys.path
+    as the Lambda runtime puts the bundle's root there: the entry points import the modules beside them."""
+    if str(HANDLER_PATH.parent) not in sys.path:
+        sys.path.append(str(HANDLER_PATH.parent))
     spec = importlib.util.spec_from_file_location(f"facewatchd_lambda_{name}", HANDLER_PATH.with_name(f"{name}.py"))
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
