@@ -202,22 +202,31 @@ def speaker_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_live_clip_still_opens_the_door_as_before(tmp_path, speaker_state: Path, relay):
     def grants(liveness: bool) -> list[dict[str, Any]]:
+        """Each track's first grant. No cooldown: it counts wall time, and the file plays as fast as the machine
+        allows, so a cooldown would cut a different number of grants from each run under load."""
         audit_log = tmp_path / f"audit-{liveness}.jsonl"
-        rules = door(tmp_path, relay, [SPEAKER], cooldown_s=3, liveness={"enabled": liveness})
+        rules = door(tmp_path, relay, [SPEAKER], cooldown_s=0, liveness={"enabled": liveness})
         rules["door"]["audit_log"] = str(audit_log)
         import shutil
         state = tmp_path / f"state-{liveness}"
         shutil.copytree(speaker_state, state)
         run_with(make_config(state, SAMPLE_CLIP, plugins=rules))
         records = [json.loads(line) for line in audit_log.read_text().splitlines()]
-        return [r for r in records if r["decision"] == "grant"]
+        first: dict[str, dict[str, Any]] = {}
+        for r in records:
+            if r["decision"] == "grant":
+                # the track's number in the run (ids are <camera>-<run>-<n>); a split part counts with its track
+                first.setdefault(int(r["track_id"].split(".s")[0].rsplit("-", 1)[1]), r)
+        return [first[n] for n in sorted(first)]
 
     without, with_liveness = grants(False), grants(True)
     assert without, "the speaker opens the door without liveness"
-    assert len(with_liveness) == len(without)
+    number = lambda g: g["track_id"].split(".s")[0].rsplit("-", 1)[1]  # noqa: E731
+    assert [number(g) for g in with_liveness] == [number(g) for g in without]  # the same tracks are let in
     fps = cv2.VideoCapture(str(SAMPLE_CLIP)).get(cv2.CAP_PROP_FPS)
     for before, now in zip(without, with_liveness):
-        assert round(now["camera_ts"] * fps) <= round(before["camera_ts"] * fps) + 5, (before, now)  # ≤ 5 frames later
+        # at most half a second later: five live frames in a row, and depth shown once by each new track
+        assert round(now["camera_ts"] * fps) <= round(before["camera_ts"] * fps) + 15, (before, now)
         assert all(s >= 0.6 for s in now["liveness"][-1:]) and now["framed"] == 0
 
 
