@@ -31,14 +31,21 @@ def _plugins(config: Config) -> Any:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from facewatchd.app.config_checks import enforce
+
     config = _config(args)
     host = _plugins(config)
+    for warning in enforce(config, host.plugin_configs):  # files, camera ids, a page in clear
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{config.source}: ok ({len(config.cameras)} camera(s), link {config.link.type}, "
           f"plugins: {', '.join(host.infos) or 'none'})")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import structlog
+
+    from facewatchd.app.config_checks import enforce
     from facewatchd.app.device import Daemon
     from facewatchd.logs import configure_logging
 
@@ -52,6 +59,8 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"(user {config.web.user}); Ctrl-C stops", file=sys.stderr, flush=True)
     configure_logging(config.logging.format, config.logging.level)
     host = _plugins(config)
+    for warning in enforce(config, host.plugin_configs):  # refused as check-config refuses it, before anything starts
+        structlog.get_logger("facewatchd.config").warning("config_warning", problem=warning)
     summary = asyncio.run(Daemon(config, host).run())
     print(json.dumps(summary.as_dict(), sort_keys=True), flush=True)
     return 0
