@@ -16,6 +16,7 @@ from facewatchd.app.config import Config, load_config
 from facewatchd.config import DEFAULT_CONFIG, ConfigError
 from facewatchd.state import PRIVATE_UMASK, StateError
 from facewatchd.vision.models import ModelError
+from facewatchd.web import password as web_password
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -98,7 +99,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         raise ConfigError(f"{config.source}: facewatchd ui is for resolver.type = \"aws\"; with the local resolver "
                           "the daemon (or facewatchd resolver) serves the review page itself ([web])")
     if not config.web.enabled:
-        raise ConfigError(f"{config.source}: web: set password_hash or password_file (python -m facewatchd.web)")
+        raise ConfigError(f"{config.source}: web: set password_hash or password_file (facewatchd web-password)")
     asyncio.run(_ui_on_aws(config))
     return 0
 
@@ -208,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl = with_config(plugins.add_parser("list", help="loaded plugins and their hooks"))
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=cmd_plugins_list)
+
+    web_password.add_arguments(sub.add_parser("web-password", help="hash a password for the review page ([web])",
+                                              description=web_password.DESCRIPTION)).set_defaults(func=web_password.run)
 
     add_faces_parser(sub, with_config)
     return parser
