@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from facewatchd.cli_faces import add_faces_parser
 from facewatchd.app.config import Config, load_config
 from facewatchd.config import DEFAULT_CONFIG, ConfigError
+from facewatchd.exit_codes import ExitCode
 from facewatchd.state import PRIVATE_UMASK, StateError
 from facewatchd.vision.models import ModelError
 from facewatchd.web import password as web_password
@@ -62,9 +63,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     host = _plugins(config)
     for warning in enforce(config, host.plugin_configs):  # refused as check-config refuses it, before anything starts
         structlog.get_logger("facewatchd.config").warning("config_warning", problem=warning)
-    summary = asyncio.run(Daemon(config, host).run())
+    if not config.cameras:
+        print(f"error: {config.source}: no [[cameras]] table: facewatchd run needs a camera", file=sys.stderr)
+        return ExitCode.NO_CAMERAS
+    daemon = Daemon(config, host)
+    summary = asyncio.run(daemon.run())
     print(json.dumps(summary.as_dict(), sort_keys=True), flush=True)
-    return 0
+    if daemon.cameras_never_up:
+        print("error: " + "; ".join(f"camera {c.camera}: {c.reason}" for c in daemon.cameras_never_up),
+              file=sys.stderr)
+        return ExitCode.CAMERA_NEVER_UP
+    return ExitCode.OK
 
 
 def cmd_resolver(args: argparse.Namespace) -> int:
@@ -217,9 +226,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-EXIT_STATE = 78  # EX_CONFIG: the units' RestartPreventExitStatus, so damaged state is no crash loop
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Faces are personal data: whatever this process writes (state, crops, databases) is the owner's only.
@@ -228,15 +234,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigError as e:
         print(f"config error:\n{e}", file=sys.stderr)
-        return 2
+        return ExitCode.CONFIG
     except StateError as e:
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_STATE
+        return ExitCode.STATE  # the units' RestartPreventExitStatus, so damaged state is no crash loop
     except ModelError as e:  # a missing or damaged model file: say which, never a traceback
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return ExitCode.CONFIG
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
 
 
 if __name__ == "__main__":
