@@ -16,6 +16,7 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130  # Ctrl-C
 
     @property
-    def restart_mends(self) -> bool:
-        """Whether systemd's restart can help: a camera may come up, a config or damaged state will not mend."""
-        return self not in {ExitCode.CONFIG, ExitCode.NO_CAMERAS, ExitCode.STATE}
+    def prevents_restart(self) -> bool:
+        """In the units' RestartPreventExitStatus: a restart cannot mend a config or damaged state (a camera may
+        come up, so 69 is restarted)."""
+        return self in {ExitCode.CONFIG, ExitCode.NO_CAMERAS, ExitCode.STATE}

@@ -10,6 +10,7 @@ import getpass
 import sys
 from typing import Sequence
 
+from facewatchd.exit_codes import ExitCode
 from facewatchd.web.auth import hash_password
 
 MIN_LENGTH = 8  # NIST SP 800-63B's least for a chosen password; five tries a minute make guessing slow
@@ -59,14 +60,14 @@ def run(args: argparse.Namespace) -> int:
         password = read_piped_password() if args.stdin else ask_new_password()
     except PasswordRefused as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return ExitCode.FAILED
     hashed = hash_password(password)
     if args.hash_only:
         print(hashed)
     else:
         print(f'password_hash = "{hashed}"')
         print("paste this line into the [web] table of your config", file=sys.stderr)
-    return 0
+    return ExitCode.OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,4 +75,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(parser.parse_args(argv))
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
