@@ -90,7 +90,7 @@ def format_errors(err: ValidationError, prefix: str = "") -> list[str]:
         ctx = {k: f"{v:g}" if isinstance(v, float) else v for k, v in e.get("ctx", {}).items()}
         msg = template.format(**ctx) if template else _without_prefix(e["msg"])
         if e["type"] == "list_type" and isinstance(e.get("input"), dict) and all(isinstance(p, str) for p in e["loc"]):
-            table = ".".join(str(p) for p in e["loc"])  # `[cameras]` where `[[cameras]]` was meant
+            table = prefix + ".".join(str(p) for p in e["loc"])  # `[cameras]` where `[[cameras]]` was meant
             msg += f": write [[{table}]] (double brackets) for each entry, not [{table}]"
         shown = "input" in e and not _is_table(e["input"])  # a table is no use in one line
         if e["type"] not in {"extra_forbidden", "missing"} and shown:
@@ -107,8 +107,7 @@ def _is_table(value: Any) -> bool:
 
 def _without_prefix(message: str) -> str:
     for prefix in _PREFIXES:
-        if message.startswith(prefix):
-            return message[len(prefix):]
+        message = message.removeprefix(prefix)
     return message
 
 

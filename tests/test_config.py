@@ -138,3 +138,15 @@ def test_messages_read_like_the_rest_without_pydantic_wording(tmp_path):
     proc = cli("check-config", "--config", str(write(tmp_path, cases[0][0] + cases[1][0])), check=False)
     assert proc.returncode == 2
     assert "Value error" not in proc.stderr and "Input should" not in proc.stderr and "(top level)" not in proc.stderr
+
+
+def test_the_double_bracket_hint_names_a_plugin_s_table_in_full():
+    from facewatchd.plugins import PluginHost
+
+    config = parse_config({"plugins": {"door": {"schedule": {"days": ["mon"], "start": "08:00", "end": "18:00"},
+                                                "backend": {"type": "http", "unlock_url": "http://relay/on",
+                                                            "lock_url": "http://relay/off"}}}})
+    with pytest.raises(ConfigError) as e:
+        PluginHost(config).load()
+    assert str(e.value) == ("plugins.door.schedule: must be a list: write [[plugins.door.schedule]] (double brackets) "
+                            "for each entry, not [plugins.door.schedule]")
