@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from facewatchd.config import DEFAULT_CONFIG, DeviceConfig, LoggingConfig, Strict, read_config_data, validate_config
@@ -111,13 +111,15 @@ class Config(Strict):
                 'cameras of the AWS resolver reach it with link type "awsiot"', {"kind": resolver.type})
         return link
 
-    @model_validator(mode="after")
-    def _unique_camera_ids(self) -> "Config":
-        ids = [c.id for c in self.cameras]
+    @field_validator("cameras")
+    @classmethod
+    def _unique_camera_ids(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
+        ids = [c.id for c in cameras]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
-        if dupes:
-            raise ValueError(f"camera ids must be unique, repeated: {', '.join(dupes)}")
-        return self
+        if dupes:  # named under `cameras`, where the mistake is, not at the top level
+            raise PydanticCustomError("unique_ids", "each camera's id must be unique, repeated: {dupes}",
+                                      {"dupes": ", ".join(dupes)})
+        return cameras
 
 
 def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:

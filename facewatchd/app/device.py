@@ -18,6 +18,7 @@ import cv2
 import structlog
 
 from facewatchd.aio import cancel_and_wait
+from facewatchd.app.camera_start import NeverUp, cameras_never_up
 from facewatchd.app.config import Config
 from facewatchd.app.wiring import notify_systemd, serve_resolver, stop_on_signals
 from facewatchd.link.base import Link, LinkDown
@@ -71,6 +72,7 @@ class Daemon:
         self.plugins = plugins or PluginHost(config)
         self._link = link
         self.stop_event = asyncio.Event()
+        self._stop_requested = False  # by a signal (or a caller), not by the run itself
         self.cameras = [Camera(c) for c in config.cameras]
         self.recognizer: Recognizer | None = None
         self.liveness: LivenessWatch | None = None
@@ -80,6 +82,7 @@ class Daemon:
         self._embedded: Any = None
         self._online_at_end = False
         self._background: list[asyncio.Task[Any]] = []
+        self.cameras_never_up: list[NeverUp] = []  # set: the run failed, a camera gave no frame
         self.web: WebServer | None = None
         self.live: Live | None = None
         if config.web.enabled:  # the review page's "now": fed by the same hooks as every plugin
@@ -104,6 +107,7 @@ class Daemon:
                            lambda: self.plugins.mqtt)
 
     def request_stop(self) -> None:
+        self._stop_requested = True
         self.stop_event.set()
 
     def problem(self) -> str | None:
@@ -186,7 +190,9 @@ class Daemon:
                 self._background = background
                 for task in background + camera_tasks:
                     task.add_done_callback(_log_failure)
+                starting = loop.create_task(self._watch_start(camera_tasks), name="camera-start")
                 await self._wait_for_end(camera_tasks)
+                await starting  # every camera has ended by now: it returns at its next look
                 await self._drain(uplink)
                 self._online_at_end = link.online
                 self.stop_event.set()
@@ -214,6 +220,16 @@ class Daemon:
         stopper.cancel()
         self.stop_event.set()  # ends cameras still running (a signal)
         await asyncio.gather(*camera_tasks, return_exceptions=True)
+
+    async def _watch_start(self, camera_tasks: list[asyncio.Task[None]]) -> None:
+        """Records each camera that never comes up (the run then fails); stops the run while none gives frames."""
+        async for camera in cameras_never_up(zip(self.cameras, camera_tasks)):
+            if self._stop_requested:  # stopped (a signal) before its first frame: no failure of the camera
+                return
+            log.error("camera_never_up", camera=camera.camera, reason=camera.reason)
+            self.cameras_never_up.append(camera)
+            if not any(c.stats.frames for c in self.cameras):
+                self.stop_event.set()  # nothing is watched, so nothing is lost: fail now, and be restarted
 
     async def _drain(self, uplink: Uplink) -> None:
         """Give the resolver time to answer what is still pending, so the summary is complete. The link may
