@@ -15,6 +15,8 @@ ORIGIN = {"name": "facewatchd", "sw_version": __version__}
 # the empty message that clears a retained state (a forget, a removal) may reach the entity before its removal
 # does: no attributes, rather than a warning about JSON in HA's log
 NO_ATTRIBUTES_WHEN_EMPTY = "{{ value if value else '{}' }}"
+# the will (`offline`: the connection died) makes a tracker that says home unavailable; not_home stays as it is
+TRACKER_AVAILABLE = "{{ 'offline' if value == 'offline' and this.state == 'home' else 'online' }}"
 
 
 def slug(text: str) -> str:
@@ -26,6 +28,22 @@ def friendly(camera_id: str) -> str:
     """`front_door` → `Front door`: what HA shows when the config gives no name."""
     words = re.sub(r"[_.-]+", " ", camera_id).strip()
     return words[:1].upper() + words[1:] if words else camera_id
+
+
+def hub_name(thing: str) -> str:
+    """`door-1` → `facewatchd door-1`; a thing that already says facewatchd (`facewatchd-demo`) is named alone."""
+    return thing if "facewatchd" in thing.casefold() else f"facewatchd {thing}"
+
+
+def camera_device(config: HomeAssistantConfig, thing: str, camera: str) -> dict[str, Any]:
+    """One HA device per camera, shared by every plugin with entities for it (analytics' footfall too):
+    named from `cameras.<id>.name`, under the hub, in an area only when one is configured (HA applies a
+    suggested area to a device that has none, and never moves one that has an area)."""
+    options = config.cameras.get(camera, CameraOptions())
+    device = {"identifiers": [f"{slug(f'facewatchd_{thing}')}_{slug(camera)}"], "name": options.name or friendly(camera),
+              "model": "facewatchd camera", "manufacturer": "facewatchd", "sw_version": __version__,
+              "via_device": slug(f"facewatchd_{thing}")}
+    return device | ({"suggested_area": options.area} if options.area else {})
 
 
 def json_value(key: str, otherwise: str) -> str:
@@ -72,16 +90,12 @@ class Discovery:
 
     # -- discovery payloads ---------------------------------------------------------------------
     def hub_device(self) -> dict[str, Any]:
-        device = {"identifiers": [self.node], "name": f"facewatchd {self.thing}", "model": "facewatchd",
+        device = {"identifiers": [self.node], "name": hub_name(self.thing), "model": "facewatchd",
                   "manufacturer": "facewatchd", "sw_version": __version__}
         return device | ({"configuration_url": self.configuration_url} if self.configuration_url else {})
 
     def camera_device(self, camera: str) -> dict[str, Any]:
-        options = self.config.cameras.get(camera, CameraOptions())
-        name = options.name or friendly(camera)
-        return {"identifiers": [f"{self.node}_{slug(camera)}"], "name": name, "model": "facewatchd camera",
-                "manufacturer": "facewatchd", "sw_version": __version__, "via_device": self.node,
-                "suggested_area": options.area or name}
+        return camera_device(self.config, self.thing, camera)
 
     @property
     def availability(self) -> list[dict[str, str]]:
@@ -89,9 +103,18 @@ class Discovery:
         first): an entity is available while both are online."""
         return [{"topic": self.availability_topic}, {"topic": availability_topic(self.thing)}]
 
+    @property
+    def tracker_availability(self) -> list[dict[str, str]]:
+        """A person's tracker outlives a clean stop (which sets it not_home first): only the connection's
+        will counts, and only against "home", the one state a dead daemon can no longer vouch for."""
+        return [{"topic": availability_topic(self.thing), "value_template": TRACKER_AVAILABLE}]
+
     def _entity(self, unique_id: str, name: str | None, device: dict[str, Any], **keys: Any) -> dict[str, Any]:
-        return {"name": name, "unique_id": unique_id, "availability": self.availability, "availability_mode": "all",
-                "device": device, "origin": ORIGIN, **keys}
+        entity = {"name": name, "unique_id": unique_id, "availability": self.availability, "availability_mode": "all",
+                  "device": device, "origin": ORIGIN, **keys}
+        if not entity["availability"]:  # always available (while HA's own connection is up)
+            del entity["availability"], entity["availability_mode"]
+        return entity
 
     def hub_configs(self) -> dict[str, dict[str, Any] | None]:
         # Not only device_trackers on the hub: HA 2024.3 deletes, at each start, a device that has nothing
@@ -151,12 +174,15 @@ class Discovery:
         topic, uid = self.person_topic(person_id, "attributes"), f"{self.node}_person_{slug(person_id)}"
         device = self.person_device(person_id, name)
         tracker, camera = self.person_config_topics(person_id)
+        # Not the daemon's own entities: a stopped daemon leaves them available, the tracker not_home and
+        # "Last camera" the last camera (true still), while the hub's and the cameras' are unavailable.
         return {tracker: self._entity(uid, None, device, icon="mdi:account", source_type="router", state_topic=topic,
                                       value_template=json_value("presence", "not_home"), json_attributes_topic=topic,
                                       json_attributes_template=NO_ATTRIBUTES_WHEN_EMPTY,
-                                      payload_home="home", payload_not_home="not_home"),
+                                      payload_home="home", payload_not_home="not_home",
+                                      availability=self.tracker_availability),
                 camera: self._entity(f"{uid}_camera", "Last camera", device, icon="mdi:cctv", state_topic=topic,
-                                     value_template=json_value("camera_name", "unknown"))}
+                                     value_template=json_value("camera_name", "unknown"), availability=[])}
 
     def camera_name(self, camera: str) -> str:
         return str(self.camera_device(camera)["name"])

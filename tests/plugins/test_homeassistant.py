@@ -45,7 +45,8 @@ def check_discovery(topic: str, payload: bytes) -> tuple[str, dict[str, Any]]:
     for keys in REQUIRED[component]:
         assert any(k in config for k in keys), f"{topic}: needs one of {keys}: {config}"
     assert config["unique_id"] and (config["name"] or device_name(config)), config
-    assert config.get("availability_topic") or config["availability"], config
+    # every entity but a person's "Last camera" (true still while the daemon is stopped) says when it is away
+    assert config.get("availability_topic") or config.get("availability") or topic.endswith("_camera/config"), config
     device = config["device"]
     assert device["identifiers"] and all(isinstance(i, str) for i in device["identifiers"]), device
     assert {"name", "model", "manufacturer", "sw_version"} <= set(device), device
