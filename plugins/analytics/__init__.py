@@ -164,6 +164,11 @@ class Plugin:
     # -- Home Assistant over MQTT ---------------------------------------------------------------
     @property
     def node(self) -> str:
+        return slug(f"facewatchd_{self.thing}_footfall")
+
+    @property
+    def earlier_node(self) -> str:
+        """Where the sensors were when each camera had a footfall device of its own, apart from the camera's."""
         return slug(f"facewatchd_{self.thing}_analytics")
 
     @property
@@ -180,8 +185,11 @@ class Plugin:
         assert self.config.mqtt is not None
         device = camera_device(self.homeassistant, self.thing, camera)  # the camera's own device in HA
         configs: dict[str, dict[str, Any] | None] = {}
+        prefix = self.config.mqtt.discovery_prefix
         for sensor in SENSORS:
-            topic = f"{self.config.mqtt.discovery_prefix}/sensor/{self.node}/{slug(camera)}_{sensor.key}/config"
+            # HA 2024.3 never moves an entity to another device: the earlier sensors go (their device with them)
+            configs[f"{prefix}/sensor/{self.earlier_node}/{slug(camera)}_{sensor.key}/config"] = None
+            topic = f"{prefix}/sensor/{self.node}/{slug(camera)}_{sensor.key}/config"
             configs[topic] = None if sensor.identities and self.config.anonymous else {
                 "name": sensor.name, "unique_id": f"{self.node}_{slug(camera)}_{sensor.key}", "device": device,
                 "origin": ORIGIN, "icon": sensor.icon,

@@ -39,10 +39,10 @@ def camera_device(config: HomeAssistantConfig, thing: str, camera: str) -> dict[
     """One HA device per camera, shared by every plugin with entities for it (analytics' footfall too):
     named from `cameras.<id>.name`, under the hub, in an area only when one is configured (HA applies a
     suggested area to a device that has none, and never moves one that has an area)."""
-    options = config.cameras.get(camera, CameraOptions())
-    device = {"identifiers": [f"{slug(f'facewatchd_{thing}')}_{slug(camera)}"], "name": options.name or friendly(camera),
+    options, hub = config.cameras.get(camera, CameraOptions()), slug(f"facewatchd_{thing}")
+    device = {"identifiers": [f"{hub}_{slug(camera)}"], "name": options.name or friendly(camera),
               "model": "facewatchd camera", "manufacturer": "facewatchd", "sw_version": __version__,
-              "via_device": slug(f"facewatchd_{thing}")}
+              "via_device": hub}
     return device | ({"suggested_area": options.area} if options.area else {})
 
 

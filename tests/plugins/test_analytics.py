@@ -207,7 +207,7 @@ async def test_home_assistant_sensors_per_camera(tmp_path, broker: Mosquitto):
     host = with_mqtt(write_config(tmp_path, min_dwell_s=0.5), broker)
     arrived = max(time.time() - 2.0, hour_of(time.time()))  # within this hour, whenever the test runs
     state_topic = "facewatchd/facewatchd-demo/analytics/door"
-    unique_config = "homeassistant/sensor/facewatchd_facewatchd-demo_analytics/door_unique_today/config"
+    unique_config = "homeassistant/sensor/facewatchd_facewatchd-demo_footfall/door_unique_today/config"
     availability = "facewatchd/facewatchd-demo/analytics/availability"
     async with MqttRecorder(broker, "homeassistant/#", "facewatchd/#") as mqtt:
         def door_state() -> dict[str, object]:

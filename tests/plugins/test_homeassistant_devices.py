@@ -6,6 +6,7 @@ states after a clean stop and after a kill."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import pytest
 
 from facewatchd.web.auth import hash_password
@@ -55,7 +57,7 @@ async def test_one_device_per_camera_named_from_the_config_with_the_footfall_on_
                                                                                     client: HaClient):
     thing = "facewatchd-names"  # a thing that says facewatchd already: the hub is not "facewatchd facewatchd-…"
     config = config_with(tmp_path, thing, ha, cameras={"sample": {"name": "Hall camera"}}, analytics=True)
-    footfall = f"{node(thing)}_analytics_sample_visits_today"
+    footfall = f"{node(thing)}_footfall_sample_visits_today"
     async with running(config) as host:
         host.fire("link_status", online=True, link="local")
         await state_of(client, f"{node(thing)}_resolver_link", "on")
@@ -76,7 +78,35 @@ async def test_one_device_per_camera_named_from_the_config_with_the_footfall_on_
             assert entity["original_name"] and device_name.casefold() not in entity["original_name"].casefold()
         assert (await client.state(f"{node(thing)}_resolver_link"))["attributes"]["friendly_name"] == \
             "facewatchd-names Resolver link"  # type: ignore[index]
-        assert (await client.state(footfall))["attributes"]["friendly_name"] == "Hall camera Visits today"  # type: ignore[index]
+        footfall_state = await client.state(footfall)
+        assert footfall_state is not None and footfall_state["attributes"]["friendly_name"] == "Hall camera Visits today"
+
+
+async def test_the_footfall_device_of_an_earlier_version_leaves_for_the_cameras(tmp_path: Path, ha: Ha,
+                                                                                client: HaClient):
+    """What the analytics plugin published before: a "sample footfall" device beside the camera's. HA never
+    moves an entity to another device, so those sensors go, with their device, and new ones are on the camera."""
+    thing = "ha-upgrade"
+    earlier = f"{node(thing)}_analytics"
+    async with aiomqtt.Client(ha.broker.host, ha.broker.port, identifier="earlier-version") as mqtt:
+        await mqtt.publish(f"homeassistant/sensor/{earlier}/sample_visits_today/config", json.dumps({
+            "name": "Visits today", "unique_id": f"{earlier}_sample_visits_today", "state_class": "measurement",
+            "device": {"identifiers": [f"{earlier}_sample"], "name": "sample footfall", "model": "facewatchd analytics",
+                       "manufacturer": "facewatchd", "sw_version": "0.1.0"},
+            "state_topic": f"facewatchd/{thing}/analytics/sample", "value_template": "{{ value_json.visits_today }}"}),
+            qos=1, retain=True)
+    await until(lambda: client.device(f"{earlier}_sample"), "the earlier footfall device in HA")
+    async with running(config_with(tmp_path, thing, ha, analytics=True)):
+        await state_of(client, f"{node(thing)}_footfall_sample_visits_today", "0")
+        await until(lambda: _gone(client, f"{earlier}_sample"), "the earlier footfall device to leave HA")
+        camera = await client.device(f"{node(thing)}_sample")
+        sensor = await client.entity(f"{node(thing)}_footfall_sample_visits_today")
+        assert camera is not None and sensor is not None and sensor["device_id"] == camera["id"]
+        assert [d["name"] for d in await devices_of(client, thing)].count("Sample") == 1
+
+
+async def _gone(client: HaClient, identifier: str) -> bool:
+    return await client.device(identifier) is None and await client.entity(f"{identifier}_visits_today") is None
 
 
 # -- item 10: an area only when configured, and what HA does with a later one -----------------------
@@ -130,9 +160,9 @@ async def test_counts_are_totals_since_their_reset_and_every_sensor_has_an_icon(
     thing = "ha-counters"
     async with running(config_with(tmp_path, thing, ha, analytics=True)) as host:
         host.fire("track_ended", event=ended("sample", "t1"))  # one visit of 1 s
-        visits = await state_of(client, f"{node(thing)}_analytics_sample_visits_this_hour", "1")
-        today = await state_of(client, f"{node(thing)}_analytics_sample_visits_today", "1")
-        dwell = await state_of(client, f"{node(thing)}_analytics_sample_mean_dwell_today_s", "1.0")
+        visits = await state_of(client, f"{node(thing)}_footfall_sample_visits_this_hour", "1")
+        today = await state_of(client, f"{node(thing)}_footfall_sample_visits_today", "1")
+        dwell = await state_of(client, f"{node(thing)}_footfall_sample_mean_dwell_today_s", "1.0")
         people = await state_of(client, f"{node(thing)}_sample_people", "0")
     for count in (visits, today):
         assert count["attributes"]["state_class"] == "total" and count["attributes"]["last_reset"], count
