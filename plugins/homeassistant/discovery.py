@@ -109,12 +109,13 @@ class Discovery:
         will counts, and only against "home", the one state a dead daemon can no longer vouch for."""
         return [{"topic": availability_topic(self.thing), "value_template": TRACKER_AVAILABLE}]
 
-    def _entity(self, unique_id: str, name: str | None, device: dict[str, Any], **keys: Any) -> dict[str, Any]:
-        entity = {"name": name, "unique_id": unique_id, "availability": self.availability, "availability_mode": "all",
-                  "device": device, "origin": ORIGIN, **keys}
-        if not entity["availability"]:  # always available (while HA's own connection is up)
-            del entity["availability"], entity["availability_mode"]
-        return entity
+    def _entity(self, unique_id: str, name: str | None, device: dict[str, Any],
+                availability: list[dict[str, str]] | None = None, **keys: Any) -> dict[str, Any]:
+        """An entity's discovery config; `availability` [] for one that is always available (while HA's own
+        connection is up), default the plugin's and the connection's."""
+        available = self.availability if availability is None else availability
+        return {"name": name, "unique_id": unique_id, "device": device, "origin": ORIGIN, **keys} | (
+            {"availability": available, "availability_mode": "all"} if available else {})
 
     def hub_configs(self) -> dict[str, dict[str, Any] | None]:
         # Not only device_trackers on the hub: HA 2024.3 deletes, at each start, a device that has nothing
