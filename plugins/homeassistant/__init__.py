@@ -10,8 +10,9 @@ present" (on while a face without a name is in view, off `unknown_off_after_s` a
 ended), and, opt-in, image "Last face" (the analytics plugin puts its footfall sensors on the same device).
 Discovery configs and states are retained; availability is announced `online` on connect with a last will
 of `offline`, and a camera's entities are also unavailable while the camera delivers no frames
-(camera_status). A clean stop sets every person not_home first: their trackers stay available (only the
-will, a dead daemon, makes a tracker that says home unavailable).
+(camera_status). A clean stop sets every person not_home first: a tracker is available while the
+connection is up or while it says not_home, so after the will (a dead daemon) only one that says home is
+unavailable.
 
 At every (re)connect and HA birth message (`<discovery_prefix>/status` = `online`) the plugin
 reconciles: it publishes its current cameras and persons, then reads back the retained discovery

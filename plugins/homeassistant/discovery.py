@@ -15,8 +15,8 @@ ORIGIN = {"name": "facewatchd", "sw_version": __version__}
 # the empty message that clears a retained state (a forget, a removal) may reach the entity before its removal
 # does: no attributes, rather than a warning about JSON in HA's log
 NO_ATTRIBUTES_WHEN_EMPTY = "{{ value if value else '{}' }}"
-# the will (`offline`: the connection died) makes a tracker that says home unavailable; not_home stays as it is
-TRACKER_AVAILABLE = "{{ 'offline' if value == 'offline' and this.state == 'home' else 'online' }}"
+# a person's own state as an availability: `online` while it says not_home
+NOT_HOME_AVAILABLE = "{{ 'online' if value_json is defined and value_json.presence == 'not_home' else 'offline' }}"
 
 
 def slug(text: str) -> str:
@@ -103,19 +103,20 @@ class Discovery:
         first): an entity is available while both are online."""
         return [{"topic": self.availability_topic}, {"topic": availability_topic(self.thing)}]
 
-    @property
-    def tracker_availability(self) -> list[dict[str, str]]:
-        """A person's tracker outlives a clean stop (which sets it not_home first): only the connection's
-        will counts, and only against "home", the one state a dead daemon can no longer vouch for."""
-        return [{"topic": availability_topic(self.thing), "value_template": TRACKER_AVAILABLE}]
+    def tracker_availability(self, person_id: str) -> list[dict[str, str]]:
+        """A person's tracker outlives a clean stop, which sets it not_home first: it is available while the
+        connection is up or while it says not_home. After a kill (the will) one that says home is unavailable:
+        a dead daemon no longer vouches for it. Both are retained, so HA restarted meanwhile agrees."""
+        return [{"topic": availability_topic(self.thing)},
+                {"topic": self.person_topic(person_id, "attributes"), "value_template": NOT_HOME_AVAILABLE}]
 
     def _entity(self, unique_id: str, name: str | None, device: dict[str, Any],
                 availability: list[dict[str, str]] | None = None, **keys: Any) -> dict[str, Any]:
         """An entity's discovery config; `availability` [] for one that is always available (while HA's own
         connection is up), default the plugin's and the connection's."""
         available = self.availability if availability is None else availability
-        return {"name": name, "unique_id": unique_id, "device": device, "origin": ORIGIN, **keys} | (
-            {"availability": available, "availability_mode": "all"} if available else {})
+        return {"name": name, "unique_id": unique_id, "device": device, "origin": ORIGIN,
+                **({"availability": available, "availability_mode": "all"} if available else {}), **keys}
 
     def hub_configs(self) -> dict[str, dict[str, Any] | None]:
         # Not only device_trackers on the hub: HA 2024.3 deletes, at each start, a device that has nothing
@@ -181,7 +182,7 @@ class Discovery:
                                       value_template=json_value("presence", "not_home"), json_attributes_topic=topic,
                                       json_attributes_template=NO_ATTRIBUTES_WHEN_EMPTY,
                                       payload_home="home", payload_not_home="not_home",
-                                      availability=self.tracker_availability),
+                                      availability=self.tracker_availability(person_id), availability_mode="any"),
                 camera: self._entity(f"{uid}_camera", "Last camera", device, icon="mdi:cctv", state_topic=topic,
                                      value_template=json_value("camera_name", "unknown"), availability=[])}
 

@@ -210,7 +210,8 @@ def start_daemon(config: Path) -> subprocess.Popen[bytes]:
 async def test_the_real_daemon_stopped_and_killed(tmp_path: Path, ha: Ha, client: HaClient, enrolled: Enrolled):
     """SIGTERM (systemd's stop): the person not_home, the daemon's entities unavailable. SIGKILL (or a power
     cut): the broker sends the will, and a tracker that said home turns unavailable, since no one vouches
-    for it any more; the next start sets it not_home (test_homeassistant_real.py, item 2)."""
+    for it any more, also in an HA restarted meanwhile; the next start sets it not_home
+    (test_homeassistant_real.py, item 2)."""
     thing, obama = "ha-signals", enrolled.person_id("Barack Obama")
     config = daemon_config(tmp_path, enrolled.state(tmp_path), thing, ha)
     tracker, people = f"{node(thing)}_person_{obama}", f"{node(thing)}_front_door_people"
@@ -229,6 +230,12 @@ async def test_the_real_daemon_stopped_and_killed(tmp_path: Path, ha: Ha, client
         await state_of(client, people, "unavailable")
         if sig == signal.SIGTERM:
             assert daemon.returncode == 0
+    # HA restarted while the daemon is dead reads the same from the retained will and state
+    await asyncio.to_thread(ha.home.stop)
+    await asyncio.to_thread(ha.home.start)
+    async with HaClient(ha.home) as restarted:
+        await state_of(restarted, f"{tracker}_camera", "Front door")  # the retained state has arrived
+        assert (await restarted.state(tracker))["state"] == "unavailable"  # type: ignore[index]
 
 
 def test_ha_logged_no_problem_with_these_devices(ha: Ha) -> None:
