@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from facewatchd.cli_faces import add_faces_parser
+from facewatchd.closed_pipe import exit_quietly_on_closed_pipe
 from facewatchd.app.config import Config, load_config
 from facewatchd.config import DEFAULT_CONFIG, ConfigError
 from facewatchd.state import PRIVATE_UMASK, StateError
@@ -212,7 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Faces are personal data: whatever this process writes (state, crops, databases) is the owner's only.
     os.umask(PRIVATE_UMASK)
     try:
-        return int(args.func(args))
+        with exit_quietly_on_closed_pipe():
+            return int(args.func(args))
     except ConfigError as e:
         print(f"config error:\n{e}", file=sys.stderr)
         return 2
