@@ -12,15 +12,20 @@ from facewatchd.pipeline.health import CameraHealth
 from plugins.homeassistant.discovery import slug
 from plugins.homeassistant.reconcile import Reconciling
 
-# the figure's key in the state, the entity's name, its unit, its icon, the template that reads it
+# the figure's key in the state, the entity's name, its unit, its icon, how its value is read from the JSON
 CAMERA_SENSORS = [
-    ("fps_in", "Frames in", "fps", "mdi:video-input-component", "{{ value_json.fps_in }}"),
-    ("fps_out", "Frames processed", "fps", "mdi:video-check", "{{ value_json.fps_out }}"),
-    ("drop_rate", "Frames dropped", "%", "mdi:video-off", "{{ (value_json.drop_rate * 100) | round(1) }}"),
-    # None (no detection, no embedding in the interval) renders "None": HA's unknown
-    ("detect_ms", "Detector time", "ms", "mdi:timer-outline", "{{ value_json.detect_ms }}"),
-    ("embed_ms", "Embedder time", "ms", "mdi:timer-outline", "{{ value_json.embed_ms }}"),
+    ("fps_in", "Frames in", "fps", "mdi:video-input-component", "value_json.fps_in"),
+    ("fps_out", "Frames processed", "fps", "mdi:video-check", "value_json.fps_out"),
+    ("drop_rate", "Frames dropped", "%", "mdi:video-off", "(value_json.drop_rate * 100) | round(1)"),
+    ("detect_ms", "Detector time", "ms", "mdi:timer-outline", "value_json.detect_ms"),
+    ("embed_ms", "Embedder time", "ms", "mdi:timer-outline", "value_json.embed_ms"),
 ]
+
+
+def template(read: str) -> str:
+    """The empty message that clears a retained state (a camera removed) has no JSON, and a figure of an interval
+    without detections or embeddings is null: both render None, which HA shows as unknown."""
+    return f"{{{{ {read} if value_json is defined else None }}}}"
 
 
 class HealthSensors(Reconciling):
@@ -39,11 +44,11 @@ class HealthSensors(Reconciling):
                 state_topic=self.outbox_topic)}
         for camera in self.cameras:
             device, cid = self.camera_device(camera), f"{self.node}_{slug(camera)}"
-            for key, name, unit, icon, template in CAMERA_SENSORS:
+            for key, name, unit, icon, read in CAMERA_SENSORS:
                 configs[self.config_topic("sensor", f"{slug(camera)}_health_{key}")] = self._entity(
                     f"{cid}_health_{key}", name, device, entity_category="diagnostic", state_class="measurement",
                     icon=icon, unit_of_measurement=unit, state_topic=self.health_topic(camera),
-                    value_template=template)
+                    value_template=template(read))
         return configs
 
     def wanted_configs(self) -> dict[str, dict[str, Any] | None]:
