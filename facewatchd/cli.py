@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from facewatchd.cli_faces import add_faces_parser
+from facewatchd.closed_pipe import exit_quietly_on_closed_pipe
 from facewatchd.app.config import Config, load_config
 from facewatchd.config import DEFAULT_CONFIG, ConfigError
 from facewatchd.exit_codes import ExitCode
@@ -132,16 +133,10 @@ async def _ui_on_aws(config: Config) -> None:
 
 
 def cmd_plugins_list(args: argparse.Namespace) -> int:
-    host = _plugins(_config(args))
-    rows = [{"name": i.name, "origin": i.origin, "module": i.module, "hooks": i.hooks,
-             "version": i.manifest.get("version")} for i in host.infos.values()]
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        for r in rows:
-            print(f"{r['name']:<16} {r['origin']:<12} {r['module']:<28} {', '.join(r['hooks'])}")
-        if not rows:
-            print("no plugins loaded")
+    from facewatchd.app.plugin_catalog import as_json, as_text, catalog
+
+    entries = catalog(_plugins(_config(args)))
+    print(json.dumps(as_json(entries), indent=2) if args.json else as_text(entries))
     return 0
 
 
@@ -215,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=cmd_stats)
 
     plugins = sub.add_parser("plugins", help="plugins").add_subparsers(dest="plugins_cmd", required=True)
-    pl = with_config(plugins.add_parser("list", help="loaded plugins and their hooks"))
+    pl = with_config(plugins.add_parser("list", help="the built-ins that can be turned on, and the loaded plugins"))
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=cmd_plugins_list)
 
@@ -231,7 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Faces are personal data: whatever this process writes (state, crops, databases) is the owner's only.
     os.umask(PRIVATE_UMASK)
     try:
-        return int(args.func(args))
+        with exit_quietly_on_closed_pipe():
+            return int(args.func(args))
     except ConfigError as e:
         print(f"config error:\n{e}", file=sys.stderr)
         return ExitCode.CONFIG

@@ -16,6 +16,7 @@ from facewatchd.identity import IdentityConfig
 from facewatchd.link.local import LocalLinkConfig
 from facewatchd.pipeline.cache import CacheConfig
 from facewatchd.pipeline.camera import CameraConfig
+from facewatchd.pipeline.health import HealthConfig
 from facewatchd.pipeline.motion import MotionConfig
 from facewatchd.pipeline.tracker import TrackerConfig
 from facewatchd.pipeline.uplink import UplinkConfig
@@ -87,6 +88,7 @@ class Config(Strict):
     quality: QualityConfig = QualityConfig()
     liveness: LivenessConfig = LivenessConfig()
     cache: CacheConfig = CacheConfig()
+    health: HealthConfig = HealthConfig()
     web: WebConfig = WebConfig()
     uplink: UplinkConfig = UplinkConfig()
     resolver: ResolverConfig = LocalResolverConfig()

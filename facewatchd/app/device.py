@@ -20,10 +20,12 @@ import structlog
 from facewatchd.aio import cancel_and_wait
 from facewatchd.app.camera_start import NeverUp, cameras_never_up
 from facewatchd.app.config import Config
+from facewatchd.app.health import LinkState, report_health
 from facewatchd.app.wiring import notify_systemd, serve_resolver, stop_on_signals
 from facewatchd.link.base import Link, LinkDown
 from facewatchd.outbox import Outbox
 from facewatchd.pipeline.cache import FaceCache
+from facewatchd.pipeline.health import Counters, StageClock
 from facewatchd.pipeline.labels import apply_delta
 from facewatchd.pipeline.motion import MotionGate, shrink
 from facewatchd.pipeline.camera import Camera, Frame
@@ -74,6 +76,7 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self._stop_requested = False  # by a signal (or a caller), not by the run itself
         self.cameras = [Camera(c) for c in config.cameras]
+        self.detect_clock = StageClock()  # the detectors' time per camera, for the health line
         self.recognizer: Recognizer | None = None
         self.liveness: LivenessWatch | None = None
         self.watchdog: LoopWatchdog | None = None
@@ -184,6 +187,8 @@ class Daemon:
                 background = [loop.create_task(uplink.run(uplink_stop), name="uplink"),
                               loop.create_task(self._apply_deltas(link), name="deltas"),
                               loop.create_task(self._housekeeping(cache), name="housekeeping"),
+                              loop.create_task(report_health(cfg.health, self._health_counters, self._link_state,
+                                                             self.plugins.fire), name="health"),
                               loop.create_task(notify_systemd(self.status, self.problem), name="systemd")]  # READY, watchdog, STOPPING
                 camera_tasks = [loop.create_task(self._camera(cam, det, executor), name=f"camera-{cam.config.id}")
                                 for cam, det in zip(self.cameras, detectors)]
@@ -252,7 +257,9 @@ class Daemon:
             moved = gate.opens(small)  # every frame: the gate's background follows the scene
             if not (moved or tracking):
                 return None, False  # the next detected frame is compared with the last one detected
-            return detector.detect(image), cuts.is_cut(small)
+            with self.detect_clock.timing(camera.config.id):
+                faces = detector.detect(image)
+            return faces, cuts.is_cut(small)
 
         async def detect() -> None:
             try:
@@ -346,6 +353,15 @@ class Daemon:
                 online = True
                 self.plugins.fire("camera_status", camera=cam.config.id, online=True, reason="frames again")
             seen[cam.config.id] = (reopens, frames, online)
+
+    def _health_counters(self) -> dict[str, Counters]:
+        embed = self.recognizer.embed_clock if self.recognizer else StageClock()
+        now = time.monotonic()
+        return {c.config.id: Counters(now, c.stats.frames, c.stats.dropped, self.detect_clock.totals(c.config.id),
+                                      embed.totals(c.config.id)) for c in self.cameras}
+
+    def _link_state(self) -> LinkState:
+        return self.config.link.type, bool(self.link and self.link.online), self.uplink.pending if self.uplink else 0
 
     def _summary(self, seconds: float) -> Summary:
         rec = self.recognizer

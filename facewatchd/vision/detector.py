@@ -1,8 +1,7 @@
-"""YuNet face detector through cv2.FaceDetectorYN.
+"""YuNet face detector (`vision/yunet.py`: FaceDetectorYN's processing on cv2.dnn).
 
 Frames are downscaled so the long side is at most `max_side` px (YuNet's sweet spot), and boxes and
-landmarks are mapped back to full-frame coordinates. One instance per camera: FaceDetectorYN keeps
-per-size state and is not thread-safe.
+landmarks are mapped back to full-frame coordinates. One instance per camera: the net is not thread-safe.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from facewatchd.vision.models import YUNET, verified_path
+from facewatchd.vision.yunet import YuNet
 
 
 class DetectorConfig(BaseModel):
@@ -46,9 +46,7 @@ class YuNetDetector:
     def __init__(self, config: DetectorConfig | None = None) -> None:
         self.config = config or DetectorConfig()
         path = verified_path(YUNET, self.config.model_path)
-        self._net = cv2.FaceDetectorYN.create(path, "", (320, 320), self.config.score_threshold,
-                                              self.config.nms_threshold, 5000)
-        self._size: tuple[int, int] | None = None
+        self._net = YuNet(str(path), self.config.score_threshold, self.config.nms_threshold)
 
     def detect(self, frame: np.ndarray) -> list[Face]:
         if frame is None or frame.ndim != 3 or frame.shape[2] != 3 or frame.size == 0:
@@ -57,15 +55,8 @@ class YuNetDetector:
         scale = min(1.0, self.config.max_side / max(h, w))
         small = frame if scale == 1.0 else cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))),
                                                       interpolation=cv2.INTER_AREA)
-        size = (small.shape[1], small.shape[0])
-        if size != self._size:
-            self._net.setInputSize(size)
-            self._size = size
-        _, rows = self._net.detect(small)
         faces: list[Face] = []
-        if rows is None:
-            return faces
-        for row in rows:
+        for row in self._net.detect(small):
             x, y, bw, bh = (float(v) / scale for v in row[:4])
             if min(bw, bh) < self.config.min_face_px:
                 continue

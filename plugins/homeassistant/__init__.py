@@ -33,7 +33,8 @@ from facewatchd.plugins import PluginContext
 from plugins._mqtt import PluginMqtt
 from plugins.homeassistant.config import TOPIC_PART, CameraOptions, HomeAssistantConfig, review_page_url
 from plugins.homeassistant.discovery import ORIGIN, iso, slug
-from plugins.homeassistant.reconcile import Reconcile, Reconciling
+from plugins.homeassistant.health import HealthSensors
+from plugins.homeassistant.reconcile import Reconcile
 from plugins.homeassistant.state import CameraState, PersonState
 
 __all__ = ["ORIGIN", "TOPIC_PART", "CameraOptions", "HomeAssistantConfig", "Plugin", "slug"]
@@ -41,7 +42,7 @@ __all__ = ["ORIGIN", "TOPIC_PART", "CameraOptions", "HomeAssistantConfig", "Plug
 ENDED_KEPT = 1024  # ended tracks remembered, so an answer that arrives after its track ended is recognised as late
 
 
-class Plugin(Reconciling):
+class Plugin(HealthSensors):  # HealthSensors (health.py): diagnostic sensors, over Reconciling
     def __init__(self) -> None:
         self.config = HomeAssistantConfig()
         self.thing = ""
