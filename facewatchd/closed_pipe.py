@@ -9,7 +9,9 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator
 
-EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a command killed by a closed pipe
+from facewatchd.exit_codes import ExitCode
+
+EXIT_CLOSED_PIPE = int(ExitCode.CLOSED_PIPE)
 
 
 @contextmanager

@@ -14,6 +14,7 @@ class ExitCode(IntEnum):
     CAMERA_NEVER_UP = 69  # `run`: a camera gave no frame (a file that cannot be read, a live source down since start)
     STATE = 78  # damaged state: the message names the file (sysexits' EX_CONFIG)
     INTERRUPTED = 130  # Ctrl-C
+    CLOSED_PIPE = 141  # the reader of its output went away (`faces list | head -3`): 128 + SIGPIPE, as a shell says
 
     @property
     def prevents_restart(self) -> bool:
