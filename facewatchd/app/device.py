@@ -53,6 +53,7 @@ class Summary:
     tracks: int
     tracks_not_worth_naming: int  # ended with no view that passed the quality gate: never a person
     embeds: int
+    reverifications: int  # named or pending tracks embedded again (the cheap check, a beat, a jump)
     resolver_calls: int
     resolver_retries: int
     cache_hits: int
@@ -159,7 +160,8 @@ class Daemon:
         self.link = link = self._build_link()
         self.uplink = uplink = Uplink(link, outbox, cfg.uplink)
         self.recognizer = recognizer = Recognizer(cfg.device.thing, embedder, cache, uplink, cfg.uplink,
-                                                  recognizer_executor, self.plugins.fire, cfg.identity, cfg.quality)
+                                                  recognizer_executor, self.plugins.fire, cfg.identity, cfg.quality,
+                                                  self.plugins.evidence_demands())
         # only where a decision asks for it (a door's cameras and allowlist, [liveness] cameras): else no model
         self.liveness = await loop.run_in_executor(executor, LivenessWatch.build, cfg.liveness,
                                                    self.plugins.liveness_demands(), executor, recognizer.event,
@@ -346,6 +348,7 @@ class Daemon:
             faces=rec.stats.faces if rec else 0,
             tracks=rec.stats.tracks if rec else 0,
             embeds=rec.stats.embeds if rec else 0,
+            reverifications=rec.stats.reverifications if rec else 0,
             tracks_not_worth_naming=rec.stats.tracks_gated if rec else 0,
             resolver_calls=rec.stats.resolver_calls if rec else 0,
             resolver_retries=up.resent if up else 0,

@@ -56,6 +56,8 @@ class Track:
     seen_with: set[str] = field(default_factory=set, repr=False)  # tracks in the same frame: other people
     embedding: np.ndarray | None = field(default=None, repr=False)  # the track's latest own embedding
     embedded_frame: int = -1  # the frame of that embedding
+    embedded_ts: float = float("-inf")  # and its time
+    appearance: np.ndarray | None = field(default=None, repr=False)  # vision/appearance.py of that view
     previous_box: tuple[float, float, float, float] | None = None  # the box one frame ago
     evidence: list[tuple[float, float]] = field(default_factory=list, repr=False)  # (ts, proven similarity)
     joined: bool = False  # pending on another track's query, not its own
