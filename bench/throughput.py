@@ -152,6 +152,7 @@ def run_facewatchd(video: Path, overrides: dict[str, Any]) -> dict[str, Any]:
         host.load()
         s = asyncio.run(Daemon(config, host).run())
     return {"frames": s.frames, "gated": s.frames_gated, "faces": s.faces, "tracks": s.tracks, "embeds": s.embeds,
+            "frames_in_regions": s.frames_in_regions,
             "reverifications": s.reverifications, "resolver_calls": s.resolver_calls, "cache_hits": s.cache_hits,
             "persons": sorted(p["tracks"] for p in s.persons.values())}
 
@@ -236,7 +237,10 @@ def run_mode(mode: str, video: Path, **options: Any) -> dict[str, Any]:
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         raise SystemExit(f"{mode} run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1])
+    result = json.loads(lines[-1])
+    if result.get("frames") == 0 and "skipped" not in result:  # a run that read nothing measured nothing
+        raise SystemExit(f"{mode} run read no frame of {video}:\n{proc.stderr[-3000:]}")
+    return result
 
 
 def marginal(mode: str, once: Path, four: Path, **options: Any) -> dict[str, Any]:
@@ -299,14 +303,15 @@ def main() -> None:
             "facewatchd": marginal("facewatchd", v["clip"], v["clip4"]),
             # the rule before the appearance check: every track embedded again every 10 frames (0.33 s at 30 fps)
             "facewatchd_beat": marginal("facewatchd", v["clip"], v["clip4"],
-                                        identity={"reverify_max_s": 10 / 30, "reverify_resemblance": 0.0}),
+                                        identity={"reverify_max_s": 10 / 30, "reverify_resemblance": 0.0, "reverify_unlike": 0.0}),
             "facewatchd_no_reverify": marginal("facewatchd", v["clip"], v["clip4"],
                                                identity={"reverify_frames": 1000, "reverify_max_s": 3600,
-                                                         "reverify_resemblance": 0.0}),
+                                                         "reverify_resemblance": 0.0, "reverify_unlike": 0.0}),
             "detector_idle": marginal("detector", v["idle"], v["idle4"]),
             "idle": marginal("facewatchd", v["idle"], v["idle4"]),
             "visits": run_mode("facewatchd", v["visits"]),
             "visits_ungated": run_mode("facewatchd", v["visits"], motion={"enabled": False}),
+            "visits_full_frames": run_mode("facewatchd", v["visits"], regions={"enabled": False}),
             "many_faces": run_mode("many-faces", ROOT / "tests" / "fixtures" / "solvay_conference_1927.jpg"),
         }
         if not args.quick:
@@ -328,7 +333,9 @@ def summarise(r: dict[str, Any]) -> dict[str, Any]:
         "marginal_no_reverify_vs_detector": round(r["facewatchd_no_reverify"]["ms_per_frame"] / det, 2),
         "idle_vs_detector": round(idle / r["detector_idle"]["ms_per_frame"], 3),
         "peak_rss_mb": r["facewatchd"]["peak_rss_mb"],
-        "visits_same_tracks": all(r["visits"][k] == r["visits_ungated"][k] for k in ("faces", "tracks", "persons")),
+        "visits_same_tracks": all(r["visits"][k] == r["visits_ungated"][k] == r["visits_full_frames"][k]
+                                  for k in ("tracks", "persons")),
+        "visits_regions_cpu_vs_full_frames": round(r["visits"]["cpu_s"] / r["visits_full_frames"]["cpu_s"], 2),
         "visits_gated_share": round(r["visits"]["gated"] / max(1, r["visits"]["frames"]), 3),
         "many_faces_batched_vs_one_by_one": round(r["many_faces"]["frame_ms_batched"]
                                                   / r["many_faces"]["frame_ms_one_by_one"], 3),
@@ -370,6 +377,9 @@ def print_table(r: dict[str, Any], report: dict[str, Any]) -> None:
     v, u = r["visits"], r["visits_ungated"]
     print(f"visits scene: {v['frames']} frames, gated {v['gated']}; tracks {v['tracks']} (ungated {u['tracks']}), "
           f"faces {v['faces']} (ungated {u['faces']}), CPU {v['cpu_s']:.1f} s (ungated {u['cpu_s']:.1f} s)")
+    f = r["visits_full_frames"]
+    print(f"visits scene in regions: {v['frames_in_regions']} of {v['frames'] - v['gated']} detected frames; with "
+          f"full frames only: tracks {f['tracks']}, faces {f['faces']}, CPU {f['cpu_s']:.1f} s")
     m = r["many_faces"]
     print(f"many faces (Solvay, {m['faces']} faces): {m['frame_ms_batched']} ms a frame batched, "
           f"{m['frame_ms_one_by_one']} ms one by one (detection {m['detect_ms']} ms)")

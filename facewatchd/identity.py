@@ -79,9 +79,14 @@ class IdentityConfig(BaseModel):
                                  "names) is embedded again this often (frames): fresh evidence for the decision")
     reverify_max_s: float = Field(2.0, gt=0, le=3600, description="any named or pending track is embedded again "
                                   "at least this often (seconds), whatever its appearance")
-    reverify_resemblance: float = Field(0.6, ge=0, le=1, description="a named or pending track whose face's "
+    reverify_resemblance: float = Field(0.7, ge=0, le=1, description="a named or pending track whose face's "
                                         "appearance (vision/appearance.py) falls below this against its last "
-                                        "embedded view is embedded again at once; 1: at every frame")
+                                        "embedded view has changed: it is embedded again, at most every "
+                                        "reverify_change_frames frames; 1: at every frame; 0: never")
+    reverify_change_frames: int = Field(5, ge=1, le=1000, description="how often (frames) a face that keeps "
+                                        "changing (a head turning, gestures) is embedded again")
+    reverify_unlike: float = Field(0.4, ge=0, le=1, description="a face this unlike its last embedded view is "
+                                   "likely another face: it is embedded again at once")
     reverify_jump: float = Field(0.5, gt=0, description="a box that moves by this share of its size, or grows or "
                                  "shrinks by 1 + this, in one frame is embedded and verified at once")
 

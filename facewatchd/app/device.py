@@ -25,6 +25,7 @@ from facewatchd.outbox import Outbox
 from facewatchd.pipeline.cache import FaceCache
 from facewatchd.pipeline.labels import apply_delta
 from facewatchd.pipeline.motion import MotionGate, shrink
+from facewatchd.pipeline.regions import Box, RegionPlanner
 from facewatchd.pipeline.camera import Camera, Frame
 from facewatchd.pipeline.liveness import LivenessWatch
 from facewatchd.pipeline.recognizer import Recognizer
@@ -49,6 +50,7 @@ class Summary:
     frames_dropped: int
     frames_unreadable: int
     frames_gated: int  # not detected: nothing moved in an empty scene
+    frames_in_regions: int  # detected only around live tracks and motion (pipeline/regions.py)
     faces: int
     tracks: int
     tracks_not_worth_naming: int  # ended with no view that passed the quality gate: never a person
@@ -74,6 +76,7 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self.cameras = [Camera(c) for c in config.cameras]
         self.recognizer: Recognizer | None = None
+        self._planners: dict[str, RegionPlanner] = {}  # per camera: where its frames were detected
         self.liveness: LivenessWatch | None = None
         self.watchdog: LoopWatchdog | None = None
         self.uplink: Uplink | None = None
@@ -229,23 +232,27 @@ class Daemon:
         tracker = Tracker(camera.config.id, self.config.tracker)
         cuts = SceneCutDetector(self.config.tracker.scene_cut_threshold)
         gate = MotionGate(self.config.motion)
+        planner = self._planners[camera.config.id] = RegionPlanner(self.config.regions)
         queue: asyncio.Queue[tuple[Frame, list[Face], bool] | None] = asyncio.Queue(STAGE_QUEUE_SIZE)
         loop = asyncio.get_running_loop()
 
-        def analyse(image: Any, tracking: bool) -> tuple[list[Face] | None, bool]:
+        def analyse(image: Any, tracks: list[Box]) -> tuple[list[Face] | None, bool]:
             """Faces (None: not looked for, nothing moved) and whether the shot changed."""
             small = shrink(image)
             moved = gate.opens(small)  # every frame: the gate's background follows the scene
-            if not (moved or tracking):
+            if not (moved or tracks):
                 return None, False  # the next detected frame is compared with the last one detected
-            return detector.detect(image), cuts.is_cut(small)
+            cut = cuts.is_cut(small)
+            regions = planner.plan(image.shape[1], image.shape[0], tracks, gate.moved, cut)
+            return (detector.detect(image) if regions is None else detector.detect_in(image, regions)), cut
 
         async def detect() -> None:
             try:
                 async for frame in camera.frames(self.stop_event):
                     try:
                         # A live track is detected in every frame, still or not: only an empty scene is gated.
-                        faces, cut = await loop.run_in_executor(executor, analyse, frame.image, bool(tracker.tracks))
+                        faces, cut = await loop.run_in_executor(executor, analyse, frame.image,
+                                                                [t.face.box for t in tracker.tracks])
                     except (cv2.error, ValueError) as e:
                         camera.stats.unreadable += 1
                         log.warning("frame_skipped", camera=camera.config.id, frame=frame.index, error=str(e))
@@ -345,6 +352,7 @@ class Daemon:
             frames_dropped=sum(c.stats.dropped for c in self.cameras),
             frames_unreadable=sum(c.stats.unreadable for c in self.cameras),
             frames_gated=sum(c.stats.gated for c in self.cameras),
+            frames_in_regions=sum(p.region_frames for p in self._planners.values()),
             faces=rec.stats.faces if rec else 0,
             tracks=rec.stats.tracks if rec else 0,
             embeds=rec.stats.embeds if rec else 0,

@@ -65,8 +65,8 @@ def obama_enrolled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "state"
 
 
-def run_with(state: Path, frames: Path) -> tuple[Any, Seen]:
-    config = make_config(state, frames)
+def run_with(state: Path, frames: Path, **sections: Any) -> tuple[Any, Seen]:
+    config = make_config(state, frames, **sections)
     host = PluginHost(config)
     seen = Seen()
     host.pm.register(seen, name="seen")
@@ -81,11 +81,13 @@ def test_a_face_replaced_in_place_is_split_off_and_never_learnt(obama_enrolled: 
     summary, seen = run_with(state, frames)
     assert summary.frames == 45 and summary.tracks == 2  # one IoU track, split once into two
     obama_track, biden_track = sorted(seen.ended, key=lambda e: e.face.ts)
-    assert obama_track.face.name == OBAMA and biden_track.face.track_id == obama_track.face.track_id + ".s1"
+    assert biden_track.face.track_id == obama_track.face.track_id + ".s1"
+    # Obama's part is named, by the answer to its own query (which may come after the split)
+    [obama_person] = {e.person_id for e in seen.named if e.track_id == obama_track.face.track_id and e.name == OBAMA}
     # Biden is never named Obama beyond the bound (image folders tick one second a frame)
     assert obama_track.face.ts <= 15 + SPLIT_WITHIN
     assert all(e.ts <= 15 + SPLIT_WITHIN for e in seen.named if e.name == OBAMA)
-    assert biden_track.face.name != OBAMA and biden_track.face.person_id != obama_track.face.person_id
+    assert biden_track.face.name != OBAMA and biden_track.face.person_id != obama_person
 
     # Later, Biden alone: the device learnt no view of Obama from him, so he is not named Obama.
     again, seen_again = run_with(state, write_frames(tmp_path / "biden", (face_square("biden.jpg"), 12)))
@@ -94,8 +96,6 @@ def test_a_face_replaced_in_place_is_split_off_and_never_learnt(obama_enrolled: 
     cache = FaceCache(state / "cache.db")
     biden = SFaceEmbedder().embed(scene(face_square("biden.jpg")), YuNetDetector(DetectorConfig()).detect(
         scene(face_square("biden.jpg")))[0])
-    obama_person = obama_track.face.person_id
-    assert obama_person is not None
     assert cache.similarity(obama_person, biden)[0] < 0.363  # no Obama view looks like Biden
     cache.close()
 
@@ -166,8 +166,9 @@ def test_a_view_is_learnt_flip_averaged_not_as_the_plain_check(obama_enrolled: P
     face = scene(face_square("obama2.jpg"))
     # (three re-verifications of the first photo: the resolver, which embeds the crop itself, answers in time
     # however loaded the machine is)
+    # (full frames only: the view below is aligned from a full-frame detection, as the daemon's must be)
     run_with(state, write_frames(tmp_path / "obama", (face_square("obama_small.jpg"), 3 * REVERIFY),
-                                 (face_square("obama2.jpg"), REVERIFY + 2)))
+                                 (face_square("obama2.jpg"), REVERIFY + 2)), regions={"enabled": False})
     embedder = SFaceEmbedder()
     aligned = embedder.align(face, YuNetDetector(DetectorConfig()).detect(face)[0])
     flip, plain = embedder.embed_aligned(aligned), embedder.embed_aligned(aligned, mirror=False)

@@ -129,7 +129,7 @@ def test_a_photo_shown_for_the_embeddings_then_lowered_for_a_live_face_is_refuse
     # the live stranger's face under Obama's name: the door's own guard (the frames judged live must be the
     # frames verified as the person) is what refuses it.
     config = make_config(enrolled.state(tmp_path), video, plugins=door(tmp_path, relay, [OBAMA]),
-                         identity={"reverify_resemblance": 0.0})
+                         identity={"reverify_resemblance": 0.0, "reverify_unlike": 0.0})
     run_with(config)
     records = audit(tmp_path)
     assert not [r for r in records if r["decision"] == "grant"] and "/unlock" not in relay.paths(), records
