@@ -244,7 +244,9 @@ class Daemon:
                 return None, False  # the next detected frame is compared with the last one detected
             cut = cuts.is_cut(small)
             regions = planner.plan(image.shape[1], image.shape[0], tracks, gate.moved, cut)
-            return (detector.detect(image) if regions is None else detector.detect_in(image, regions)), cut
+            if regions is not None:
+                return detector.detect_in(image, regions), cut
+            return (detector.detect_refined(image) if self.config.regions.enabled else detector.detect(image)), cut
 
         async def detect() -> None:
             try:

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Rect = tuple[int, int, int, int]  # x0, y0, x1, y1 in full-frame pixels, x1 and y1 exclusive
-Box = tuple[float, float, float, float]  # x, y, w, h
+
+from facewatchd.vision.rects import Box, Rect, area, around, merge
+
+__all__ = ["Box", "Rect", "RegionConfig", "RegionPlanner", "merge"]
 
 
 class RegionConfig(BaseModel):
@@ -67,32 +69,4 @@ class RegionPlanner:
         return None
 
     def _around(self, box: Box, margin: float, width: int, height: int) -> Rect:
-        x, y, w, h = box
-        reach_x = max(w * margin, (self.config.min_side - w) / 2)
-        reach_y = max(h * margin, (self.config.min_side - h) / 2)
-        return (max(0, int(x - reach_x)), max(0, int(y - reach_y)),
-                min(width, int(x + w + reach_x + 1)), min(height, int(y + h + reach_y + 1)))
-
-
-def area(r: Rect) -> int:
-    return max(0, r[2] - r[0]) * max(0, r[3] - r[1])
-
-
-def merge(rects: list[Rect]) -> list[Rect]:
-    """Overlapping rectangles joined into their bounding rectangle, until none overlap: a face is then inside
-    one region whole, and is found once."""
-    out = [r for r in rects if area(r) > 0]
-    joined = True
-    while joined:
-        joined = False
-        for i in range(len(out)):
-            for j in range(i + 1, len(out)):
-                a, b = out[i], out[j]
-                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
-                    out[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
-                    del out[j]
-                    joined = True
-                    break
-            if joined:
-                break
-    return out
+        return around(box, margin, self.config.min_side, width, height)

@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from facewatchd.events import LivenessSample
 from facewatchd.vision.detector import Face
+from facewatchd.vision.rects import iou
+
+__all__ = ["SceneCutDetector", "Track", "TrackUpdate", "Tracker", "TrackerConfig", "iou"]
 
 
 class TrackerConfig(BaseModel):
@@ -83,16 +86,6 @@ class Track:
         for f in dataclasses.fields(self):
             setattr(self, f.name, getattr(fresh, f.name))
         return ended
-
-
-def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    iw = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
-    ih = max(0.0, min(ay + ah, by + bh) - max(ay, by))
-    inter = iw * ih
-    union = aw * ah + bw * bh - inter
-    return inter / union if union > 0 else 0.0
 
 
 class SceneCutDetector:
