@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from facewatchd.cli_faces import add_faces_parser
+from facewatchd.closed_pipe import exit_quietly_on_closed_pipe
 from facewatchd.app.config import Config, load_config
 from facewatchd.config import DEFAULT_CONFIG, ConfigError
+from facewatchd.exit_codes import ExitCode
 from facewatchd.state import PRIVATE_UMASK, StateError
 from facewatchd.vision.models import ModelError
+from facewatchd.web import password as web_password
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -31,14 +34,21 @@ def _plugins(config: Config) -> Any:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from facewatchd.app.config_checks import enforce
+
     config = _config(args)
     host = _plugins(config)
+    for warning in enforce(config, host.plugin_configs):  # files, camera ids, a page in clear
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{config.source}: ok ({len(config.cameras)} camera(s), link {config.link.type}, "
           f"plugins: {', '.join(host.infos) or 'none'})")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import structlog
+
+    from facewatchd.app.config_checks import enforce
     from facewatchd.app.device import Daemon
     from facewatchd.logs import configure_logging
 
@@ -52,9 +62,19 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"(user {config.web.user}); Ctrl-C stops", file=sys.stderr, flush=True)
     configure_logging(config.logging.format, config.logging.level)
     host = _plugins(config)
-    summary = asyncio.run(Daemon(config, host).run())
+    for warning in enforce(config, host.plugin_configs):  # refused as check-config refuses it, before anything starts
+        structlog.get_logger("facewatchd.config").warning("config_warning", problem=warning)
+    if not config.cameras:
+        print(f"error: {config.source}: no [[cameras]] table: facewatchd run needs a camera", file=sys.stderr)
+        return ExitCode.NO_CAMERAS
+    daemon = Daemon(config, host)
+    summary = asyncio.run(daemon.run())
     print(json.dumps(summary.as_dict(), sort_keys=True), flush=True)
-    return 0
+    if daemon.cameras_never_up:
+        print("error: " + "; ".join(f"camera {c.camera}: {c.reason}" for c in daemon.cameras_never_up),
+              file=sys.stderr)
+        return ExitCode.CAMERA_NEVER_UP
+    return ExitCode.OK
 
 
 def cmd_resolver(args: argparse.Namespace) -> int:
@@ -89,7 +109,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         raise ConfigError(f"{config.source}: facewatchd ui is for resolver.type = \"aws\"; with the local resolver "
                           "the daemon (or facewatchd resolver) serves the review page itself ([web])")
     if not config.web.enabled:
-        raise ConfigError(f"{config.source}: web: set password_hash or password_file (python -m facewatchd.web)")
+        raise ConfigError(f"{config.source}: web: set password_hash or password_file (facewatchd web-password)")
     asyncio.run(_ui_on_aws(config))
     return 0
 
@@ -113,16 +133,10 @@ async def _ui_on_aws(config: Config) -> None:
 
 
 def cmd_plugins_list(args: argparse.Namespace) -> int:
-    host = _plugins(_config(args))
-    rows = [{"name": i.name, "origin": i.origin, "module": i.module, "hooks": i.hooks,
-             "version": i.manifest.get("version")} for i in host.infos.values()]
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        for r in rows:
-            print(f"{r['name']:<16} {r['origin']:<12} {r['module']:<28} {', '.join(r['hooks'])}")
-        if not rows:
-            print("no plugins loaded")
+    from facewatchd.app.plugin_catalog import as_json, as_text, catalog
+
+    entries = catalog(_plugins(_config(args)))
+    print(json.dumps(as_json(entries), indent=2) if args.json else as_text(entries))
     return 0
 
 
@@ -196,15 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=cmd_stats)
 
     plugins = sub.add_parser("plugins", help="plugins").add_subparsers(dest="plugins_cmd", required=True)
-    pl = with_config(plugins.add_parser("list", help="loaded plugins and their hooks"))
+    pl = with_config(plugins.add_parser("list", help="the built-ins that can be turned on, and the loaded plugins"))
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=cmd_plugins_list)
 
+    web_password.add_arguments(sub.add_parser("web-password", help="hash a password for the review page ([web])",
+                                              description=web_password.DESCRIPTION)).set_defaults(func=web_password.run)
+
     add_faces_parser(sub, with_config)
     return parser
-
-
-EXIT_STATE = 78  # EX_CONFIG: the units' RestartPreventExitStatus, so damaged state is no crash loop
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -212,18 +226,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Faces are personal data: whatever this process writes (state, crops, databases) is the owner's only.
     os.umask(PRIVATE_UMASK)
     try:
-        return int(args.func(args))
+        with exit_quietly_on_closed_pipe():
+            return int(args.func(args))
     except ConfigError as e:
         print(f"config error:\n{e}", file=sys.stderr)
-        return 2
+        return ExitCode.CONFIG
     except StateError as e:
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_STATE
+        return ExitCode.STATE  # the units' RestartPreventExitStatus, so damaged state is no crash loop
     except ModelError as e:  # a missing or damaged model file: say which, never a traceback
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return ExitCode.CONFIG
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
 
 
 if __name__ == "__main__":

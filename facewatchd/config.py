@@ -49,7 +49,23 @@ _MESSAGES = {
     "string_pattern_mismatch": "must match {pattern}",
     "union_tag_invalid": "must be one of {expected_tags}, got {tag!r}",
     "union_tag_not_found": "required key is missing",
+    "literal_error": "must be {expected}",
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be a string",
+    "string_too_short": "must be at least {min_length} character(s) long",
+    "string_too_long": "must be at most {max_length} character(s) long",
+    "list_type": "must be a list",
+    "dict_type": "must be a table",
+    "model_type": "must be a table",
 }
+# pydantic's own prefixes for a validator's ValueError or assert: the message after them is ours.
+_PREFIXES = ("Value error, ", "Assertion failed, ")
 # Every union of config kinds (link, resolver) is chosen by its `type` key: errors about the choice name it.
 _TAG_ERRORS = {"union_tag_invalid", "union_tag_not_found"}
 
@@ -72,13 +88,27 @@ def format_errors(err: ValidationError, prefix: str = "") -> list[str]:
     for e in err.errors():
         template = _MESSAGES.get(e["type"])
         ctx = {k: f"{v:g}" if isinstance(v, float) else v for k, v in e.get("ctx", {}).items()}
-        msg = template.format(**ctx) if template else e["msg"]
-        shown = "input" in e and not isinstance(e["input"], (dict, BaseModel))  # a table is no use in one line
+        msg = template.format(**ctx) if template else _without_prefix(e["msg"])
+        if e["type"] == "list_type" and isinstance(e.get("input"), dict) and all(isinstance(p, str) for p in e["loc"]):
+            table = prefix + ".".join(str(p) for p in e["loc"])  # `[cameras]` where `[[cameras]]` was meant
+            msg += f": write [[{table}]] (double brackets) for each entry, not [{table}]"
+        shown = "input" in e and not _is_table(e["input"])  # a table is no use in one line
         if e["type"] not in {"extra_forbidden", "missing"} and shown:
             msg += f", got {e['input']!r}"
         path = key_path(tuple(e["loc"]) + (("type",) if e["type"] in _TAG_ERRORS else ()))
         lines.append(f"{prefix}{path}: {msg}" if path != "(top level)" or not prefix else f"{prefix[:-1]}: {msg}")
     return lines
+
+
+def _is_table(value: Any) -> bool:
+    """A table, or a list of tables (`[[cameras]]`)."""
+    return isinstance(value, (dict, BaseModel)) or (isinstance(value, list) and any(map(_is_table, value)))
+
+
+def _without_prefix(message: str) -> str:
+    for prefix in _PREFIXES:
+        message = message.removeprefix(prefix)
+    return message
 
 
 def _not_finite(value: Any, path: tuple[int | str, ...] = ()) -> list[str]:

@@ -29,6 +29,8 @@ from facewatchd.state import ChangeLog, private_dir, required_text
 
 log = structlog.get_logger("facewatchd.control")
 
+Done = tuple[Person | Enrollment, dict[str, Any]]  # what an action did, and its change log detail
+
 SOCKET_NAME = "control.sock"
 MAX_REQUEST_BYTES = 8 * 1024 * 1024  # an enrolment with a few dozen crops
 
@@ -56,16 +58,12 @@ class ControlServer:
         app = web.Application(client_max_size=MAX_REQUEST_BYTES)
         app.add_routes([
             web.get("/persons", self._persons),
-            web.post("/persons/{person_id}/label",
-                     self._action(lambda r, b, m: r.label(m["person_id"], text(b, "name")))),
-            web.post("/persons/{person_id}/forget", self._action(lambda r, b, m: r.forget(m["person_id"]))),
-            web.post("/persons/{person_id}/merge",
-                     self._action(lambda r, b, m: r.merge(m["person_id"], text(b, "gone")))),
-            web.post("/faces/{face_id}/move",
-                     self._action(lambda r, b, m: r.move(m["face_id"], text(b, "person_id")))),
-            web.post("/faces/{face_id}/reject", self._action(lambda r, b, m: r.reject(m["face_id"]))),
-            web.post("/enroll", self._action(lambda r, b, m: r.enroll(text(b, "name"), [
-                FaceQuery.from_json(q, thing="enroll") for q in b.get("faces", []) if isinstance(q, str)]))),
+            web.post("/persons/{person_id}/label", self._action("label", self._label)),
+            web.post("/persons/{person_id}/forget", self._action("forget", self._forget)),
+            web.post("/persons/{person_id}/merge", self._action("merge", self._merge)),
+            web.post("/faces/{face_id}/move", self._action("move", self._move)),
+            web.post("/faces/{face_id}/reject", self._action("reject", self._reject)),
+            web.post("/enroll", self._action("enroll", self._enroll)),
         ])
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -89,7 +87,35 @@ class ControlServer:
 
         return web.json_response([dataclasses.asdict(p) for p in await self.resolver.persons()])
 
-    def _action(self, act: Callable[[Resolver, dict[str, Any], Any], Awaitable[Person | Enrollment]]) -> Any:
+    # Each action returns what it did and the change log's detail: the same change names and keys as the
+    # review page's (web/actions.py), so one reader reads both.
+    async def _label(self, body: dict[str, Any], match: Any) -> Done:
+        person_id, name = match["person_id"], text(body, "name")
+        return await self.resolver.label(person_id, name), {"person_id": person_id, "name": name}
+
+    async def _forget(self, body: dict[str, Any], match: Any) -> Done:
+        return await self.resolver.forget(match["person_id"]), {"person_id": match["person_id"]}
+
+    async def _merge(self, body: dict[str, Any], match: Any) -> Done:
+        keep, gone = match["person_id"], text(body, "gone")
+        return await self.resolver.merge(keep, gone), {"keep": keep, "gone": gone}
+
+    async def _move(self, body: dict[str, Any], match: Any) -> Done:
+        face_id, person_id = match["face_id"], text(body, "person_id")
+        return await self.resolver.move(face_id, person_id), {"face_id": face_id, "person_id": person_id}
+
+    async def _reject(self, body: dict[str, Any], match: Any) -> Done:
+        person = await self.resolver.reject(match["face_id"])  # the person the face left
+        return person, {"face_id": match["face_id"], "person_id": person.person_id}
+
+    async def _enroll(self, body: dict[str, Any], match: Any) -> Done:
+        name = text(body, "name")
+        done = await self.resolver.enroll(name, [FaceQuery.from_json(q, thing="enroll") for q in body.get("faces", [])
+                                                 if isinstance(q, str)])
+        return done, {"person_id": done.person.person_id if done.person else None, "name": name,
+                      "faces": len(done.added)}
+
+    def _action(self, change: str, act: Callable[[dict[str, Any], Any], Awaitable[Done]]) -> Any:
         async def handle(request: Any) -> Any:
             from aiohttp import web
 
@@ -97,7 +123,7 @@ class ControlServer:
                 body = await request.json() if request.can_read_body else {}
                 if not isinstance(body, dict):
                     raise ValueError("expected a JSON object")
-                done = await act(self.resolver, body, request.match_info)
+                done, detail = await act(body, request.match_info)
             except KeyError as e:
                 return web.json_response({"error": f"no such person or face {e.args[0]!r}"}, status=404)
             except NameTaken as e:  # 409, with the holder: the client raises the same error
@@ -106,9 +132,7 @@ class ControlServer:
                 return web.json_response({"error": str(e)}, status=400)
             except RecursionError:  # JSON nested deeper than Python's parser goes: a bad request, not a crash
                 return web.json_response({"error": "request nested too deeply"}, status=400)
-            person = done.person if isinstance(done, Enrollment) else done
-            await self.changes.record(f"control socket ({_peer(request)})", request.path,
-                                      person_id=person.person_id if person else None)
+            await self.changes.record(f"control socket ({_peer(request)})", change, **detail)
             return web.json_response(dataclasses.asdict(done))
 
         return handle

@@ -18,6 +18,7 @@ import pluggy
 if TYPE_CHECKING:  # the types of hook arguments, all from layers below this one
     from facewatchd.events import FaceEvent, TrackEnded
     from facewatchd.pipeline.demand import TrackDemand
+    from facewatchd.pipeline.health import CameraHealth
     from facewatchd.resolver.core import Resolver
 
 hookspec = pluggy.HookspecMarker("facewatchd")
@@ -138,6 +139,24 @@ def door_status(door: str, locked: bool, failures: int, detail: str) -> Any:
 def camera_status(camera: str, online: bool, reason: str) -> Any:
     """A live camera became unavailable (it is being reopened; `reason` says why) or delivers frames
     again. File sources that end are not offline."""
+
+
+@hookspec
+def camera_health(health: "CameraHealth") -> Any:
+    """How a camera is doing, every `[health] interval_s` (a minute by default), the figures of the `health`
+    log line over the interval just ended (`facewatchd.pipeline.health.CameraHealth`): `fps_in` (read from
+    the source) and `fps_out` (taken by the pipeline) per second, `dropped` and `drop_rate` in the interval,
+    `frames_total` and `dropped_total` since the start, `detect_ms` and `embed_ms` (mean per call; None when
+    none ran), the resolver link (`link`, `link_online`) and the outbox's depth (`outbox`), and `dropping`
+    while the camera's drops are sustained (see frame_drops). Fired once per camera per interval."""
+
+
+@hookspec
+def frame_drops(camera: str, dropping: bool, drop_rate: float, bound: float) -> Any:
+    """A camera dropped more than `bound` (`[health] max_drop_rate`) of its frames for `[health]
+    drop_intervals` intervals in a row (`dropping` True; `drop_rate` the latest interval's), or, later, an
+    interval under the bound ended that (`dropping` False). The pipeline is slower than the source: faces in
+    the dropped frames are never seen. An alert, not a routine."""
 
 
 @hookspec

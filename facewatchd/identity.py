@@ -93,10 +93,10 @@ class IdentityConfig(BaseModel):
     @model_validator(mode="after")
     def _ordered(self) -> "IdentityConfig":
         if not self.new_below <= self.name_threshold <= self.learn_threshold:
-            raise ValueError(f"need new_below ({self.new_below}) <= name_threshold ({self.name_threshold}) "
-                             f"<= learn_threshold ({self.learn_threshold})")
+            raise ValueError(f"new_below <= name_threshold <= learn_threshold must hold, got {self.new_below:g}, "
+                             f"{self.name_threshold:g}, {self.learn_threshold:g}")
         if self.link_similarity is not None and self.link_similarity >= self.new_below:
-            raise ValueError(f"need link_similarity ({self.link_similarity}) < new_below ({self.new_below})")
+            raise ValueError(f"link_similarity must be < new_below, got {self.link_similarity:g} and {self.new_below:g}")
         return self
 
     @property

@@ -10,13 +10,6 @@ import structlog
 
 
 def configure_logging(fmt: Literal["auto", "console", "json"] = "auto", level: str = "info") -> None:
-    try:
-        import cv2
-
-        # OpenCV 5 warns on every model load that its new graph engine ignores target hints: noise, not news.
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    except ImportError:  # the Lambda bundle has no OpenCV
-        pass
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())

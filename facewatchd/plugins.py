@@ -78,6 +78,14 @@ def builtin_plugin_names() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(builtin.__path__) if m.ispkg and not m.name.startswith("_"))
 
 
+def builtin_manifest(name: str) -> dict[str, Any]:
+    """A built-in's manifest.toml, read without importing it (its extras need not be installed)."""
+    import plugins as builtin
+
+    path = Path(builtin.__path__[0]) / name / "manifest.toml"
+    return tomllib.loads(path.read_text()) if path.is_file() else {}
+
+
 def read_manifest(module: ModuleType) -> dict[str, Any]:
     path = Path(module.__file__ or "").parent / "manifest.toml"
     return tomllib.loads(path.read_text()) if path.is_file() else {}

@@ -2,12 +2,11 @@
 served, so a new user names faces on the page while the daemon keeps recognising them.
 
 The page needs a password: unless `[web]` already has one, its hash is kept in `<state_dir>/web-password`
-(mode 0600), asked for on the terminal the first time.
+(mode 0600), asked for (twice) on the terminal the first time.
 """
 
 from __future__ import annotations
 
-import getpass
 import os
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 from facewatchd.app.config import Config, parse_config
 from facewatchd.config import ConfigError
 from facewatchd.web.auth import hash_password
+from facewatchd.web.password import PasswordRefused, ask_new_password
 
 PASSWORD_FILE = "web-password"
 
@@ -34,10 +34,11 @@ def review_config(config: Config, raw: dict[str, Any]) -> Config:
 def _ask_password(secret: Path) -> None:
     if not sys.stdin.isatty():
         raise ConfigError(f"the review page needs a password: run this on a terminal once, or put a hash from "
-                          f"`python -m facewatchd.web` in {secret}")
-    password = getpass.getpass("a password for the review page (user admin): ")
-    if not password:
-        raise ConfigError("no password given: the review page needs one")
+                          f"`facewatchd web-password --hash-only` in {secret}")
+    try:
+        password = ask_new_password("a password for the review page (user admin): ")
+    except PasswordRefused as e:
+        raise ConfigError(f"the review page needs a password: {e}") from None
     secret.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

@@ -10,6 +10,11 @@ At each connect the plugin's `on_connect` runs (announce, re-publish state). `pu
 connection: offline it raises `MqttUnavailable`, or, for a client made with `keep_offline > 0`, keeps the
 message (up to that many, oldest dropped first) and sends it on reconnect.
 
+A plugin's hooks run concurrently (a crowd walking in is a face_detected per face at once), and each QoS 1
+publish waits for its PUBACK: `MAX_IN_FLIGHT` bounds how many of one client's wait together, so a burst
+goes out a few at a time instead of piling up on the shared connection (where aiomqtt warns "There are 11
+pending publish calls" past 10).
+
 Not a module of its own plugin: the leading underscore keeps it out of `builtin_plugin_names()`.
 """
 
@@ -26,6 +31,9 @@ from pydantic import Field
 from facewatchd.link.base import availability_topic
 from facewatchd.link.mqtt_client import BrokerConfig as MqttBrokerConfig
 from facewatchd.link.mqtt_connection import MqttConnection, MqttConnections
+
+
+MAX_IN_FLIGHT = 4  # QoS>0 publishes of one plugin awaiting their acknowledgement at once
 
 
 class MqttUnavailable(RuntimeError):
@@ -57,6 +65,7 @@ class PluginMqtt:
         self._connection: MqttConnection | None = None
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
+        self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.last_error: str | None = None
 
     @property
@@ -102,7 +111,7 @@ class PluginMqtt:
         try:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that lands as
             # the publish completes (python/cpython#86296), and the plugin's task then never stops
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout), self._in_flight:  # the wait for a turn counts in the timeout
                 await client.publish(topic, data, qos=qos, retain=retain)
         except (aiomqtt.MqttError, TimeoutError) as e:
             if self._keep:

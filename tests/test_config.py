@@ -113,3 +113,40 @@ def test_an_infinite_or_nan_number_is_refused():
             parse_config({"cameras": [{"id": "a", "source": "x.mp4", "fps": fps}]})
     with pytest.raises(ConfigError, match=r"identity\.name_threshold"):
         parse_config({"identity": {"name_threshold": float("nan")}})
+
+
+def test_messages_read_like_the_rest_without_pydantic_wording(tmp_path):
+    """Every line reads `key.path: what is wrong[, got value]`: no "Value error, " or "Input should be", a
+    duplicate camera id is named under `cameras`, and `[cameras]` for `[[cameras]]` gets the hint."""
+    cases = [
+        ('[[cameras]]\nid = "sample"\nsource = "a.mp4"\n[[cameras]]\nid = "sample"\nsource = "b.mp4"\n',
+         "cameras: each camera's id must be unique, repeated: sample"),
+        ("[identity]\nnew_below = 0.9\n",
+         "identity: new_below <= name_threshold <= learn_threshold must hold, got 0.9, 0.5, 0.55"),
+        ('[cameras]\nid = "sample"\nsource = "a.mp4"\n',
+         "cameras: must be a list: write [[cameras]] (double brackets) for each entry, not [cameras]"),
+        ('[[cameras]]\nid = "a"\nsource = "a.mp4"\npace = "slow"\n', "cameras[0].pace: must be 'asap' or 'realtime', "
+                                                                     "got 'slow'"),
+        ("[device]\nworkers = 1.5\n", "device.workers: must be a whole number, got 1.5"),
+        ('[web]\ntls_cert_file = "a.crt"\n', "web: tls_cert_file and tls_key_file go together"),
+    ]
+    for text, expected in cases:
+        p = write(tmp_path, text)
+        with pytest.raises(ConfigError) as e:
+            load_config(p)
+        assert str(e.value) == f"{p}: {expected}"
+    proc = cli("check-config", "--config", str(write(tmp_path, cases[0][0] + cases[1][0])), check=False)
+    assert proc.returncode == 2
+    assert "Value error" not in proc.stderr and "Input should" not in proc.stderr and "(top level)" not in proc.stderr
+
+
+def test_the_double_bracket_hint_names_a_plugin_s_table_in_full():
+    from facewatchd.plugins import PluginHost
+
+    config = parse_config({"plugins": {"door": {"schedule": {"days": ["mon"], "start": "08:00", "end": "18:00"},
+                                                "backend": {"type": "http", "unlock_url": "http://relay/on",
+                                                            "lock_url": "http://relay/off"}}}})
+    with pytest.raises(ConfigError) as e:
+        PluginHost(config).load()
+    assert str(e.value) == ("plugins.door.schedule: must be a list: write [[plugins.door.schedule]] (double brackets) "
+                            "for each entry, not [plugins.door.schedule]")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from facewatchd.exit_codes import ExitCode
 from facewatchd.systemd import SystemdNotifier
 from tests.support.daemon import FIXTURES, ROOT
 
@@ -148,7 +150,9 @@ def test_unit_files_carry_the_settings_we_rely_on(unit: str, command: str, state
     assert parse_unit(UNITS / unit)["Install"]["WantedBy"] == ["multi-user.target"]
 
 
-def test_unit_files_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+def verify(tmp_path: Path, drop_in: str | None = None) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """`systemd-analyze verify` on copies of both units, facewatchd.service with the door's GPIO drop-in beside
+    it (verify reads `<unit>.d/*.conf` from the unit's folder); `drop_in` replaces that file's text."""
     analyze = shutil.which("systemd-analyze")
     assert analyze, "systemd-analyze: `make servers` installs Debian's systemd package"
     facewatchd = Path(sys.executable).parent / "facewatchd"
@@ -158,9 +162,43 @@ def test_unit_files_pass_systemd_analyze_verify(tmp_path: Path) -> None:
         copy = tmp_path / unit  # verify checks that ExecStart exists: point it at this checkout's command
         copy.write_text((UNITS / unit).read_text().replace("/opt/facewatchd/bin/facewatchd", str(facewatchd)))
         units.append(str(copy))
+    (tmp_path / "facewatchd.service.d").mkdir(exist_ok=True)
+    (tmp_path / "facewatchd.service.d" / "door-gpio.conf").write_text(drop_in or DOOR_GPIO.read_text())
     proc = subprocess.run([analyze, "verify", "--man=no", *units], capture_output=True, text=True, timeout=60)
-    ours = [line for line in (proc.stdout + proc.stderr).splitlines() if "facewatchd" in line]
+    return proc, [line for line in (proc.stdout + proc.stderr).splitlines() if "facewatchd" in line]
+
+
+DOOR_GPIO = UNITS / "facewatchd.service.d" / "door-gpio.conf"
+
+
+def test_unit_files_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    proc, ours = verify(tmp_path)
     assert proc.returncode == 0 and not ours, proc.stdout + proc.stderr
+
+
+def test_the_door_gpio_drop_in_opens_the_gpio_chips_and_nothing_else(tmp_path: Path) -> None:
+    """The unit's DevicePolicy=closed allows V4L2 only; the drop-in adds the GPIO character devices (libgpiod
+    opens /dev/gpiochipN) and the group that owns them, and verify reads it (a mistake in it is reported)."""
+    service = parse_unit(DOOR_GPIO)["Service"]
+    assert service == {"DeviceAllow": ["char-gpiochip rw"], "SupplementaryGroups": ["gpio"]}
+    _, ours = verify(tmp_path, drop_in=DOOR_GPIO.read_text() + "DeviceAlow=char-gpiochip rw\n")
+    assert any("door-gpio.conf" in line and "DeviceAlow" in line for line in ours), ours
+
+
+def readme_exit_codes() -> dict[int, bool]:
+    """The README's exit code table: code → whether it is in RestartPreventExitStatus."""
+    section = (ROOT / "README.md").read_text().split("### Exit codes", 1)[1].split("\n#", 1)[0]
+    rows = [line.split("|") for line in section.splitlines() if re.match(r"^\| \d+ \|", line)]
+    assert all(row[3].strip() in {"yes", "no"} for row in rows), rows
+    return {int(row[1]): row[3].strip() == "yes" for row in rows}
+
+
+def test_the_readme_exit_codes_are_the_command_s_and_the_units_restart_policy() -> None:
+    table = readme_exit_codes()
+    assert table == {int(code): code.prevents_restart for code in ExitCode}
+    for unit in ("facewatchd.service", "facewatchd-resolver.service"):
+        [statuses] = parse_unit(UNITS / unit)["Service"]["RestartPreventExitStatus"]
+        assert {int(s) for s in statuses.split()} == {code for code, prevents in table.items() if prevents}, unit
 
 
 def test_the_watchdog_stops_while_the_daemon_is_half_alive(tmp_path: Path) -> None:

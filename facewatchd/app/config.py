@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from facewatchd.config import DEFAULT_CONFIG, DeviceConfig, LoggingConfig, Strict, read_config_data, validate_config
@@ -16,6 +16,7 @@ from facewatchd.identity import IdentityConfig
 from facewatchd.link.local import LocalLinkConfig
 from facewatchd.pipeline.cache import CacheConfig
 from facewatchd.pipeline.camera import CameraConfig
+from facewatchd.pipeline.health import HealthConfig
 from facewatchd.pipeline.motion import MotionConfig
 from facewatchd.pipeline.regions import RegionConfig
 from facewatchd.pipeline.tracker import TrackerConfig
@@ -89,6 +90,7 @@ class Config(Strict):
     quality: QualityConfig = QualityConfig()
     liveness: LivenessConfig = LivenessConfig()
     cache: CacheConfig = CacheConfig()
+    health: HealthConfig = HealthConfig()
     web: WebConfig = WebConfig()
     uplink: UplinkConfig = UplinkConfig()
     resolver: ResolverConfig = LocalResolverConfig()
@@ -113,13 +115,15 @@ class Config(Strict):
                 'cameras of the AWS resolver reach it with link type "awsiot"', {"kind": resolver.type})
         return link
 
-    @model_validator(mode="after")
-    def _unique_camera_ids(self) -> "Config":
-        ids = [c.id for c in self.cameras]
+    @field_validator("cameras")
+    @classmethod
+    def _unique_camera_ids(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
+        ids = [c.id for c in cameras]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
-        if dupes:
-            raise ValueError(f"camera ids must be unique, repeated: {', '.join(dupes)}")
-        return self
+        if dupes:  # named under `cameras`, where the mistake is, not at the top level
+            raise PydanticCustomError("unique_ids", "each camera's id must be unique, repeated: {dupes}",
+                                      {"dupes": ", ".join(dupes)})
+        return cameras
 
 
 def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:

@@ -11,18 +11,21 @@ import asyncio
 import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
 import structlog
 
 from facewatchd.aio import cancel_and_wait
+from facewatchd.app.camera_start import NeverUp, cameras_never_up
 from facewatchd.app.config import Config
+from facewatchd.app.health import LinkState, report_health
+from facewatchd.app.summary import Summary, summarise
 from facewatchd.app.wiring import notify_systemd, serve_resolver, stop_on_signals
 from facewatchd.link.base import Link, LinkDown
 from facewatchd.outbox import Outbox
 from facewatchd.pipeline.cache import FaceCache
+from facewatchd.pipeline.health import Counters, StageClock
 from facewatchd.pipeline.labels import apply_delta
 from facewatchd.pipeline.motion import MotionGate, shrink
 from facewatchd.pipeline.regions import Box, RegionPlanner
@@ -44,37 +47,15 @@ STAGE_QUEUE_SIZE = 4  # detected frames waiting for the tracker, per camera
 EVICT_EVERY_S = 60.0
 
 
-@dataclass
-class Summary:
-    frames: int
-    frames_dropped: int
-    frames_unreadable: int
-    frames_gated: int  # not detected: nothing moved in an empty scene
-    frames_in_regions: int  # detected only around live tracks and motion (pipeline/regions.py)
-    faces: int
-    tracks: int
-    tracks_not_worth_naming: int  # ended with no view that passed the quality gate: never a person
-    embeds: int
-    reverifications: int  # named or pending tracks embedded again (the cheap check, a beat, a jump)
-    resolver_calls: int
-    resolver_retries: int
-    cache_hits: int
-    pending: int
-    link_online: bool
-    persons: dict[str, dict[str, Any]] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return self.__dict__.copy()
-
-
 class Daemon:
     def __init__(self, config: Config, plugins: PluginHost | None = None, link: Link | None = None) -> None:
         self.config = config
         self.plugins = plugins or PluginHost(config)
         self._link = link
         self.stop_event = asyncio.Event()
+        self._stop_requested = False  # by a signal (or a caller), not by the run itself
         self.cameras = [Camera(c) for c in config.cameras]
+        self.detect_clock = StageClock()  # the detectors' time per camera, for the health line
         self.recognizer: Recognizer | None = None
         self._planners: dict[str, RegionPlanner] = {}  # per camera: where its frames were detected
         self.liveness: LivenessWatch | None = None
@@ -84,6 +65,7 @@ class Daemon:
         self._embedded: Any = None
         self._online_at_end = False
         self._background: list[asyncio.Task[Any]] = []
+        self.cameras_never_up: list[NeverUp] = []  # set: the run failed, a camera gave no frame
         self.web: WebServer | None = None
         self.live: Live | None = None
         if config.web.enabled:  # the review page's "now": fed by the same hooks as every plugin
@@ -108,6 +90,7 @@ class Daemon:
                            lambda: self.plugins.mqtt)
 
     def request_stop(self) -> None:
+        self._stop_requested = True
         self.stop_event.set()
 
     def problem(self) -> str | None:
@@ -185,13 +168,17 @@ class Daemon:
                 background = [loop.create_task(uplink.run(uplink_stop), name="uplink"),
                               loop.create_task(self._apply_deltas(link), name="deltas"),
                               loop.create_task(self._housekeeping(cache), name="housekeeping"),
+                              loop.create_task(report_health(cfg.health, self._health_counters, self._link_state,
+                                                             self.plugins.fire), name="health"),
                               loop.create_task(notify_systemd(self.status, self.problem), name="systemd")]  # READY, watchdog, STOPPING
                 camera_tasks = [loop.create_task(self._camera(cam, det, executor), name=f"camera-{cam.config.id}")
                                 for cam, det in zip(self.cameras, detectors)]
                 self._background = background
                 for task in background + camera_tasks:
                     task.add_done_callback(_log_failure)
+                starting = loop.create_task(self._watch_start(camera_tasks), name="camera-start")
                 await self._wait_for_end(camera_tasks)
+                await starting  # every camera has ended by now: it returns at its next look
                 await self._drain(uplink)
                 self._online_at_end = link.online
                 self.stop_event.set()
@@ -220,6 +207,16 @@ class Daemon:
         self.stop_event.set()  # ends cameras still running (a signal)
         await asyncio.gather(*camera_tasks, return_exceptions=True)
 
+    async def _watch_start(self, camera_tasks: list[asyncio.Task[None]]) -> None:
+        """Records each camera that never comes up (the run then fails); stops the run while none gives frames."""
+        async for camera in cameras_never_up(zip(self.cameras, camera_tasks)):
+            if self._stop_requested:  # stopped (a signal) before its first frame: no failure of the camera
+                return
+            log.error("camera_never_up", camera=camera.camera, reason=camera.reason)
+            self.cameras_never_up.append(camera)
+            if not any(c.stats.frames for c in self.cameras):
+                self.stop_event.set()  # nothing is watched, so nothing is lost: fail now, and be restarted
+
     async def _drain(self, uplink: Uplink) -> None:
         """Give the resolver time to answer what is still pending, so the summary is complete. The link may
         still be connecting (a short file can end first), so this waits on the deadline, not on the link."""
@@ -244,9 +241,10 @@ class Daemon:
                 return None, False  # the next detected frame is compared with the last one detected
             cut = cuts.is_cut(small)
             regions = planner.plan(image.shape[1], image.shape[0], tracks, gate.moved, cut)
-            if regions is not None:
-                return detector.detect_in(image, regions), cut
-            return (detector.detect_refined(image) if self.config.regions.enabled else detector.detect(image)), cut
+            with self.detect_clock.timing(camera.config.id):
+                faces = detector.detect_in(image, regions) if regions is not None else \
+                    detector.detect_refined(image) if self.config.regions.enabled else detector.detect(image)
+            return faces, cut
 
         async def detect() -> None:
             try:
@@ -342,32 +340,18 @@ class Daemon:
                 self.plugins.fire("camera_status", camera=cam.config.id, online=True, reason="frames again")
             seen[cam.config.id] = (reopens, frames, online)
 
+    def _health_counters(self) -> dict[str, Counters]:
+        embed = self.recognizer.embed_clock if self.recognizer else StageClock()
+        now = time.monotonic()
+        return {c.config.id: Counters(now, c.stats.frames, c.stats.dropped, self.detect_clock.totals(c.config.id),
+                                      embed.totals(c.config.id)) for c in self.cameras}
+
+    def _link_state(self) -> LinkState:
+        return self.config.link.type, bool(self.link and self.link.online), self.uplink.pending if self.uplink else 0
+
     def _summary(self, seconds: float) -> Summary:
-        rec = self.recognizer
-        persons: dict[str, dict[str, Any]] = {}
-        if rec is not None:
-            persons = {pid: {"name": rec.stats.names.get(pid), "tracks": n}
-                       for pid, n in sorted(rec.stats.person_tracks.items())}
-        up = self.uplink.stats if self.uplink else None
-        return Summary(
-            frames=sum(c.stats.frames for c in self.cameras),
-            frames_dropped=sum(c.stats.dropped for c in self.cameras),
-            frames_unreadable=sum(c.stats.unreadable for c in self.cameras),
-            frames_gated=sum(c.stats.gated for c in self.cameras),
-            frames_in_regions=sum(p.region_frames for p in self._planners.values()),
-            faces=rec.stats.faces if rec else 0,
-            tracks=rec.stats.tracks if rec else 0,
-            embeds=rec.stats.embeds if rec else 0,
-            reverifications=rec.stats.reverifications if rec else 0,
-            tracks_not_worth_naming=rec.stats.tracks_gated if rec else 0,
-            resolver_calls=rec.stats.resolver_calls if rec else 0,
-            resolver_retries=up.resent if up else 0,
-            cache_hits=rec.stats.cache_hits if rec else 0,
-            pending=self.uplink.pending if self.uplink else 0,
-            link_online=self._online_at_end,
-            persons=persons,
-            seconds=round(seconds, 2),
-        )
+        return summarise(self.cameras, self._planners.values(), self.recognizer, self.uplink, self._online_at_end,
+                         seconds)
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

@@ -39,6 +39,8 @@ class CameraConfig(BaseModel):
     loop: bool = Field(False, description="files only: start again at the end instead of ending the run")
     reopen_min_s: float = Field(0.5, gt=0)
     reopen_max_s: float = Field(30.0, gt=0)
+    start_timeout_s: float = Field(60.0, ge=0, description="`run` fails (exit 69) when the camera has given no "
+                                   "frame this long after start; 0: wait for ever")
 
 
 @dataclass(slots=True)

@@ -36,6 +36,7 @@ from facewatchd.pipeline.answers import Answers, HookFirer, RecognizerStats
 from facewatchd.pipeline.cache import CacheHit, FaceCache
 from facewatchd.pipeline.camera import Frame
 from facewatchd.pipeline.demand import TrackDemand, wanted
+from facewatchd.pipeline.health import StageClock
 from facewatchd.pipeline.tracker import Track, TrackUpdate, iou
 from facewatchd.pipeline.uplink import Uplink, UplinkConfig, crop_with_margin
 from facewatchd.pipeline.views import View, rank
@@ -68,6 +69,7 @@ class Recognizer(Answers):
         self.evidence_demands = list(evidence_demands)
         self.stats = RecognizerStats()
         self._embed_lock = threading.Lock()  # one network, not thread-safe
+        self.embed_clock = StageClock()  # the network's time per camera, for the health line
         self._live: dict[str, Track] = {}
         self._pending_tracks: Counter[str] = Counter()  # face id → ended tracks still waiting for its answer
         self._ended: OrderedDict[str, Track] = OrderedDict()
@@ -78,15 +80,15 @@ class Recognizer(Answers):
         crop = crop_with_margin(image, face, self.config.crop_margin)
         return View(rank(face, aligned), aligned, crop, face, ts, signature(image, face))
 
-    def _embed_sync(self, view: View, mirror: bool) -> tuple[np.ndarray, float]:
-        with self._embed_lock:
+    def _embed_sync(self, view: View, mirror: bool, camera: str) -> tuple[np.ndarray, float]:
+        with self._embed_lock, self.embed_clock.timing(camera):
             embeddings, norms = self.embedder.embed_batch_with_norms([view.aligned], None if mirror else False)
         return embeddings[0], float(norms[0])
 
-    def _first_views_sync(self, image: np.ndarray, faces: list[Face], ts: float) -> list[View]:
+    def _first_views_sync(self, image: np.ndarray, faces: list[Face], ts: float, camera: str) -> list[View]:
         """Views of faces that appeared in one frame, embedded in one batched forward pass."""
         views = [self._view_sync(image, face, ts) for face in faces]
-        with self._embed_lock:
+        with self._embed_lock, self.embed_clock.timing(camera):
             embeddings, norms = self.embedder.embed_batch_with_norms([v.aligned for v in views])
         for view, embedding, norm in zip(views, embeddings, norms):
             view.embedded(embedding, float(norm))
@@ -96,13 +98,13 @@ class Recognizer(Answers):
         return await asyncio.get_running_loop().run_in_executor(self.executor, self._view_sync, frame.image, face,
                                                                 frame.ts)
 
-    async def _embedding(self, view: View, mirror: bool) -> tuple[np.ndarray, float]:
+    async def _embedding(self, view: View, mirror: bool, camera: str) -> tuple[np.ndarray, float]:
         self.stats.embeds += 1
-        return await asyncio.get_running_loop().run_in_executor(self.executor, self._embed_sync, view, mirror)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self._embed_sync, view, mirror, camera)
 
     async def _embed(self, track: Track, view: View, frame_index: int, mirror: bool = True) -> np.ndarray:
         if view.embedding is None:
-            view.embedded(*await self._embedding(view, mirror))
+            view.embedded(*await self._embedding(view, mirror, track.camera))
             track.embeds += 1
         track.embedding, track.embedded_frame, track.embedded_ts = view.embedding, frame_index, view.ts
         track.appearance = view.appearance  # what the cheap check compares the next frames with
@@ -120,7 +122,8 @@ class Recognizer(Answers):
         views: list[View] = []
         if update.started:  # faces that appear together are embedded together: one forward pass
             views = await asyncio.get_running_loop().run_in_executor(
-                self.executor, self._first_views_sync, frame.image, [t.face for t in update.started], frame.ts)
+                self.executor, self._first_views_sync, frame.image, [t.face for t in update.started], frame.ts,
+                frame.camera)
             self.stats.embeds += len(views)
         for track, view in zip(update.started, views):
             self.stats.tracks += 1
@@ -224,7 +227,7 @@ class Recognizer(Answers):
             if self.cache.worth_learning(similarity, evidence) and not view.failures(self.quality):
                 # A view is learnt as searches will use it: flip-averaged (one lucky plain frame is not kept);
                 # asked first, so a view that would not be kept costs no second embedding
-                learnt, _ = await self._embedding(view, mirror=True)
+                learnt, _ = await self._embedding(view, True, track.camera)
                 if self.cache.add_view(track.person_id, track.name, learnt):
                     log.debug("cache_view_added", camera=track.camera, track_id=track.id, person_id=track.person_id)
             self.fire("face_recognised" if track.name else "unknown_face", event=self._event(track, "verified"))

@@ -1,8 +1,7 @@
-"""YuNet face detector through cv2.FaceDetectorYN.
+"""YuNet face detector (`vision/yunet.py`: FaceDetectorYN's processing on cv2.dnn).
 
 Frames are downscaled so the long side is at most `max_side` px (YuNet's sweet spot), and boxes and
-landmarks are mapped back to full-frame coordinates. One instance per camera: FaceDetectorYN keeps
-per-size state and is not thread-safe.
+landmarks are mapped back to full-frame coordinates. One instance per camera: the net is not thread-safe.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from facewatchd.vision.models import YUNET, verified_path
 from facewatchd.vision.rects import around, iou, merge
-
+from facewatchd.vision.yunet import YuNet
 
 CANVAS_SIDES = (128, 192, 256, 384, 512, 640)  # the square sizes regions are padded to
 REFINE_MARGIN, REFINE_MIN_SIDE, REFINE_IOU = 0.5, 96, 0.3  # a face's native-resolution region, and the match
@@ -50,11 +49,9 @@ class Face:
 class YuNetDetector:
     def __init__(self, config: DetectorConfig | None = None) -> None:
         self.config = config or DetectorConfig()
-        self._path = path = verified_path(YUNET, self.config.model_path)
-        self._net = cv2.FaceDetectorYN.create(path, "", (320, 320), self.config.score_threshold,
-                                              self.config.nms_threshold, 5000)
-        self._size: tuple[int, int] | None = None
-        self._squares: dict[int, cv2.FaceDetectorYN] = {}  # one network per region canvas size
+        self._path = str(verified_path(YUNET, self.config.model_path))
+        self._net = YuNet(self._path, self.config.score_threshold, self.config.nms_threshold)
+        self._squares: dict[int, YuNet] = {}  # one network per region canvas size: no reshaping between calls
 
     def detect(self, frame: np.ndarray) -> list[Face]:
         _check(frame)
@@ -62,12 +59,7 @@ class YuNetDetector:
         scale = min(1.0, self.config.max_side / max(h, w))
         small = frame if scale == 1.0 else cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))),
                                                       interpolation=cv2.INTER_AREA)
-        size = (small.shape[1], small.shape[0])
-        if size != self._size:
-            self._net.setInputSize(size)
-            self._size = size
-        _, rows = self._net.detect(small)
-        return self._faces(rows, scale, 0, 0)
+        return self._faces(self._net.detect(small), scale, 0, 0)
 
     def detect_in(self, frame: np.ndarray, regions: list[tuple[int, int, int, int]]) -> list[Face]:
         """Faces in the given regions (x0, y0, x1, y1) of the frame, each cut at native resolution (scaled down
@@ -88,8 +80,7 @@ class YuNetDetector:
             side = next((s for s in CANVAS_SIDES if s >= max(crop.shape[:2])), max(crop.shape[:2]))
             canvas = np.zeros((side, side, 3), np.uint8)
             canvas[:crop.shape[0], :crop.shape[1]] = crop
-            _, rows = self._square(side).detect(canvas)
-            for face in self._faces(rows, scale, x0, y0):
+            for face in self._faces(self._square(side).detect(canvas), scale, x0, y0):
                 x, y, w, h = face.box
                 cut = (x0 > 0 and x <= x0 + 1) or (y0 > 0 and y <= y0 + 1) or (x1 < fw and x + w >= x1 - 1) \
                     or (y1 < fh and y + h >= y1 - 1)
@@ -109,18 +100,14 @@ class YuNetDetector:
         native = self.detect_in(frame, merge([around(f.box, REFINE_MARGIN, REFINE_MIN_SIDE, w, h) for f in faces]))
         return native + [f for f in faces if all(iou(f.box, n.box) < REFINE_IOU for n in native)]
 
-    def _square(self, side: int) -> cv2.FaceDetectorYN:
+    def _square(self, side: int) -> YuNet:
         net = self._squares.get(side)
         if net is None:
-            net = self._squares[side] = cv2.FaceDetectorYN.create(self._path, "", (side, side),
-                                                                  self.config.score_threshold,
-                                                                  self.config.nms_threshold, 5000)
+            net = self._squares[side] = YuNet(self._path, self.config.score_threshold, self.config.nms_threshold)
         return net
 
-    def _faces(self, rows: np.ndarray | None, scale: float, dx: int, dy: int) -> list[Face]:
+    def _faces(self, rows: np.ndarray, scale: float, dx: int, dy: int) -> list[Face]:
         faces: list[Face] = []
-        if rows is None:
-            return faces
         for row in rows:
             x, y, bw, bh = (float(v) / scale for v in row[:4])
             if min(bw, bh) < self.config.min_face_px:

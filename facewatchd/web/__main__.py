@@ -1,8 +1,6 @@
-"""`python -m facewatchd.web`: asks for a password and prints its hash, for `[web] password_hash`."""
+"""`python -m facewatchd.web`: `facewatchd web-password` under its old name."""
 
-import getpass
-
-from facewatchd.web.auth import hash_password
+from facewatchd.web.password import main
 
 if __name__ == "__main__":
-    print(hash_password(getpass.getpass("password for the review page: ")))
+    raise SystemExit(main())

@@ -18,7 +18,7 @@ class WebConfig(BaseModel):
     host: str = Field("127.0.0.1", description="where to listen: localhost unless you mean otherwise")
     port: int = Field(8750, ge=0, le=65535, description="0: any free port (logged)")
     user: str = Field("admin", min_length=1, max_length=64, description="the name to log in with")
-    password_hash: str | None = Field(None, description="from `python -m facewatchd.web` (asks for the password): "
+    password_hash: str | None = Field(None, description="from `facewatchd web-password` (asks for the password): "
                                       "scrypt$…")
     password_file: Path | None = Field(None, description="a file whose first line is the password hash")
     tls_cert_file: Path | None = None
@@ -42,7 +42,7 @@ class WebConfig(BaseModel):
             if not is_password_hash(stored):  # the value is never echoed: it may be the password itself
                 where = "password_hash" if self.password_hash else f"password_file {self.password_file}"
                 raise PydanticCustomError("password_hash", f"{where} does not hold a password hash (scrypt$…): "
-                                          "make one with `python -m facewatchd.web`")
+                                          "make one with `facewatchd web-password`")
         return self
 
     @property

@@ -9,6 +9,8 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 from facewatchd.resolver.ports import Person
 from facewatchd.web.actions import matching
 from facewatchd.web.auth import COOKIE
@@ -16,6 +18,8 @@ from facewatchd.web.live import Sighting
 
 if TYPE_CHECKING:
     from facewatchd.web.site import Site
+
+log = structlog.get_logger("facewatchd.web")
 
 PAGE_SIZE = 48
 CROPS_SHOWN = 4
@@ -80,6 +84,13 @@ class Pages:
 
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
         await response.prepare(request)
+        try:
+            await self._stream(request, response)
+        except ConnectionResetError:  # the page was left (aiohttp's ClientConnectionResetError): nothing wrong
+            log.debug("web_events_client_left", remote=request.remote)
+        return response
+
+    async def _stream(self, request: Any, response: Any) -> None:
         cookie = request.cookies.get(COOKIE)
         while self.server.sessions.get(cookie) is not None:  # ends with the session (a logout, an expiry)
             data = json.dumps(self.live.snapshot() if self.live else {})
@@ -92,7 +103,6 @@ class Pages:
             except TimeoutError:
                 pass
             await asyncio.sleep(0.2)  # at most five updates a second
-        return response
 
     async def audit(self, request: Any) -> Any:
         records: list[dict[str, Any]] = []

@@ -1,4 +1,4 @@
-"""Alerts: tell someone when an unknown face, a listed person, or a camera going offline is seen.
+"""Alerts: tell someone of an unknown face, a listed person, a camera gone offline or one dropping frames.
 
 Each alert is one JSON object, sent over every configured channel: a webhook (HTTP POST), an MQTT
 message (kept while the broker is away and sent on reconnect), and a command that gets the JSON on
@@ -54,6 +54,8 @@ class AlertsConfig(BaseModel):
     on_unknown: bool = Field(True, description="alert on faces of people without a name")
     on_persons: list[str] = Field(default_factory=list, description="alert when one of these names is seen")
     on_camera_offline: bool = Field(True, description="alert when a live camera stops delivering")
+    on_frame_drops: bool = Field(True, description="alert when a camera keeps dropping frames ([health] "
+                                 "max_drop_rate and drop_intervals; rate-limited per camera)")
     on_presentation_attack: bool = Field(True, description="alert when a door refuses a photo or a screen held "
                                          "up as a face (rate-limited per camera)")
     rate_limit_s: float = Field(300.0, ge=0, description="at most one alert per person (or camera) this often")
@@ -147,6 +149,13 @@ class Plugin:
         if self.config.include_crop and event.crop_jpeg:
             alert["crop_jpeg_b64"] = base64.b64encode(event.crop_jpeg).decode()
         self._send(alert)
+
+    @hookimpl
+    async def frame_drops(self, camera: str, dropping: bool, drop_rate: float, bound: float) -> None:
+        if self.config and self.config.on_frame_drops and dropping and self._due(f"drops:{camera}"):
+            self._send({"alert": "frames_dropped", "thing": self.thing, "camera": camera,
+                        "drop_rate": round(drop_rate, 4), "bound": bound,
+                        "ts": datetime.now(timezone.utc).isoformat(timespec="seconds")})
 
     @hookimpl
     async def camera_status(self, camera: str, online: bool, reason: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,6 @@ from typing import Any
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from facewatchd import __version__
 from facewatchd.app.config import Config
 from facewatchd.events import TrackEnded
 from facewatchd.hookspecs import hookimpl
@@ -29,8 +29,9 @@ from facewatchd.link.base import availability_topic
 from facewatchd.pipeline.camera import is_live
 from facewatchd.plugins import PluginContext
 from plugins._mqtt import BrokerConfig, MqttUnavailable, PluginMqtt
-from plugins.analytics.store import AnalyticsStore
-from plugins.homeassistant import ORIGIN, TOPIC_PART, slug
+from plugins.analytics.store import AnalyticsStore, hour_of
+from plugins.homeassistant import ORIGIN, TOPIC_PART, HomeAssistantConfig, slug
+from plugins.homeassistant.discovery import camera_device, iso
 
 log = structlog.get_logger("facewatchd.plugins.analytics")
 
@@ -60,13 +61,31 @@ def local_midnight(now: float) -> float:
     return datetime.fromtimestamp(now).astimezone().replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
 
 
-SENSORS = (  # key in the state JSON, name, unit, needs identities
-    ("visits_this_hour", "Visits this hour", None, False),
-    ("visits_today", "Visits today", None, False),
-    ("unique_today", "Unique visitors today", None, True),
-    ("new_today", "New visitors today", None, True),
-    ("mean_dwell_today_s", "Mean dwell today", "s", False),
+@dataclass(frozen=True)
+class Sensor:
+    key: str  # in the state JSON
+    name: str
+    icon: str
+    identities: bool  # needs person ids: none when anonymous
+    counted_since: str | None  # a count that restarts: the state JSON's key for when it last did
+
+
+SENSORS = (
+    Sensor("visits_this_hour", "Visits this hour", "mdi:walk", False, "hour_started"),
+    Sensor("visits_today", "Visits today", "mdi:walk", False, "day_started"),
+    Sensor("unique_today", "Unique visitors today", "mdi:account-multiple", True, "day_started"),
+    Sensor("new_today", "New visitors today", "mdi:account-plus", True, "day_started"),
+    Sensor("mean_dwell_today_s", "Mean dwell today", "mdi:timer-outline", False, None),
 )
+
+
+def sensor_keys(sensor: Sensor) -> dict[str, Any]:
+    """A count since the hour or the day began is a `total` that restarts at `last_reset` (HA's statistics
+    then add up visits across restarts exactly, even when a new hour starts with more than the last ended);
+    the mean dwell is a measurement, in seconds."""
+    if sensor.counted_since is None:
+        return {"state_class": "measurement", "device_class": "duration", "unit_of_measurement": "s"}
+    return {"state_class": "total", "last_reset_value_template": f"{{{{ value_json.{sensor.counted_since} }}}}"}
 
 
 class Plugin:
@@ -76,6 +95,7 @@ class Plugin:
         self.config = AnalyticsConfig()
         self.store: AnalyticsStore | None = None
         self.thing = ""
+        self.homeassistant = HomeAssistantConfig()
         self.cameras: list[str] = []
         self.live: set[str] = set()  # cameras whose timestamps are wall clock
         self.mqtt: PluginMqtt | None = None
@@ -92,6 +112,8 @@ class Plugin:
     async def facewatchd_start(self, context: PluginContext) -> None:
         self.config = context.plugin_config("analytics")
         self.thing = context.config.device.thing
+        # the camera devices' names and areas, as the homeassistant plugin gives them (its defaults without it)
+        self.homeassistant = context.plugin_config("homeassistant") or HomeAssistantConfig()
         self.cameras = [c.id for c in context.config.cameras]
         self.live = {c.id for c in context.config.cameras if is_live(c.source)}
         self.store = await asyncio.to_thread(AnalyticsStore, db_path(context.config, self.config),
@@ -142,6 +164,11 @@ class Plugin:
     # -- Home Assistant over MQTT ---------------------------------------------------------------
     @property
     def node(self) -> str:
+        return slug(f"facewatchd_{self.thing}_footfall")
+
+    @property
+    def earlier_node(self) -> str:
+        """Where the sensors were when each camera had a footfall device of its own, apart from the camera's."""
         return slug(f"facewatchd_{self.thing}_analytics")
 
     @property
@@ -156,29 +183,33 @@ class Plugin:
     def discovery(self, camera: str) -> dict[str, dict[str, Any] | None]:
         """config topic → payload (None: remove it; the identity sensors when anonymous) for one camera."""
         assert self.config.mqtt is not None
-        device = {"identifiers": [f"{self.node}_{slug(camera)}"], "name": f"{camera} footfall",
-                  "model": "facewatchd analytics", "manufacturer": "facewatchd", "sw_version": __version__}
+        device = camera_device(self.homeassistant, self.thing, camera)  # the camera's own device in HA
         configs: dict[str, dict[str, Any] | None] = {}
-        for key, name, unit, identities in SENSORS:
-            topic = f"{self.config.mqtt.discovery_prefix}/sensor/{self.node}/{slug(camera)}_{key}/config"
-            configs[topic] = None if identities and self.config.anonymous else {
-                "name": name, "unique_id": f"{self.node}_{slug(camera)}_{key}", "device": device, "origin": ORIGIN,
+        prefix = self.config.mqtt.discovery_prefix
+        for sensor in SENSORS:
+            # HA 2024.3 never moves an entity to another device: the earlier sensors go (their device with them)
+            configs[f"{prefix}/sensor/{self.earlier_node}/{slug(camera)}_{sensor.key}/config"] = None
+            topic = f"{prefix}/sensor/{self.node}/{slug(camera)}_{sensor.key}/config"
+            configs[topic] = None if sensor.identities and self.config.anonymous else {
+                "name": sensor.name, "unique_id": f"{self.node}_{slug(camera)}_{sensor.key}", "device": device,
+                "origin": ORIGIN, "icon": sensor.icon,
                 # its own availability and its connection's will (a dead connection cannot say the first)
                 "availability": [{"topic": self.availability_topic}, {"topic": availability_topic(self.thing)}],
                 "availability_mode": "all", "state_topic": self.state_topic(camera),
-                "value_template": f"{{{{ value_json.{key} }}}}", "state_class": "measurement",
-                **({"unit_of_measurement": unit, "device_class": "duration"} if unit else {})}
+                "value_template": f"{{{{ value_json.{sensor.key} }}}}", **sensor_keys(sensor)}
         return configs
 
     def states(self, now: float) -> dict[str, dict[str, Any]]:
         """camera → its sensors' values (runs in a thread: it reads the database)."""
         assert self.store is not None
         out = {}
+        hour_started, day_started = hour_of(now), local_midnight(now)
         for camera in self.cameras:
-            hour, today = self.store.total(now, camera), self.store.total(local_midnight(now), camera)
+            hour, today = self.store.total(hour_started, camera), self.store.total(day_started, camera)
             out[camera] = {"visits_this_hour": hour.visits, "visits_today": today.visits,
                            "unique_today": today.unique, "new_today": today.new,
-                           "mean_dwell_today_s": round(today.mean_dwell_s, 1)}
+                           "mean_dwell_today_s": round(today.mean_dwell_s, 1),
+                           "hour_started": iso(hour_started), "day_started": iso(day_started)}
         return out
 
     async def announce(self) -> None:

@@ -7,9 +7,12 @@ as attribute) and a "Last camera" sensor. One HA device
 per camera: sensors "Last recognised person" and "People in view", binary_sensor "Unknown person
 present" (on while a face without a name is in view, off `unknown_off_after_s` after it left), event
 "Face" (`recognised` or `unknown`, once per track, also when the resolver answers after the track
-ended), and, opt-in, image "Last face". Discovery configs and states are retained; availability is
-announced `online` on connect with a last will of `offline`, and a camera's entities are also unavailable
-while the camera delivers no frames (camera_status).
+ended), and, opt-in, image "Last face" (the analytics plugin puts its footfall sensors on the same device).
+Discovery configs and states are retained; availability is announced `online` on connect with a last will
+of `offline`, and a camera's entities are also unavailable while the camera delivers no frames
+(camera_status). A clean stop sets every person not_home first: a tracker is available while the
+connection is up or while it says not_home, so after the will (a dead daemon) only one that says home is
+unavailable.
 
 At every (re)connect and HA birth message (`<discovery_prefix>/status` = `online`) the plugin
 reconciles: it publishes its current cameras and persons, then reads back the retained discovery
@@ -28,9 +31,10 @@ from facewatchd.events import FaceEvent, TrackEnded
 from facewatchd.hookspecs import hookimpl
 from facewatchd.plugins import PluginContext
 from plugins._mqtt import PluginMqtt
-from plugins.homeassistant.config import TOPIC_PART, CameraOptions, HomeAssistantConfig
+from plugins.homeassistant.config import TOPIC_PART, CameraOptions, HomeAssistantConfig, review_page_url
 from plugins.homeassistant.discovery import ORIGIN, iso, slug
-from plugins.homeassistant.reconcile import Reconcile, Reconciling
+from plugins.homeassistant.health import HealthSensors
+from plugins.homeassistant.reconcile import Reconcile
 from plugins.homeassistant.state import CameraState, PersonState
 
 __all__ = ["ORIGIN", "TOPIC_PART", "CameraOptions", "HomeAssistantConfig", "Plugin", "slug"]
@@ -38,7 +42,7 @@ __all__ = ["ORIGIN", "TOPIC_PART", "CameraOptions", "HomeAssistantConfig", "Plug
 ENDED_KEPT = 1024  # ended tracks remembered, so an answer that arrives after its track ended is recognised as late
 
 
-class Plugin(Reconciling):
+class Plugin(HealthSensors):  # HealthSensors (health.py): diagnostic sensors, over Reconciling
     def __init__(self) -> None:
         self.config = HomeAssistantConfig()
         self.thing = ""
@@ -65,8 +69,7 @@ class Plugin(Reconciling):
         self.config = context.plugin_config("homeassistant")
         self.thing = context.config.device.thing
         web = context.config.web
-        self.configuration_url = self.config.configuration_url or (
-            f"{'https' if web.tls_cert_file else 'http'}://{web.host}:{web.port}/" if web.enabled else None)
+        self.configuration_url = self.config.configuration_url or (review_page_url(web) if web.enabled else None)
         self.cameras = {c.id: CameraState() for c in context.config.cameras}
         self.mqtt = PluginMqtt(self.config, f"facewatchd-{self.thing}-homeassistant", context.mqtt,
                                subscriptions=(f"{self.config.discovery_prefix}/status",),
@@ -84,6 +87,10 @@ class Plugin(Reconciling):
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=2)
         if self.mqtt is not None:
+            # Nobody is seen by a stopped daemon: its persons are not_home (their trackers stay available),
+            # before the daemon's own entities go unavailable.
+            await self._send([self._leave(person_id, person) for person_id, person in self.persons.items()
+                              if person.home])
             await self.mqtt.stop(last=(self.availability_topic, b"offline"))
 
     @hookimpl

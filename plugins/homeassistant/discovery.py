@@ -15,6 +15,8 @@ ORIGIN = {"name": "facewatchd", "sw_version": __version__}
 # the empty message that clears a retained state (a forget, a removal) may reach the entity before its removal
 # does: no attributes, rather than a warning about JSON in HA's log
 NO_ATTRIBUTES_WHEN_EMPTY = "{{ value if value else '{}' }}"
+# a person's own state as an availability: `online` while it says not_home
+NOT_HOME_AVAILABLE = "{{ 'online' if value_json is defined and value_json.presence == 'not_home' else 'offline' }}"
 
 
 def slug(text: str) -> str:
@@ -26,6 +28,22 @@ def friendly(camera_id: str) -> str:
     """`front_door` → `Front door`: what HA shows when the config gives no name."""
     words = re.sub(r"[_.-]+", " ", camera_id).strip()
     return words[:1].upper() + words[1:] if words else camera_id
+
+
+def hub_name(thing: str) -> str:
+    """`door-1` → `facewatchd door-1`; a thing that already says facewatchd (`facewatchd-demo`) is named alone."""
+    return thing if "facewatchd" in thing.casefold() else f"facewatchd {thing}"
+
+
+def camera_device(config: HomeAssistantConfig, thing: str, camera: str) -> dict[str, Any]:
+    """One HA device per camera, shared by every plugin with entities for it (analytics' footfall too):
+    named from `cameras.<id>.name`, under the hub, in an area only when one is configured (HA applies a
+    suggested area to a device that has none, and never moves one that has an area)."""
+    options, hub = config.cameras.get(camera, CameraOptions()), slug(f"facewatchd_{thing}")
+    device = {"identifiers": [f"{hub}_{slug(camera)}"], "name": options.name or friendly(camera),
+              "model": "facewatchd camera", "manufacturer": "facewatchd", "sw_version": __version__,
+              "via_device": hub}
+    return device | ({"suggested_area": options.area} if options.area else {})
 
 
 def json_value(key: str, otherwise: str) -> str:
@@ -72,16 +90,12 @@ class Discovery:
 
     # -- discovery payloads ---------------------------------------------------------------------
     def hub_device(self) -> dict[str, Any]:
-        device = {"identifiers": [self.node], "name": f"facewatchd {self.thing}", "model": "facewatchd",
+        device = {"identifiers": [self.node], "name": hub_name(self.thing), "model": "facewatchd",
                   "manufacturer": "facewatchd", "sw_version": __version__}
         return device | ({"configuration_url": self.configuration_url} if self.configuration_url else {})
 
     def camera_device(self, camera: str) -> dict[str, Any]:
-        options = self.config.cameras.get(camera, CameraOptions())
-        name = options.name or friendly(camera)
-        return {"identifiers": [f"{self.node}_{slug(camera)}"], "name": name, "model": "facewatchd camera",
-                "manufacturer": "facewatchd", "sw_version": __version__, "via_device": self.node,
-                "suggested_area": options.area or name}
+        return camera_device(self.config, self.thing, camera)
 
     @property
     def availability(self) -> list[dict[str, str]]:
@@ -89,9 +103,20 @@ class Discovery:
         first): an entity is available while both are online."""
         return [{"topic": self.availability_topic}, {"topic": availability_topic(self.thing)}]
 
-    def _entity(self, unique_id: str, name: str | None, device: dict[str, Any], **keys: Any) -> dict[str, Any]:
-        return {"name": name, "unique_id": unique_id, "availability": self.availability, "availability_mode": "all",
-                "device": device, "origin": ORIGIN, **keys}
+    def tracker_availability(self, person_id: str) -> list[dict[str, str]]:
+        """A person's tracker outlives a clean stop, which sets it not_home first: it is available while the
+        connection is up or while it says not_home. After a kill (the will) one that says home is unavailable:
+        a dead daemon no longer vouches for it. Both are retained, so HA restarted meanwhile agrees."""
+        return [{"topic": availability_topic(self.thing)},
+                {"topic": self.person_topic(person_id, "attributes"), "value_template": NOT_HOME_AVAILABLE}]
+
+    def _entity(self, unique_id: str, name: str | None, device: dict[str, Any],
+                availability: list[dict[str, str]] | None = None, **keys: Any) -> dict[str, Any]:
+        """An entity's discovery config; `availability` [] for one that is always available (while HA's own
+        connection is up), default the plugin's and the connection's."""
+        available = self.availability if availability is None else availability
+        return {"name": name, "unique_id": unique_id, "device": device, "origin": ORIGIN,
+                **({"availability": available, "availability_mode": "all"} if available else {}), **keys}
 
     def hub_configs(self) -> dict[str, dict[str, Any] | None]:
         # Not only device_trackers on the hub: HA 2024.3 deletes, at each start, a device that has nothing
@@ -151,12 +176,15 @@ class Discovery:
         topic, uid = self.person_topic(person_id, "attributes"), f"{self.node}_person_{slug(person_id)}"
         device = self.person_device(person_id, name)
         tracker, camera = self.person_config_topics(person_id)
+        # Not the daemon's own entities: a stopped daemon leaves them available, the tracker not_home and
+        # "Last camera" the last camera (true still), while the hub's and the cameras' are unavailable.
         return {tracker: self._entity(uid, None, device, icon="mdi:account", source_type="router", state_topic=topic,
                                       value_template=json_value("presence", "not_home"), json_attributes_topic=topic,
                                       json_attributes_template=NO_ATTRIBUTES_WHEN_EMPTY,
-                                      payload_home="home", payload_not_home="not_home"),
+                                      payload_home="home", payload_not_home="not_home",
+                                      availability=self.tracker_availability(person_id), availability_mode="any"),
                 camera: self._entity(f"{uid}_camera", "Last camera", device, icon="mdi:cctv", state_topic=topic,
-                                     value_template=json_value("camera_name", "unknown"))}
+                                     value_template=json_value("camera_name", "unknown"), availability=[])}
 
     def camera_name(self, camera: str) -> str:
         return str(self.camera_device(camera)["name"])

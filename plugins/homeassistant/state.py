@@ -113,7 +113,11 @@ class EntityStates(Discovery):
         person = self.persons.get(person_id)
         if person is None or person.live_tracks:
             return
+        await self._leave(person_id, person)
+
+    async def _leave(self, person_id: str, person: PersonState) -> None:
         person.home, person.away_timer = False, None
+        person.live_tracks.clear()
         await self._person_state(person_id, person)
 
     def _camera(self, camera: str) -> tuple[CameraState, bool]:

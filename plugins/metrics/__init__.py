@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from typing import Any
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from facewatchd.events import FaceEvent, TrackEnded
 from facewatchd.hookspecs import hookimpl
+from facewatchd.pipeline.health import CameraHealth
 from facewatchd.plugins import PluginContext, PluginHost
 
 log = structlog.get_logger("facewatchd.plugins.metrics")
@@ -52,6 +54,8 @@ class Plugin:
         self.camera_online: dict[str, bool] = {}
         self.door_locked: dict[str, bool] = {}
         self.door_lock_failures: Counter[str] = Counter()
+        self.health: dict[str, CameraHealth] = {}  # camera → its latest health figures
+        self.stage_ms: dict[tuple[str, str], float] = {}  # (camera, stage) → its latest measured mean
         self._named: set[tuple[str, str]] = set()
         self._server: asyncio.Server | None = None
         self.port = 0
@@ -114,6 +118,13 @@ class Plugin:
         if not locked:
             self.door_lock_failures[door] += 1
 
+    @hookimpl
+    async def camera_health(self, health: CameraHealth) -> None:
+        self.health[health.camera] = health
+        for stage, ms in (("detect", health.detect_ms), ("embed", health.embed_ms)):
+            if ms is not None:  # an interval with no detection keeps the last measure: a gauge that stays
+                self.stage_ms[(health.camera, stage)] = ms
+
     def exposition(self) -> str:
         failures = self.host.failures if self.host else {}
         out: list[str] = []
@@ -145,7 +156,34 @@ class Plugin:
                [({"door": k}, float(v)) for k, v in sorted(self.door_locked.items())])
         family("facewatchd_door_lock_failures_total", "counter", "Attempts to lock the door that failed.",
                [({"door": k}, n) for k, n in sorted(self.door_lock_failures.items())])
+        self._health_families(family)
         return "\n".join(out) + "\n"
+
+    def _health_families(self, family: Any) -> None:
+        """The health line's figures (the latest interval's), per camera."""
+        cameras = sorted(self.health.items())
+
+        def per_camera(name: str, kind: str, help_text: str, value: Any) -> None:
+            family(name, kind, help_text, [({"camera": c}, float(v)) for c, h in cameras if (v := value(h)) is not None])
+
+        per_camera("facewatchd_camera_fps_in", "gauge", "Frames read from the source per second, over the last "
+                   "health interval.", lambda h: h.fps_in)
+        per_camera("facewatchd_camera_fps_out", "gauge", "Frames the pipeline took per second, over the last "
+                   "health interval.", lambda h: h.fps_out)
+        per_camera("facewatchd_camera_frames_total", "counter", "Frames read from the source.", lambda h: h.frames_total)
+        per_camera("facewatchd_camera_frames_dropped_total", "counter", "Frames dropped: a newer one came before "
+                   "the pipeline took them.", lambda h: h.dropped_total)
+        per_camera("facewatchd_camera_drop_ratio", "gauge", "Share of frames dropped over the last health interval.",
+                   lambda h: h.drop_rate)
+        per_camera("facewatchd_camera_dropping", "gauge", "1 while the drops are above [health] max_drop_rate, "
+                   "sustained.", lambda h: h.dropping)
+        for stage, what in (("detect", "face detection"), ("embed", "embedding call (a batch of faces)")):
+            family(f"facewatchd_{stage}_seconds", "gauge", f"Mean time of one {what}, over the latest health "
+                   "interval that had one.", [({"camera": c}, ms / 1000) for (c, s), ms in sorted(self.stage_ms.items())
+                                              if s == stage])
+        latest = max((h for _, h in cameras), key=lambda h: h.frames_total, default=None)
+        family("facewatchd_outbox_requests", "gauge", "Requests in the outbox, waiting for the resolver's answer.",
+               [({}, float(latest.outbox))] if latest else [])
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

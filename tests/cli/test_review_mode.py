@@ -60,5 +60,5 @@ def test_review_without_a_password_or_a_terminal_says_how(tmp_path: Path) -> Non
                            str(config(tmp_path, free_port()))], cwd=ROOT, capture_output=True, text=True,
                           stdin=subprocess.DEVNULL, timeout=60)
     assert proc.returncode != 0
-    assert "the review page needs a password" in proc.stderr and "python -m facewatchd.web" in proc.stderr
+    assert "the review page needs a password" in proc.stderr and "facewatchd web-password" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -207,7 +207,7 @@ async def test_home_assistant_sensors_per_camera(tmp_path, broker: Mosquitto):
     host = with_mqtt(write_config(tmp_path, min_dwell_s=0.5), broker)
     arrived = max(time.time() - 2.0, hour_of(time.time()))  # within this hour, whenever the test runs
     state_topic = "facewatchd/facewatchd-demo/analytics/door"
-    unique_config = "homeassistant/sensor/facewatchd_facewatchd-demo_analytics/door_unique_today/config"
+    unique_config = "homeassistant/sensor/facewatchd_facewatchd-demo_footfall/door_unique_today/config"
     availability = "facewatchd/facewatchd-demo/analytics/availability"
     async with MqttRecorder(broker, "homeassistant/#", "facewatchd/#") as mqtt:
         def door_state() -> dict[str, object]:
@@ -231,8 +231,11 @@ async def test_home_assistant_sensors_per_camera(tmp_path, broker: Mosquitto):
         await anonymous.stop()
         anonymous_state = door_state()
     assert anonymous_state["visits_today"] == 4 and anonymous_state["new_today"] is None
-    assert named_state == {"visits_this_hour": 4, "visits_today": 4, "unique_today": 2, "new_today": 2,
-                           "mean_dwell_today_s": 1.0}
+    counts = {k: v for k, v in named_state.items() if not k.endswith("_started")}
+    assert counts == {"visits_this_hour": 4, "visits_today": 4, "unique_today": 2, "new_today": 2,
+                      "mean_dwell_today_s": 1.0}
+    hour_started = datetime.fromisoformat(str(named_state["hour_started"])).timestamp()  # HA's last_reset
+    assert hour_started % 3600 == 0 and 0 <= time.time() - hour_started < 3600 + 60
     assert json.loads(mqtt.last("facewatchd/facewatchd-demo/analytics/till") or b"{}")["visits_today"] == 0
     assert config["state_topic"] == state_topic and config["value_template"] == "{{ value_json.unique_today }}"
     assert config["availability"] == [{"topic": availability}, {"topic": "facewatchd/facewatchd-demo/availability"}]

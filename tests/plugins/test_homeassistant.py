@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,9 @@ import pytest
 
 from facewatchd.app.device import Daemon
 from facewatchd.plugins import PluginHost
+from facewatchd.web.config import WebConfig
 from plugins.homeassistant import HomeAssistantConfig, Plugin
+from plugins.homeassistant.config import review_page_url
 from tests.plugins.conftest import Enrolled
 from tests.plugins.support import MqttRecorder, eventually, frames_dir, read_retained, run_in_loop
 from tests.support.broker import Mosquitto
@@ -45,7 +48,8 @@ def check_discovery(topic: str, payload: bytes) -> tuple[str, dict[str, Any]]:
     for keys in REQUIRED[component]:
         assert any(k in config for k in keys), f"{topic}: needs one of {keys}: {config}"
     assert config["unique_id"] and (config["name"] or device_name(config)), config
-    assert config.get("availability_topic") or config["availability"], config
+    # every entity but a person's "Last camera" (true still while the daemon is stopped) says when it is away
+    assert config.get("availability_topic") or config.get("availability") or topic.endswith("_camera/config"), config
     device = config["device"]
     assert device["identifiers"] and all(isinstance(i, str) for i in device["identifiers"]), device
     assert {"name", "model", "manufacturer", "sw_version"} <= set(device), device
@@ -217,3 +221,15 @@ async def test_a_face_not_worth_naming_is_an_unknown_person_until_it_is_recognis
             assert b"2" not in ha.on(f"{BASE}/door/people")  # one face, one track throughout
 
         await run_in_loop(config, loaded_host(config), until=scenario)
+
+
+@pytest.mark.parametrize(("web", "expected"), [
+    ({"host": "127.0.0.1"}, None), ({"host": "localhost"}, None), ({"host": "::1"}, None),
+    ({"host": "0.0.0.0", "port": 0}, None),  # a port chosen at start: not known here
+    ({"host": "0.0.0.0"}, f"http://{socket.gethostname()}:8750/"),
+    ({"host": "::", "hostnames": ["door.example.net"]}, "http://door.example.net:8750/"),
+    ({"host": "fe80::1"}, "http://[fe80::1]:8750/"),
+    ({"host": "door.local", "tls_cert_file": "c.pem", "tls_key_file": "k.pem"}, "https://door.local:8750/"),
+])
+def test_the_review_page_link_is_one_another_machine_can_follow(web: dict[str, Any], expected: str | None) -> None:
+    assert review_page_url(WebConfig(**web)) == expected

@@ -1,5 +1,5 @@
 """The Home Assistant plugin against a real Home Assistant (tests/support/homeassistant.py): one HA for the
-module, onboarded, with an MQTT config entry on its own mosquitto. Each test is one facewatchd thing (its
+session (the `ha` fixture, conftest.py), onboarded, with an MQTT config entry on its own mosquitto. Each test is one facewatchd thing (its
 own node, so tests do not see each other's entities) whose plugin is fed hook calls, and reads what HA made
 of them: entity and device registries over the websocket API, states over REST. One test per item of
 issue 13, and one for the extras (people in view, unknown event, area, review page link, names)."""
@@ -7,138 +7,21 @@ issue 13, and one for the extras (people in view, unknown event, area, review pa
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 
-from facewatchd.events import FaceEvent, TrackEnded
 from facewatchd.plugins import PluginHost
 from tests.plugins.conftest import Enrolled
-from tests.plugins.support import eventually, read_retained, run_in_loop
-from tests.support.broker import HOST, Mosquitto, free_port
+from tests.plugins.ha_support import (Ha, TcpProxy, config_for, ended, face, listening, node, running, state_of,
+                                      until)
+from tests.plugins.support import read_retained, run_in_loop
+from tests.support.broker import HOST
 from tests.support.daemon import FIXTURES, make_config
-from tests.support.homeassistant import HaClient, HomeAssistant, hass_or_fail
+from tests.support.homeassistant import HaClient
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@dataclass
-class Ha:
-    home: HomeAssistant
-    broker: Mosquitto
-    mqtt_entry: str
-
-
-@pytest.fixture(scope="session")
-def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ha]:
-    hass_or_fail()
-    with Mosquitto(tmp_path_factory.mktemp("ha-broker"), log_subscriptions=True) as broker, \
-            HomeAssistant(tmp_path_factory.mktemp("ha-config")) as home:
-        home.onboard()
-        yield Ha(home, broker, home.add_mqtt(broker.host, broker.port))
-
-
-@pytest.fixture
-async def client(ha: Ha) -> AsyncIterator[HaClient]:
-    async with HaClient(ha.home) as c:
-        yield c
-
-
-class TcpProxy:
-    """A loopback forwarder to the broker that a test opens and closes: the broker is away for the plugin
-    only, while HA stays connected."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = free_port()
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def open(self) -> None:
-        self._server = await asyncio.start_server(self._handle, HOST, self.port)
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for writer in list(self._writers):
-                writer.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(HOST, self.target_port)
-        self._writers |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError, OSError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self._writers -= {writer, up_writer}
-
-
-def node(thing: str) -> str:
-    return f"facewatchd_{thing}"
-
-
-def config_for(tmp_path: Path, thing: str, port: int, camera_ids: tuple[str, ...] = ("front",),
-               **options: Any) -> Any:
-    return make_config(tmp_path / "state", device={"thing": thing},
-                       cameras=[{"id": c, "source": str(FIXTURES / "obama.jpg")} for c in camera_ids],
-                       plugins={"homeassistant": {"host": HOST, "port": port, "reconnect_min_s": 0.1,
-                                                  "reconnect_max_s": 0.3, **options}})
-
-
-@contextlib.asynccontextmanager
-async def running(config: Any) -> AsyncIterator[PluginHost]:
-    host = PluginHost(config)
-    host.load()
-    await host.start()
-    try:
-        yield host
-    finally:
-        await host.drain()
-        await host.stop()
-
-
-def face(camera: str, track: str, person_id: str | None = None, name: str | None = None) -> FaceEvent:
-    return FaceEvent(camera=camera, track_id=track, ts=time.time(), person_id=person_id, name=name,
-                     similarity=0.61, source="cache")
-
-
-async def listening(ha: Ha, thing: str, camera: str = "front") -> None:
-    """HA has subscribed to the camera's event topic: an event (not retained) published now reaches it."""
-    await eventually(lambda: ha.broker.subscribed(f"facewatchd/{thing}/{camera}/recognised"),
-                     what=f"HA to subscribe to {camera}'s events")
-
-
-def ended(camera: str, track: str, person_id: str | None = None) -> TrackEnded:
-    return TrackEnded(face(camera, track, person_id), dwell_s=1.0, frames=5)
-
-
-async def until(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 30.0) -> Any:
-    """Poll an async check (HA's registries, states) with a deadline; returns its last true value."""
-    deadline = time.monotonic() + timeout
-    while not (value := await check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-    return value
-
-
-async def state_of(client: HaClient, unique_id: str, expected: str) -> dict[str, Any]:
-    async def check() -> dict[str, Any] | None:
-        state = await client.state(unique_id)
-        return state if state is not None and state["state"] == expected else None
-
-    return await until(check, f"{unique_id} to be {expected!r} in HA (now {await client.state(unique_id)})")
 
 
 # -- item 1: a forget applied before the plugin connected ----------------------------------------
@@ -171,7 +54,7 @@ async def test_a_person_home_at_stop_is_not_home_after_a_restart(tmp_path: Path,
     async with running(config) as first:
         first.fire("face_recognised", event=face("front", "t1", "person-bob", "Bob"))  # in view at stop
         await state_of(client, tracker, "home")
-    await state_of(client, tracker, "unavailable")  # the daemon is away
+    await state_of(client, tracker, "not_home")  # a clean stop: nobody is seen any more (issue 24, item 11)
     async with running(config):  # a new process has not seen Bob: he is not home, and still known
         state = await state_of(client, tracker, "not_home")
         assert state["attributes"]["last_camera"] == "front" and state["attributes"]["person_id"] == "person-bob"

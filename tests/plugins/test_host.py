@@ -136,7 +136,7 @@ def test_bad_plugin_config_names_the_plugin_and_the_key(tmp_path):
     for expected in ("plugins.door.unlock_threshold: must be <= 1, got 2",
                      "plugins.door.backend.unlock_url: required key is missing",
                      "plugins.homeassistant.port: must be >= 1, got 0",
-                     "plugins.alerts: Value error, configure at least one channel",
+                     "plugins.alerts: configure at least one channel",
                      "plugins.metrics.prot: unknown key",
                      "plugins.dorr: no such plugin (installed: alerts, analytics, door, homeassistant, metrics"):
         assert f"{config_file}: {expected}" in proc.stderr, proc.stderr
