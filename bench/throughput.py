@@ -152,7 +152,8 @@ def run_facewatchd(video: Path, overrides: dict[str, Any]) -> dict[str, Any]:
         host.load()
         s = asyncio.run(Daemon(config, host).run())
     return {"frames": s.frames, "gated": s.frames_gated, "faces": s.faces, "tracks": s.tracks, "embeds": s.embeds,
-            "resolver_calls": s.resolver_calls, "cache_hits": s.cache_hits,
+            "frames_in_regions": s.frames_in_regions,
+            "reverifications": s.reverifications, "resolver_calls": s.resolver_calls, "cache_hits": s.cache_hits,
             "persons": sorted(p["tracks"] for p in s.persons.values())}
 
 
@@ -236,7 +237,10 @@ def run_mode(mode: str, video: Path, **options: Any) -> dict[str, Any]:
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         raise SystemExit(f"{mode} run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1])
+    result = json.loads(lines[-1])
+    if result.get("frames") == 0 and "skipped" not in result:  # a run that read nothing measured nothing
+        raise SystemExit(f"{mode} run read no frame of {video}:\n{proc.stderr[-3000:]}")
+    return result
 
 
 def marginal(mode: str, once: Path, four: Path, **options: Any) -> dict[str, Any]:
@@ -297,12 +301,17 @@ def main() -> None:
         r: dict[str, Any] = {
             "detector": marginal("detector", v["clip"], v["clip4"]),
             "facewatchd": marginal("facewatchd", v["clip"], v["clip4"]),
+            # the rule before the appearance check: every track embedded again every 10 frames (0.33 s at 30 fps)
+            "facewatchd_beat": marginal("facewatchd", v["clip"], v["clip4"],
+                                        identity={"reverify_max_s": 10 / 30, "reverify_resemblance": 0.0, "reverify_unlike": 0.0}),
             "facewatchd_no_reverify": marginal("facewatchd", v["clip"], v["clip4"],
-                                               identity={"reverify_frames": 1000}),
+                                               identity={"reverify_frames": 1000, "reverify_max_s": 3600,
+                                                         "reverify_resemblance": 0.0, "reverify_unlike": 0.0}),
             "detector_idle": marginal("detector", v["idle"], v["idle4"]),
             "idle": marginal("facewatchd", v["idle"], v["idle4"]),
             "visits": run_mode("facewatchd", v["visits"]),
             "visits_ungated": run_mode("facewatchd", v["visits"], motion={"enabled": False}),
+            "visits_full_frames": run_mode("facewatchd", v["visits"], regions={"enabled": False}),
             "many_faces": run_mode("many-faces", ROOT / "tests" / "fixtures" / "solvay_conference_1927.jpg"),
         }
         if not args.quick:
@@ -320,10 +329,13 @@ def summarise(r: dict[str, Any]) -> dict[str, Any]:
     det, fw, idle = r["detector"]["ms_per_frame"], r["facewatchd"]["ms_per_frame"], r["idle"]["ms_per_frame"]
     ratios: dict[str, Any] = {
         "marginal_vs_detector": round(fw / det, 2),
+        "marginal_beat_vs_detector": round(r["facewatchd_beat"]["ms_per_frame"] / det, 2),
         "marginal_no_reverify_vs_detector": round(r["facewatchd_no_reverify"]["ms_per_frame"] / det, 2),
         "idle_vs_detector": round(idle / r["detector_idle"]["ms_per_frame"], 3),
         "peak_rss_mb": r["facewatchd"]["peak_rss_mb"],
-        "visits_same_tracks": all(r["visits"][k] == r["visits_ungated"][k] for k in ("faces", "tracks", "persons")),
+        "visits_same_tracks": all(r["visits"][k] == r["visits_ungated"][k] == r["visits_full_frames"][k]
+                                  for k in ("tracks", "persons")),
+        "visits_regions_cpu_vs_full_frames": round(r["visits"]["cpu_s"] / r["visits_full_frames"]["cpu_s"], 2),
         "visits_gated_share": round(r["visits"]["gated"] / max(1, r["visits"]["frames"]), 3),
         "many_faces_batched_vs_one_by_one": round(r["many_faces"]["frame_ms_batched"]
                                                   / r["many_faces"]["frame_ms_one_by_one"], 3),
@@ -345,24 +357,29 @@ def print_table(r: dict[str, Any], report: dict[str, Any]) -> None:
     frames = r["detector"]["frames"]
     print(f"CPU (user + sys) per frame, startup removed: {frames} frames against {frames // REPEATS}, "
           f"{os.cpu_count()} CPUs")
-    print(f"{'pipeline':<34}{'ms/frame':>10}{'x detector':>12}{'peak RSS MB':>13}{'faces':>7}{'tracks':>8}"
-          f"{'embeds':>8}{'gated':>7}")
+    print(f"{'pipeline':<42}{'ms/frame':>10}{'x detector':>12}{'peak RSS MB':>13}{'faces':>7}{'tracks':>8}"
+          f"{'embeds':>8}{'reverif':>8}{'calls':>7}{'gated':>7}")
     det = r["detector"]["ms_per_frame"]
     rows = [("detector alone (clip)", "detector"), ("facewatchd (clip)", "facewatchd"),
+            ("facewatchd, a beat of 10 frames (before)", "facewatchd_beat"),
             ("facewatchd, no re-verification", "facewatchd_no_reverify"), ("seed, full frames (clip)", "seed_full"),
             ("detector alone (empty scene)", "detector_idle"), ("facewatchd idle (empty scene)", "idle"),
             ("seed, full frames (empty scene)", "seed_full_idle")]
     for label, key in rows:
         m = r.get(key)
         if m is None or "skipped" in m:
-            print(f"{label:<34}  {'skipped: ' + m['skipped'] if m else 'not run'}")
+            print(f"{label:<42}  {'skipped: ' + m['skipped'] if m else 'not run'}")
             continue
         base = det if "idle" not in key else r["detector_idle"]["ms_per_frame"]
-        print(f"{label:<34}{m['ms_per_frame']:>10.2f}{m['ms_per_frame'] / base:>11.2f}x{m['peak_rss_mb']:>13.0f}"
-              f"{m['faces']:>7}{m.get('tracks', ''):>8}{m.get('embeds', ''):>8}{m.get('gated', ''):>7}")
+        print(f"{label:<42}{m['ms_per_frame']:>10.2f}{m['ms_per_frame'] / base:>11.2f}x{m['peak_rss_mb']:>13.0f}"
+              f"{m['faces']:>7}{m.get('tracks', ''):>8}{m.get('embeds', ''):>8}{m.get('reverifications', ''):>8}"
+              f"{m.get('resolver_calls', ''):>7}{m.get('gated', ''):>7}")
     v, u = r["visits"], r["visits_ungated"]
     print(f"visits scene: {v['frames']} frames, gated {v['gated']}; tracks {v['tracks']} (ungated {u['tracks']}), "
           f"faces {v['faces']} (ungated {u['faces']}), CPU {v['cpu_s']:.1f} s (ungated {u['cpu_s']:.1f} s)")
+    f = r["visits_full_frames"]
+    print(f"visits scene in regions: {v['frames_in_regions']} of {v['frames'] - v['gated']} detected frames; with "
+          f"full frames only: tracks {f['tracks']}, faces {f['faces']}, CPU {f['cpu_s']:.1f} s")
     m = r["many_faces"]
     print(f"many faces (Solvay, {m['faces']} faces): {m['frame_ms_batched']} ms a frame batched, "
           f"{m['frame_ms_one_by_one']} ms one by one (detection {m['detect_ms']} ms)")

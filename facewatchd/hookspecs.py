@@ -17,8 +17,8 @@ import pluggy
 
 if TYPE_CHECKING:  # the types of hook arguments, all from layers below this one
     from facewatchd.events import FaceEvent, TrackEnded
+    from facewatchd.pipeline.demand import TrackDemand
     from facewatchd.pipeline.health import CameraHealth
-    from facewatchd.pipeline.liveness import LivenessDemand
     from facewatchd.resolver.core import Resolver
 
 hookspec = pluggy.HookspecMarker("facewatchd")
@@ -95,11 +95,20 @@ def track_ended(event: "TrackEnded") -> Any:
 
 
 @hookspec
-def liveness_demand() -> "LivenessDemand | None":
-    """Return a `LivenessDemand` (cameras, names) when this plugin decides on liveness: the daemon checks
+def liveness_demand() -> "TrackDemand | None":
+    """Return a `TrackDemand` (cameras, names; `LivenessDemand` is its older name) when this plugin decides on liveness: the daemon checks
     those tracks' frames (a model score and a parallax per frame, carried by `FaceEvent.liveness` and
     `FaceEvent.parallax`) and no others. Called once, after `facewatchd_start`; a demand makes the liveness
     models load at start, so a missing or damaged model file stops the daemon there. Return None for none."""
+
+
+@hookspec
+def evidence_demand() -> "TrackDemand | None":
+    """Return a `TrackDemand` (cameras, names) for the tracks this plugin acts on by who they are (a door):
+    each is embedded again every `identity.reverify_frames` frames while it is in view, so every decision
+    has fresh, independent SFace embeddings in `FaceEvent.evidence`. Other tracks are embedded again only
+    when their appearance changes (vision/appearance.py), their box jumps, or `identity.reverify_max_s`
+    passes. Called once, after `facewatchd_start`. Return None for none."""
 
 
 @hookspec

@@ -19,8 +19,10 @@ creates), the recognizer's track checks and, through the evidence it reports, th
 - **Learning is stricter than naming.** A view joins a person's templates only at `learn_threshold`,
   so one false match never becomes a view that matches strangers from then on.
 - **Tracks are re-verified.** Every embedding a track makes must stay with the track's person
-  (`verify_threshold`); a track is re-embedded every `reverify_frames` frames and whenever its box
-  jumps, so a face replaced in place by another is split off, not named as the first.
+  (`verify_threshold`); a track is re-embedded as soon as its face stops looking like the view last
+  embedded (`reverify_resemblance`, a cheap check that is never evidence), whenever its box jumps, at
+  least every `reverify_max_s`, and every `reverify_frames` frames where a decision acts on it (the door),
+  so a face replaced in place by another is split off, not named as the first.
 """
 
 from __future__ import annotations
@@ -73,8 +75,18 @@ class IdentityConfig(BaseModel):
                                    "person only at or above this (stricter than naming)")
     verify_threshold: float = Field(0.363, gt=0, lt=1, description="each new embedding of a named track must reach "
                                     "this against its person, or the track is split and recognised afresh")
-    reverify_frames: int = Field(10, ge=1, le=1000, description="a named or pending track is embedded again at "
-                                 "least this often (frames), to verify it and as fresh evidence for the door")
+    reverify_frames: int = Field(10, ge=1, le=1000, description="a track a decision acts on (a door's allowlisted "
+                                 "names) is embedded again this often (frames): fresh evidence for the decision")
+    reverify_max_s: float = Field(2.0, gt=0, le=3600, description="any named or pending track is embedded again "
+                                  "at least this often (seconds), whatever its appearance")
+    reverify_resemblance: float = Field(0.7, ge=0, le=1, description="a named or pending track whose face's "
+                                        "appearance (vision/appearance.py) falls below this against its last "
+                                        "embedded view has changed: it is embedded again, at most every "
+                                        "reverify_change_frames frames; 1: at every frame; 0: never")
+    reverify_change_frames: int = Field(5, ge=1, le=1000, description="how often (frames) a face that keeps "
+                                        "changing (a head turning, gestures) is embedded again")
+    reverify_unlike: float = Field(0.4, ge=0, le=1, description="a face this unlike its last embedded view is "
+                                   "likely another face: it is embedded again at once")
     reverify_jump: float = Field(0.5, gt=0, description="a box that moves by this share of its size, or grows or "
                                  "shrinks by 1 + this, in one frame is embedded and verified at once")
 

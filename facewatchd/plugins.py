@@ -293,12 +293,19 @@ class PluginHost:
 
     def liveness_demands(self) -> list[Any]:
         """What the plugins need liveness evidence for (after start: a plugin asks from its own config)."""
+        return self._demands("liveness_demand")
+
+    def evidence_demands(self) -> list[Any]:
+        """The tracks the plugins act on, which get fresh embeddings on a beat (after start)."""
+        return self._demands("evidence_demand")
+
+    def _demands(self, hook: str) -> list[Any]:
         demands = []
-        for impl in self.pm.hook.liveness_demand.get_hookimpls():
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
             try:
                 demand = impl.function()
             except Exception as e:  # a door whose demand is lost would wait for evidence forever: say so
-                raise ConfigError(f"plugins.{impl.plugin_name}: its liveness_demand hook failed: {e!r}") from None
+                raise ConfigError(f"plugins.{impl.plugin_name}: its {hook} hook failed: {e!r}") from None
             if demand is not None:
                 demands.append(demand)
         return demands

@@ -126,13 +126,18 @@ def test_enrolled_obama_is_named_biden_is_not(tmp_path):
 
 
 def test_solvay_29_distinct_persons(tmp_path):
-    s = run_daemon(make_config(tmp_path, FIXTURES / "solvay_conference_1927.jpg"))
-    # YuNet at the default threshold finds all 29 faces in this photo (tests/vision checks that)
-    assert s.tracks == 29
-    # three faces SFace cannot read (feature norm under the gate's min_norm) never become persons
-    assert s.tracks_not_worth_naming == 3
+    s = run_daemon(make_config(tmp_path / "native", FIXTURES / "solvay_conference_1927.jpg"))
+    # YuNet at the default threshold finds all 29 faces in this photo (tests/vision checks that); each is found
+    # again at the photo's own resolution (3000 px wide), and with those landmarks SFace reads all 29
+    assert s.tracks == 29 and s.tracks_not_worth_naming == 0
+    assert len(s.persons) == 29 and all(p["tracks"] == 1 for p in s.persons.values())
+    assert s.resolver_calls == 29
+    # with the landmarks of the photo scaled to 640 wide, three faces SFace cannot read (feature norm under
+    # the gate's min_norm) never become persons
+    scaled = make_config(tmp_path / "scaled", FIXTURES / "solvay_conference_1927.jpg", regions={"enabled": False})
+    s = run_daemon(scaled)
+    assert s.tracks == 29 and s.tracks_not_worth_naming == 3
     assert len(s.persons) == 26 and all(p["tracks"] == 1 for p in s.persons.values())
-    assert s.resolver_calls == 26
 
 
 def test_bad_input_is_skipped_and_the_run_goes_on(tmp_path):

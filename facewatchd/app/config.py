@@ -18,6 +18,7 @@ from facewatchd.pipeline.cache import CacheConfig
 from facewatchd.pipeline.camera import CameraConfig
 from facewatchd.pipeline.health import HealthConfig
 from facewatchd.pipeline.motion import MotionConfig
+from facewatchd.pipeline.regions import RegionConfig
 from facewatchd.pipeline.tracker import TrackerConfig
 from facewatchd.pipeline.uplink import UplinkConfig
 from facewatchd.resolver.aws import AwsResolverConfig  # imports without the aws extra installed
@@ -81,6 +82,7 @@ class Config(Strict):
     logging: LoggingConfig = LoggingConfig()
     cameras: list[CameraConfig] = Field(default_factory=list)
     motion: MotionConfig = MotionConfig()
+    regions: RegionConfig = RegionConfig()
     detector: DetectorConfig = DetectorConfig()
     embedder: EmbedderConfig = EmbedderConfig()
     tracker: TrackerConfig = TrackerConfig()

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
@@ -21,6 +20,7 @@ from facewatchd.aio import cancel_and_wait
 from facewatchd.app.camera_start import NeverUp, cameras_never_up
 from facewatchd.app.config import Config
 from facewatchd.app.health import LinkState, report_health
+from facewatchd.app.summary import Summary, summarise
 from facewatchd.app.wiring import notify_systemd, serve_resolver, stop_on_signals
 from facewatchd.link.base import Link, LinkDown
 from facewatchd.outbox import Outbox
@@ -28,6 +28,7 @@ from facewatchd.pipeline.cache import FaceCache
 from facewatchd.pipeline.health import Counters, StageClock
 from facewatchd.pipeline.labels import apply_delta
 from facewatchd.pipeline.motion import MotionGate, shrink
+from facewatchd.pipeline.regions import Box, RegionPlanner
 from facewatchd.pipeline.camera import Camera, Frame
 from facewatchd.pipeline.liveness import LivenessWatch
 from facewatchd.pipeline.recognizer import Recognizer
@@ -46,28 +47,6 @@ STAGE_QUEUE_SIZE = 4  # detected frames waiting for the tracker, per camera
 EVICT_EVERY_S = 60.0
 
 
-@dataclass
-class Summary:
-    frames: int
-    frames_dropped: int
-    frames_unreadable: int
-    frames_gated: int  # not detected: nothing moved in an empty scene
-    faces: int
-    tracks: int
-    tracks_not_worth_naming: int  # ended with no view that passed the quality gate: never a person
-    embeds: int
-    resolver_calls: int
-    resolver_retries: int
-    cache_hits: int
-    pending: int
-    link_online: bool
-    persons: dict[str, dict[str, Any]] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return self.__dict__.copy()
-
-
 class Daemon:
     def __init__(self, config: Config, plugins: PluginHost | None = None, link: Link | None = None) -> None:
         self.config = config
@@ -78,6 +57,7 @@ class Daemon:
         self.cameras = [Camera(c) for c in config.cameras]
         self.detect_clock = StageClock()  # the detectors' time per camera, for the health line
         self.recognizer: Recognizer | None = None
+        self._planners: dict[str, RegionPlanner] = {}  # per camera: where its frames were detected
         self.liveness: LivenessWatch | None = None
         self.watchdog: LoopWatchdog | None = None
         self.uplink: Uplink | None = None
@@ -166,7 +146,8 @@ class Daemon:
         self.link = link = self._build_link()
         self.uplink = uplink = Uplink(link, outbox, cfg.uplink)
         self.recognizer = recognizer = Recognizer(cfg.device.thing, embedder, cache, uplink, cfg.uplink,
-                                                  recognizer_executor, self.plugins.fire, cfg.identity, cfg.quality)
+                                                  recognizer_executor, self.plugins.fire, cfg.identity, cfg.quality,
+                                                  self.plugins.evidence_demands())
         # only where a decision asks for it (a door's cameras and allowlist, [liveness] cameras): else no model
         self.liveness = await loop.run_in_executor(executor, LivenessWatch.build, cfg.liveness,
                                                    self.plugins.liveness_demands(), executor, recognizer.event,
@@ -248,25 +229,30 @@ class Daemon:
         tracker = Tracker(camera.config.id, self.config.tracker)
         cuts = SceneCutDetector(self.config.tracker.scene_cut_threshold)
         gate = MotionGate(self.config.motion)
+        planner = self._planners[camera.config.id] = RegionPlanner(self.config.regions)
         queue: asyncio.Queue[tuple[Frame, list[Face], bool] | None] = asyncio.Queue(STAGE_QUEUE_SIZE)
         loop = asyncio.get_running_loop()
 
-        def analyse(image: Any, tracking: bool) -> tuple[list[Face] | None, bool]:
+        def analyse(image: Any, tracks: list[Box]) -> tuple[list[Face] | None, bool]:
             """Faces (None: not looked for, nothing moved) and whether the shot changed."""
             small = shrink(image)
             moved = gate.opens(small)  # every frame: the gate's background follows the scene
-            if not (moved or tracking):
+            if not (moved or tracks):
                 return None, False  # the next detected frame is compared with the last one detected
+            cut = cuts.is_cut(small)
+            regions = planner.plan(image.shape[1], image.shape[0], tracks, gate.moved, cut)
             with self.detect_clock.timing(camera.config.id):
-                faces = detector.detect(image)
-            return faces, cuts.is_cut(small)
+                faces = detector.detect_in(image, regions) if regions is not None else \
+                    detector.detect_refined(image) if self.config.regions.enabled else detector.detect(image)
+            return faces, cut
 
         async def detect() -> None:
             try:
                 async for frame in camera.frames(self.stop_event):
                     try:
                         # A live track is detected in every frame, still or not: only an empty scene is gated.
-                        faces, cut = await loop.run_in_executor(executor, analyse, frame.image, bool(tracker.tracks))
+                        faces, cut = await loop.run_in_executor(executor, analyse, frame.image,
+                                                                [t.face.box for t in tracker.tracks])
                     except (cv2.error, ValueError) as e:
                         camera.stats.unreadable += 1
                         log.warning("frame_skipped", camera=camera.config.id, frame=frame.index, error=str(e))
@@ -364,29 +350,8 @@ class Daemon:
         return self.config.link.type, bool(self.link and self.link.online), self.uplink.pending if self.uplink else 0
 
     def _summary(self, seconds: float) -> Summary:
-        rec = self.recognizer
-        persons: dict[str, dict[str, Any]] = {}
-        if rec is not None:
-            persons = {pid: {"name": rec.stats.names.get(pid), "tracks": n}
-                       for pid, n in sorted(rec.stats.person_tracks.items())}
-        up = self.uplink.stats if self.uplink else None
-        return Summary(
-            frames=sum(c.stats.frames for c in self.cameras),
-            frames_dropped=sum(c.stats.dropped for c in self.cameras),
-            frames_unreadable=sum(c.stats.unreadable for c in self.cameras),
-            frames_gated=sum(c.stats.gated for c in self.cameras),
-            faces=rec.stats.faces if rec else 0,
-            tracks=rec.stats.tracks if rec else 0,
-            embeds=rec.stats.embeds if rec else 0,
-            tracks_not_worth_naming=rec.stats.tracks_gated if rec else 0,
-            resolver_calls=rec.stats.resolver_calls if rec else 0,
-            resolver_retries=up.resent if up else 0,
-            cache_hits=rec.stats.cache_hits if rec else 0,
-            pending=self.uplink.pending if self.uplink else 0,
-            link_online=self._online_at_end,
-            persons=persons,
-            seconds=round(seconds, 2),
-        )
+        return summarise(self.cameras, self._planners.values(), self.recognizer, self.uplink, self._online_at_end,
+                         seconds)
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

@@ -38,6 +38,7 @@ class RecognizerStats:
     views_gated: int = 0  # best views not sent: below the quality gate
     tracks_gated: int = 0  # tracks that ended with no view worth naming (unidentified)
     reverifications: int = 0
+    appearance_changes: int = 0  # re-verifications the cheap appearance check asked for
     resolver_calls: int = 0
     labels_applied: int = 0
     unknown_labels: int = 0

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import numpy as np
 
 from facewatchd.events import FaceEvent, LivenessSample
 from facewatchd.pipeline.camera import Frame
+from facewatchd.pipeline.demand import TrackDemand, wanted
 from facewatchd.pipeline.tracker import Track
 from facewatchd.vision.border import framed
 from facewatchd.vision.liveness import LivenessConfig, LivenessModel
@@ -39,27 +39,16 @@ EVIDENCE_KEPT = 32  # latest scores and parallaxes per track that the events car
 PARALLAX_SPANS = (5, 10, 15)
 
 
-@dataclass(frozen=True)
-class LivenessDemand:
-    """Tracks a plugin needs liveness evidence for: named ones on `cameras` (None: every camera) whose name
-    is in `names` (case-insensitive; None: every recognised track, named or not)."""
-
-    cameras: frozenset[str] | None = None
-    names: frozenset[str] | None = None
-
-    def wants(self, track: Track) -> bool:
-        if track.state != "known" or (self.cameras is not None and track.camera not in self.cameras):
-            return False
-        return self.names is None or (track.name is not None and track.name.casefold() in self.names)
+LivenessDemand = TrackDemand  # the name plugins written before the evidence demand import
 
 
 class LivenessWatch:
-    def __init__(self, config: LivenessConfig, demands: Iterable[LivenessDemand], executor: Executor,
+    def __init__(self, config: LivenessConfig, demands: Iterable[TrackDemand], executor: Executor,
                  event: Callable[[Track, str], FaceEvent], fire: Callable[..., None],
                  model: LivenessModel | None = None) -> None:
         self.demands = list(demands)
         if config.cameras:
-            self.demands.append(LivenessDemand(frozenset(config.cameras)))
+            self.demands.append(TrackDemand(frozenset(config.cameras)))
         self.model = model or LivenessModel(config)  # a missing or wrong model file fails here, at start
         self.executor = executor
         self._event = event
@@ -67,7 +56,7 @@ class LivenessWatch:
         self.checked = 0  # face views scored
 
     @classmethod
-    def build(cls, config: LivenessConfig, demands: list[LivenessDemand], executor: Executor,
+    def build(cls, config: LivenessConfig, demands: list[TrackDemand], executor: Executor,
               event: Callable[[Track, str], FaceEvent], fire: Callable[..., None]) -> "LivenessWatch | None":
         """None when nobody asks for liveness: then no model is loaded and no frame is checked."""
         if not demands and not config.cameras:
@@ -75,7 +64,7 @@ class LivenessWatch:
         return cls(config, demands, executor, event, fire)
 
     def wants(self, track: Track) -> bool:
-        return any(d.wants(track) for d in self.demands)
+        return wanted(self.demands, track)
 
     async def observe(self, frame: Frame, tracks: list[Track]) -> None:
         """Check this frame's view of every wanted track (off the loop, one call for all of them)."""

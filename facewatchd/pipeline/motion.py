@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 SMALL_WIDTH = 160  # pixels: enough for a face-sized change, small enough to cost almost nothing
+MIN_AREA_PIXELS = 2  # of the small image: a moved area smaller than this is noise
 
 
 class MotionConfig(BaseModel):
@@ -42,10 +43,14 @@ class MotionGate:
         self.config = config or MotionConfig()
         self._background: np.ndarray | None = None
         self._since_open = 0
+        # Where the last frame moved, as shares of the frame (x, y, w, h in 0-1); None: it cannot tell (the
+        # first frame, a new scene, the gate turned off), so anything may have moved (pipeline/regions.py).
+        self.moved: list[tuple[float, float, float, float]] | None = None
 
     def opens(self, small_bgr: np.ndarray) -> bool:
         """Whether this frame (already shrunk, see `shrink`) may hold a new face and must be detected."""
         c = self.config
+        self.moved = None
         if not c.enabled:
             return True
         grey = cv2.GaussianBlur(cv2.cvtColor(small_bgr, cv2.COLOR_BGR2GRAY), (5, 5), 0).astype(np.float32)
@@ -55,10 +60,12 @@ class MotionGate:
             return self._opened()
         delta = grey - background
         delta -= float(delta.mean())  # a change of light moves every pixel alike: not motion
-        moved = float(np.count_nonzero(np.abs(delta) > c.pixel_threshold)) / delta.size
+        mask = np.abs(delta) > c.pixel_threshold
+        moved = float(np.count_nonzero(mask)) / delta.size
         if moved >= c.relight_area:
             self._background = grey
             return self._opened()
+        self.moved = _areas(mask)
         cv2.accumulateWeighted(grey, background, c.background_rate)
         self._since_open += 1
         if moved >= c.min_area or self._since_open >= c.refresh_frames:
@@ -68,6 +75,14 @@ class MotionGate:
     def _opened(self) -> bool:
         self._since_open = 0
         return True
+
+
+def _areas(mask: np.ndarray) -> list[tuple[float, float, float, float]]:
+    """The moved pixels' connected areas, as shares of the image (a pixel or two alone is noise)."""
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    h, w = mask.shape
+    return [(float(x) / w, float(y) / h, float(bw) / w, float(bh) / h)
+            for x, y, bw, bh, pixels in stats[1:count] if pixels >= MIN_AREA_PIXELS]
 
 
 def shrink(image: np.ndarray) -> np.ndarray:

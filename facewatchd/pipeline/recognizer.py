@@ -8,9 +8,11 @@ sending another.
 
 Naming, and the resolver's answers and the operator's corrections, are in `answers.py` (`Answers`); a name
 is access control, so a track's name is never taken on trust from the track alone:
-- a named or pending track is embedded again every `identity.reverify_frames` frames and whenever its
-  box jumps; an embedding that does not verify against the track's person (or pending face) splits the
-  track, and the new part is recognised from scratch (a face replaced in place by another person's);
+- a named or pending track is embedded again when its face stops looking like the view last embedded (a
+  cheap check at every frame, vision/appearance.py), when its box jumps, after a crossing, at least every
+  `identity.reverify_max_s`, and every `identity.reverify_frames` frames for the tracks a decision acts on
+  (`evidence_demands`: the door's); an embedding that does not verify against the track's person (or pending
+  face) splits the track, and the new part is recognised from scratch (a face replaced in place by another's);
 - each verified embedding is fresh evidence, min(similarity, the matched view's trust), which the
   events carry (`FaceEvent.evidence`) so the door acts on independent, recent embeddings;
 - a view is learnt into the cache only at `identity.learn_threshold` (FaceCache.add_view).
@@ -22,6 +24,7 @@ import asyncio
 import threading
 from collections import Counter, OrderedDict
 from concurrent.futures import Executor
+from typing import Sequence
 
 import numpy as np
 import structlog
@@ -32,10 +35,12 @@ from facewatchd.messages import FaceQuery, new_face_id
 from facewatchd.pipeline.answers import Answers, HookFirer, RecognizerStats
 from facewatchd.pipeline.cache import CacheHit, FaceCache
 from facewatchd.pipeline.camera import Frame
+from facewatchd.pipeline.demand import TrackDemand, wanted
 from facewatchd.pipeline.health import StageClock
 from facewatchd.pipeline.tracker import Track, TrackUpdate, iou
 from facewatchd.pipeline.uplink import Uplink, UplinkConfig, crop_with_margin
 from facewatchd.pipeline.views import View, rank
+from facewatchd.vision.appearance import resemblance, signature
 from facewatchd.vision.detector import Face
 from facewatchd.vision.embedder import SFaceEmbedder
 from facewatchd.vision.quality import QualityConfig
@@ -50,7 +55,8 @@ ENDED_TRACKS_KEPT = 4096  # ended tracks remembered for co-visibility (who was i
 class Recognizer(Answers):
     def __init__(self, thing: str, embedder: SFaceEmbedder, cache: FaceCache, uplink: Uplink,
                  config: UplinkConfig, executor: Executor, fire: HookFirer,
-                 identity: IdentityConfig | None = None, quality: QualityConfig | None = None) -> None:
+                 identity: IdentityConfig | None = None, quality: QualityConfig | None = None,
+                 evidence_demands: Sequence[TrackDemand] = ()) -> None:
         self.thing = thing
         self.identity = identity or cache.identity
         self.quality = quality or QualityConfig()
@@ -60,6 +66,7 @@ class Recognizer(Answers):
         self.config = config
         self.executor = executor
         self.fire = fire
+        self.evidence_demands = list(evidence_demands)
         self.stats = RecognizerStats()
         self._embed_lock = threading.Lock()  # one network, not thread-safe
         self.embed_clock = StageClock()  # the network's time per camera, for the health line
@@ -71,7 +78,7 @@ class Recognizer(Answers):
     def _view_sync(self, image: np.ndarray, face: Face, ts: float) -> View:
         aligned = self.embedder.align(image, face)
         crop = crop_with_margin(image, face, self.config.crop_margin)
-        return View(rank(face, aligned), aligned, crop, face, ts)
+        return View(rank(face, aligned), aligned, crop, face, ts, signature(image, face))
 
     def _embed_sync(self, view: View, mirror: bool, camera: str) -> tuple[np.ndarray, float]:
         with self._embed_lock, self.embed_clock.timing(camera):
@@ -99,7 +106,8 @@ class Recognizer(Answers):
         if view.embedding is None:
             view.embedded(*await self._embedding(view, mirror, track.camera))
             track.embeds += 1
-        track.embedding, track.embedded_frame = view.embedding, frame_index
+        track.embedding, track.embedded_frame, track.embedded_ts = view.embedding, frame_index, view.ts
+        track.appearance = view.appearance  # what the cheap check compares the next frames with
         return view.embedding
 
     # -- the frame loop -------------------------------------------------------------------------
@@ -153,12 +161,33 @@ class Recognizer(Answers):
             track.agreed_frames += 1
         else:
             return
-        due = frame.index - track.embedded_frame >= self.identity.reverify_frames
-        jumped = previous is not None and box_jumped(previous, track.face.box, self.identity.reverify_jump)
         crossed = track.crossing == "apart"  # two faces met and parted: the tracker may have swapped them
-        if due or jumped or crossed:
+        if crossed or self._reverify_due(frame, track, previous):
             track.crossing = None if crossed else track.crossing
             await self._reverify(frame, track)
+
+    def _reverify_due(self, frame: Frame, track: Track,
+                      previous: tuple[float, float, float, float] | None) -> bool:
+        """Whether a named or pending track is embedded again at this frame."""
+        if previous is not None and box_jumped(previous, track.face.box, self.identity.reverify_jump):
+            return True
+        if wanted(self.evidence_demands, track):  # a decision acts on it: fresh embeddings on a beat
+            if frame.index - track.embedded_frame >= self.identity.reverify_frames:
+                return True
+        elif frame.ts - track.embedded_ts >= self.identity.reverify_max_s:
+            return True
+        if track.appearance is None:
+            return True
+        # The cheap check, on the loop: a 24x24 warp and correlation (about 0.1 ms) cost less than a thread hop.
+        # Another face (far below) is checked at once; a face that keeps changing (a speaker's gestures), once
+        # in a few frames, which still splits any swap within reverify_change_frames.
+        alike = resemblance(track.appearance, signature(frame.image, track.face))
+        since = frame.index - track.embedded_frame
+        if alike < self.identity.reverify_unlike or (alike < self.identity.reverify_resemblance
+                                                     and since >= self.identity.reverify_change_frames):
+            self.stats.appearance_changes += 1
+            return True
+        return False
 
     @staticmethod
     def _mark_crossings(present: list[Track]) -> None:
@@ -259,7 +288,7 @@ class Recognizer(Answers):
             log.warning("best_view_not_the_tracked_face", camera=track.camera, track_id=track.id)
             assert isinstance(track.first_view, View)
             view = track.first_view
-            track.embedded_frame = -(1 << 30)
+            track.embedded_frame, track.embedded_ts = -(1 << 30), float("-inf")
         track.embedding = view.embedding
         # Look again: while this track collected frames another track of the same person may have asked.
         if self._use_cache(track, self._match(track, view.embedding), view, view.ts):
@@ -299,7 +328,7 @@ class Recognizer(Answers):
         if track.state == "pending" and track.face_id:
             self._pending_tracks[track.face_id] += 1
         track.best = track.first_view = None  # keep only the ids of an ended track, not its images
-        track.landmarks = []
+        track.landmarks, track.appearance = [], None
         self._ended[track.id] = track
         while len(self._ended) > ENDED_TRACKS_KEPT:
             self._ended.popitem(last=False)

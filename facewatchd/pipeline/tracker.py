@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from facewatchd.events import LivenessSample
 from facewatchd.vision.detector import Face
+from facewatchd.vision.rects import iou
+
+__all__ = ["SceneCutDetector", "Track", "TrackUpdate", "Tracker", "TrackerConfig", "iou"]
 
 
 class TrackerConfig(BaseModel):
@@ -56,6 +59,8 @@ class Track:
     seen_with: set[str] = field(default_factory=set, repr=False)  # tracks in the same frame: other people
     embedding: np.ndarray | None = field(default=None, repr=False)  # the track's latest own embedding
     embedded_frame: int = -1  # the frame of that embedding
+    embedded_ts: float = float("-inf")  # and its time
+    appearance: np.ndarray | None = field(default=None, repr=False)  # vision/appearance.py of that view
     previous_box: tuple[float, float, float, float] | None = None  # the box one frame ago
     evidence: list[tuple[float, float]] = field(default_factory=list, repr=False)  # (ts, proven similarity)
     joined: bool = False  # pending on another track's query, not its own
@@ -81,16 +86,6 @@ class Track:
         for f in dataclasses.fields(self):
             setattr(self, f.name, getattr(fresh, f.name))
         return ended
-
-
-def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    iw = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
-    ih = max(0.0, min(ay + ah, by + bh) - max(ay, by))
-    inter = iw * ih
-    union = aw * ah + bw * bh - inter
-    return inter / union if union > 0 else 0.0
 
 
 class SceneCutDetector:

@@ -25,6 +25,7 @@ class View:
     crop: np.ndarray  # face with margin, for the uplink JPEG
     face: Face
     ts: float
+    appearance: np.ndarray | None = None  # vision/appearance.py: what later frames are compared with
     embedding: np.ndarray | None = None
     norm: float | None = None  # SFace's feature norm, with the embedding
     jpeg: bytes | None = None  # encoded once, on first use

@@ -16,23 +16,24 @@ TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray = TEMPLATE) -> np.ndarray:
-    """Least-squares similarity (rotation, uniform scale, shift) taking src points to dst (Umeyama, as
-    OpenCV's alignCrop computes it); a 2x3 matrix for cv2.warpAffine."""
-    src = np.asarray(src, np.float64).reshape(-1, 2)
-    src_mean, dst_mean = src.mean(0), dst.mean(0)
-    src_d, dst_d = src - src_mean, dst - dst_mean
-    cov = dst_d.T @ src_d / len(src)
-    u, s, vt = np.linalg.svd(cov)
-    d = np.ones(2)
-    if np.linalg.det(cov) < 0:
-        d[1] = -1
-    rotation = u @ np.diag(d) @ vt
-    spread = float(src_d.var(0).sum())
-    scale = float(s @ d) / spread if spread > 1e-12 else 1.0  # degenerate landmarks: no scaling
-    matrix = np.empty((2, 3), np.float64)
-    matrix[:, :2] = scale * rotation
-    matrix[:, 2] = dst_mean - scale * rotation @ src_mean
-    return matrix
+    """Least-squares similarity (rotation, uniform scale, shift) taking src points to dst, as OpenCV's
+    alignCrop computes it (Umeyama); a 2x3 matrix for cv2.warpAffine. In two dimensions the optimum has a
+    closed form, [[a, -b], [b, a]] from dot and cross products of the centred points. Written on floats, not
+    arrays: it runs for every tracked face in every frame (the appearance check), and an SVD of a 2x2 matrix
+    through numpy costs 25 times as much."""
+    pts = np.asarray(src, np.float64).reshape(-1, 2).tolist()
+    ref = np.asarray(dst, np.float64).reshape(-1, 2).tolist()
+    n = len(pts)
+    mx, my = sum(p[0] for p in pts) / n, sum(p[1] for p in pts) / n
+    ux, uy = sum(q[0] for q in ref) / n, sum(q[1] for q in ref) / n
+    spread = dot = cross = 0.0
+    for (x, y), (u, v) in zip(pts, ref):
+        x, y, u, v = x - mx, y - my, u - ux, v - uy
+        spread += x * x + y * y
+        dot += x * u + y * v
+        cross += x * v - y * u
+    a, b = (dot / spread, cross / spread) if spread > 1e-12 else (1.0, 0.0)  # degenerate: no scaling
+    return np.array([[a, -b, ux - a * mx + b * my], [b, a, uy - b * mx - a * my]])
 
 
 def align_face(frame: np.ndarray, face: Face) -> np.ndarray:

@@ -9,8 +9,7 @@ verified; see FaceEvent.evidence), the track's own recent frames show a live per
 screen (`[plugins.door.liveness]`, see plugins/door/liveness.py), and the person's `cooldown_s` since
 their last unlock has passed. A track judged a presentation attack is never granted: the denial is
 audited with the scores and the face crop, and the `presentation_attack` hook fires (alerts, Home
-Assistant).
-Each track gets at most one unlock; a denial is written once per track and reason.
+Assistant). Each track gets at most one unlock; a denial is written once per track and reason.
 
 Safety: the relock runs here, in the plugin, and twice: a timer on the event loop, and a thread of its own
 that locks the door if the loop has not confirmed a lock shortly after `unlock_s` (a plugin that blocks the
@@ -20,8 +19,8 @@ while unlocking is told to lock again at once; the door is locked at start (the 
 before it opens any of its own state, so no state problem can keep the door from locking), when
 `unlock_s` ends, and when the daemon stops. A lock that is not confirmed is never given up on: the
 plugin keeps locking with backoff (`relock_backoff_max_s`) until the lock answers, and fires the
-`door_status` hook (alerts, metrics) at each failure and when the door is locked again. Every decision (grant or deny, the reason, person, similarity, camera, track)
-goes to the audit log, one JSON object per line.
+`door_status` hook (alerts, metrics) at each failure and when the door is locked again. Every decision (grant
+or deny, the reason, person, similarity, camera, track) goes to the audit log, one JSON object per line.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ import random
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -40,13 +38,14 @@ from typing import Any, Awaitable, Callable
 import structlog
 from facewatchd.events import FaceEvent, TrackEnded
 from facewatchd.hookspecs import hookimpl
-from facewatchd.pipeline.liveness import LivenessDemand
+from facewatchd.pipeline.demand import TrackDemand
 from facewatchd.plugins import PluginContext
 from facewatchd.state import append_line
 from plugins.door.audit import attack_crops_dir, describe, now_iso, write_crop
 from plugins.door.backends import Backend, create_backend
 from plugins.door.config import DAYS, DoorConfig, Window
-from plugins.door.liveness import LivenessTally, judge
+from plugins.door.liveness import judge
+from plugins.door.memory import TrackMemory
 
 __all__ = ["DAYS", "DoorConfig", "Plugin", "TrackMemory", "Window", "attack_crops_dir", "describe"]
 
@@ -54,15 +53,6 @@ log = structlog.get_logger("facewatchd.plugins.door")
 
 RELOCK_FIRST_RETRY_S = 0.5
 RELOCK_GRACE_S = 0.5  # after unlock_s, how long the loop's relock may be late before the thread's acts
-
-
-@dataclass
-class TrackMemory:
-    last_reason: str | None = None
-    waiting: FaceEvent | None = None  # named and allowed, but not enough agreeing embeddings or liveness yet
-    granted: bool = False
-    attack: bool = False  # judged a presentation attack: never granted
-    liveness: LivenessTally = field(default_factory=LivenessTally)
 
 
 class Plugin:
@@ -136,12 +126,17 @@ class Plugin:
                 log.warning("door_backend_close_failed", error=describe(e))
 
     @hookimpl
-    def liveness_demand(self) -> LivenessDemand | None:
-        """The allowlisted names on this door's cameras: the only tracks whose frames are checked."""
+    def evidence_demand(self) -> TrackDemand | None:
+        """The allowlisted names on this door's cameras: fresh embeddings on a beat, and (liveness_demand)
+        the only tracks whose frames are checked."""
         config = self.config
-        if config is None or not config.liveness.enabled or not config.allow:
+        if config is None or not config.allow:
             return None
-        return LivenessDemand(frozenset(config.cameras) or None, frozenset(n.casefold() for n in config.allow))
+        return TrackDemand(frozenset(config.cameras) or None, frozenset(n.casefold() for n in config.allow))
+
+    @hookimpl
+    def liveness_demand(self) -> TrackDemand | None:
+        return self.evidence_demand() if self.config is not None and self.config.liveness.enabled else None
 
     @hookimpl
     async def face_recognised(self, event: FaceEvent) -> None:

@@ -125,12 +125,25 @@ def test_a_photo_shown_for_the_embeddings_then_lowered_for_a_live_face_is_refuse
     video = tmp_path / "swap.avi"
     write_video(held_over(frames, faces, obama, max(detector.detect(obama), key=lambda f: f.box[2]).box, 12), video,
                 fps=30, size=(frames[0].shape[1], frames[0].shape[0]))
-    config = make_config(enrolled.state(tmp_path), video, plugins=door(tmp_path, relay, [OBAMA]))
+    # With the appearance check off, the track is embedded again only on its beat, so for some frames it is
+    # the live stranger's face under Obama's name: the door's own guard (the frames judged live must be the
+    # frames verified as the person) is what refuses it.
+    config = make_config(enrolled.state(tmp_path), video, plugins=door(tmp_path, relay, [OBAMA]),
+                         identity={"reverify_resemblance": 0.0, "reverify_unlike": 0.0})
     run_with(config)
     records = audit(tmp_path)
     assert not [r for r in records if r["decision"] == "grant"] and "/unlock" not in relay.paths(), records
     [refused] = [r for r in records if r["name"] == OBAMA]  # the print was named Obama: only liveness refused it
     assert refused["detail"] == "the frames judged live are not the frames whose face was verified", refused
+    # With it on (the default), lowering the print changes the face's appearance: the stranger is embedded at
+    # once, does not verify as Obama and is split off, so Obama's track only ever showed the print.
+    (tmp_path / "audit.jsonl").unlink()
+    config = make_config(enrolled.state(tmp_path / "default"), video, plugins=door(tmp_path, relay, [OBAMA]))
+    run_with(config)
+    records = audit(tmp_path)
+    assert not [r for r in records if r["decision"] == "grant"] and "/unlock" not in relay.paths(), records
+    [refused] = [r for r in records if r["name"] == OBAMA]
+    assert refused["reason"] == "liveness not shown" and "judged live in a row" in refused["detail"], refused
 
 
 def test_a_photo_held_close_enough_to_hide_its_edges_is_refused_for_lack_of_depth(tmp_path, enrolled: Enrolled,
