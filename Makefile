@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= etc/facewatchd.toml
-EXTRAS := mqtt,awsiot,aws,systemd,dev,torch,analytics
+EXTRAS := mqtt,awsiot,aws,systemd,dev,torch,analytics,postgres
 
 .PHONY: run review test venv servers ha-venv bench clean
 
