@@ -21,6 +21,7 @@ from facewatchd.pipeline.tracker import TrackerConfig
 from facewatchd.pipeline.uplink import UplinkConfig
 from facewatchd.resolver.aws import AwsResolverConfig  # imports without the aws extra installed
 from facewatchd.resolver.local import LocalResolverConfig
+from facewatchd.resolver.postgres.config import PostgresResolverConfig  # imports without the postgres extra
 from facewatchd.vision.detector import DetectorConfig
 from facewatchd.vision.embedding import EmbedderConfig
 from facewatchd.vision.liveness import LivenessConfig
@@ -58,7 +59,8 @@ def _resolver_kind(value: Any) -> str:
 
 
 ResolverConfig = Annotated[
-    Union[Annotated[LocalResolverConfig, Tag("local")], Annotated[AwsResolverConfig, Tag("aws")]],
+    Union[Annotated[LocalResolverConfig, Tag("local")], Annotated[AwsResolverConfig, Tag("aws")],
+          Annotated[PostgresResolverConfig, Tag("postgresql")]],
     Discriminator(_resolver_kind),
 ]
 
