@@ -12,7 +12,10 @@ import structlog
 
 from facewatchd.app.config import Config
 from facewatchd.app.wiring import serve_resolver, serve_until_signal
-from facewatchd.resolver.mqtt_adapter import ResolverService, ResolverServiceConfig, ServiceStats, shadow_service
+from facewatchd.config import ConfigError
+from facewatchd.resolver.mqtt_adapter import (CropEmbedder, ResolverService, ResolverServiceConfig, ServiceStats,
+                                              shadow_service)
+from facewatchd.resolver.workers import WorkerStores
 from facewatchd.shadow.store import ShadowStore
 from facewatchd.state import StateDirLock
 
@@ -30,11 +33,28 @@ async def run_resolver(config: Config) -> ServiceStats:
     data_dir = service_data_dir(config)
     with StateDirLock(data_dir, "resolver"):
         async with contextlib.AsyncExitStack() as stack:
-            svc = await stack.enter_async_context(ResolverService(server, data_dir, config.detector, config.embedder,
-                                                                  config.identity))
+            stores = await shared_stores(config, stack)
+            svc = await stack.enter_async_context(ResolverService(
+                server, data_dir, config.detector, config.embedder, config.identity, stores,
+                getattr(config.resolver, "templates_per_person", None) if stores else None))
             await serve_resolver(stack, svc.resolver, data_dir, config.web)  # the page: every device's persons
             await serve_until_signal(svc.status)
     return svc.stats
+
+
+async def shared_stores(config: Config, stack: contextlib.AsyncExitStack) -> WorkerStores | None:
+    """The PostgreSQL stores every worker shares (`[resolver] type = "postgresql"`), open until `stack` closes;
+    None for the single worker's SQLite and files."""
+    server = config.server or ResolverServiceConfig()
+    if config.resolver.type != "postgresql":
+        if server.share_group:
+            raise ConfigError(f"{config.source}: server.share_group: several workers need a shared store, "
+                              f'resolver.type = "postgresql", not "{config.resolver.type}"')
+        return None
+    from facewatchd.resolver.postgres.stores import PostgresResolverStores
+
+    return await stack.enter_async_context(PostgresResolverStores(config.resolver,
+                                                                  CropEmbedder(config.detector, config.embedder)))
 
 
 async def run_shadow(config: Config) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from types import TracebackType
 from typing import AsyncContextManager, Callable
 
 import numpy as np
 
+from facewatchd.messages import FaceQuery
 from facewatchd.resolver.postgres.collection import PostgresFaceCollection
 from facewatchd.resolver.postgres.config import PostgresResolverConfig
 from facewatchd.resolver.postgres.crops import PostgresCropStore
@@ -28,11 +30,17 @@ class PostgresResolverStores:
         self.collection = PostgresFaceCollection(self.db, embed_crop)
         self.names = PostgresNameDirectory(self.db, clock)
 
+    async def prepare(self, query: FaceQuery) -> None:
+        """Embed the crop before deciding (kept for the search and index that follow): workers embed at
+        once, and only the short decision waits for the lock."""
+        await self.collection.embedding(query)
+
     def deciding(self) -> AsyncContextManager[None]:
         return self.db.deciding()
 
-    def shadow_store(self) -> PostgresShadowStore:
-        """The device shadows in the same database (open after this is entered: the schema is there)."""
+    def open_shadow_store(self, data_dir: Path | None = None) -> PostgresShadowStore:
+        """The device shadows in the same database, for every worker (open after this is entered: the
+        schema is there); `data_dir` is not used."""
         return PostgresShadowStore(self.config.dsn.get_secret_value(), timeout_s=self.config.connect_timeout_s)
 
     async def __aenter__(self) -> "PostgresResolverStores":
