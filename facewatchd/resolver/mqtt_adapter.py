@@ -79,8 +79,6 @@ class ResolverServiceConfig(BrokerConfig):
                                     "subscribes through the MQTT 5 shared subscription $share/<group>/…, so the "
                                     "broker gives each device request to one of them (needs [resolver] type = "
                                     "\"postgresql\"; each worker its own client_id)")
-    session_expiry_s: int = Field(3600, ge=0, description="with share_group: how long the broker keeps a worker's "
-                                  "MQTT 5 session (and queues its messages) while it is away")
 
     @model_validator(mode="after")
     def _shadow_tls(self) -> "ResolverServiceConfig":
@@ -325,13 +323,16 @@ class ResolverService:
 
 
 def session(config: ResolverServiceConfig) -> dict[str, Any]:
-    """A persistent session, so what arrives while the service restarts waits in the broker: MQTT 3.1.1's
-    clean_session = false for one service, MQTT 5's clean start off with a session expiry for workers."""
+    """One service keeps a persistent session (clean_session = false), so what arrives while it restarts
+    waits in the broker. A worker of a group keeps none (MQTT 5, session expiry 0): mosquitto 2.0 goes on
+    handing a dead member's persistent session its share of the requests (5 of 10 after a SIGKILL, checked),
+    where without one the live workers get them all; what the dead worker had taken but not answered, the
+    device's outbox sends again."""
     if not config.share_group:
         return {"clean_session": False}
     properties = Properties(PacketTypes.CONNECT)
-    properties.SessionExpiryInterval = config.session_expiry_s
-    return {"protocol": aiomqtt.ProtocolVersion.V5, "clean_start": False, "properties": properties}
+    properties.SessionExpiryInterval = 0
+    return {"protocol": aiomqtt.ProtocolVersion.V5, "clean_start": True, "properties": properties}
 
 
 def shadow_service(config: ResolverServiceConfig, store: ShadowStore | ShadowDocuments) -> ShadowService:

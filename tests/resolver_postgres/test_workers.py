@@ -19,6 +19,7 @@ import pytest
 
 from facewatchd.messages import FaceQuery, new_face_id
 from tests.support.broker import Mosquitto
+from tests.support.devices import SimulatedDevice, all_answered
 from tests.support.faces import stranger_crop
 from tests.support.workers import Device, Worker
 
@@ -72,3 +73,36 @@ async def test_two_workers_share_the_requests_and_make_each_new_person_once(
                              "(SELECT 1 FROM faces f WHERE f.person_id = p.person_id)").fetchone()[0]
     assert (faces, repeats, empty) == (2 * SITTERS + 1, 1, 0)  # the resent face once, no person without a face
     assert persons == len({label["person_id"] for label in labels.values()})
+
+
+async def test_a_worker_killed_mid_stream_loses_no_request_and_splits_no_person(
+        broker: Mosquitto, postgres_dsn: str, tmp_path: Path) -> None:
+    """What the killed worker had taken but not answered, the devices' outboxes send again, and the broker gives
+    to the live worker: every request is answered, each sitter once, as one person at both doors."""
+    sitters = range(12)
+    with Worker(tmp_path / "a", "resolver-a", broker, postgres_dsn) as a, \
+            Worker(tmp_path / "b", "resolver-b", broker, postgres_dsn) as b:
+        async with SimulatedDevice("door-1", broker.host, broker.port, tmp_path / "door-1") as door1, \
+                SimulatedDevice("door-2", broker.host, broker.port, tmp_path / "door-2") as door2:
+            sitter_of = {}
+            for i in sitters:
+                for device in (door1, door2):
+                    q = request(i, device.thing)
+                    sitter_of[q.face_id] = i
+                    device.send(q)
+            await a.logged("face_resolved", 2)  # mid-stream: it has work taken and work to come
+            a.kill()
+            answered = await all_answered([door1, door2], timeout=90)
+            resent = door1.uplink.stats.resent + door2.uplink.stats.resent
+            labels = {**door1.answers, **door2.answers}
+            by_sitter = {i: set() for i in sitters}
+            for device in (door1, door2):
+                for face_id, at in device.sent_at.items():
+                    by_sitter[sitter_of[face_id]].add(labels.get(face_id, {}).get("person_id"))
+        survivor = b.stop()
+    assert answered, f"unanswered: {door1.unanswered | door2.unanswered}"
+    assert all(len(persons) == 1 for persons in by_sitter.values()), by_sitter  # never two persons for one
+    with psycopg.connect(postgres_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM faces").fetchone()[0] == 2 * len(sitters)
+    print(f"killed after {len(a.events('face_resolved'))} resolved; the other worker: {survivor}; "
+          f"requests resent by the devices: {resent}")

@@ -63,12 +63,15 @@ class Worker:
                         timeout)
 
     def events(self, event: str) -> list[dict[str, Any]]:
+        """The log lines of `event` read so far."""
         assert self.logs is not None
-        out = []
-        for line in self.logs.seen.splitlines():
-            if f'"{event}"' in line:
-                out.append(json.loads(line))
-        return out
+        return [json.loads(line) for line in self.logs.seen.splitlines() if f'"{event}"' in line]
+
+    async def logged(self, event: str, times: int = 1, timeout: float = 60) -> None:
+        """Wait (reading its logs on a thread) until it has logged `event` `times` times."""
+        assert self.logs is not None
+        logs = self.logs
+        await asyncio.to_thread(logs.until, lambda seen: seen.count(f'"{event}"') >= times, timeout)
 
     def stop(self) -> dict[str, Any]:
         """SIGTERM; the stats line it prints at the end."""
