@@ -1,7 +1,8 @@
 """The connection pool the PostgreSQL adapters share (psycopg 3, async, with pgvector's type), and the one
 error they raise when the database cannot be reached.
 
-Connections are checked before use, so a PostgreSQL that restarted is reconnected to on the next call. A call
+A connection that broke is dropped by the pool when its call fails, so a PostgreSQL that restarted is
+reconnected to on the next call (not checked before each use: that would be one more round trip a call). A call
 that cannot get a connection within `connect_timeout_s`, or whose connection breaks, raises
 PostgresUnavailable naming the server: the resolver service logs it and leaves the face unanswered, and the
 device's outbox sends it again (the core is idempotent by face id), so nothing is lost.
@@ -57,7 +58,6 @@ class Database:
             raise PostgresUnavailable(f"PostgreSQL at {self.server} unavailable: {_first_line(e)}") from None
         self._pool = AsyncConnectionPool(dsn, min_size=1, max_size=self.config.pool_size, open=False,
                                          kwargs={"autocommit": True}, configure=self._configure,
-                                         check=AsyncConnectionPool.check_connection,
                                          timeout=self.config.connect_timeout_s, name="facewatchd-resolver")
         await self._pool.open(wait=False)
         log.info("postgres_opened", server=self.server, schema_version=version, pool=self.config.pool_size)
