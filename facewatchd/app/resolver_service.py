@@ -5,6 +5,7 @@ signal. The MQTT side is `facewatchd.resolver.mqtt_adapter`; this module only pu
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import structlog
 from facewatchd.app.config import Config
 from facewatchd.app.wiring import serve_resolver, serve_until_signal
 from facewatchd.config import ConfigError
+from facewatchd.link.mqtt_client import Backoff
 from facewatchd.resolver.mqtt_adapter import (CropEmbedder, ResolverService, ResolverServiceConfig, ServiceStats,
                                               shadow_service)
 from facewatchd.resolver.workers import WorkerStores
@@ -51,10 +53,18 @@ async def shared_stores(config: Config, stack: contextlib.AsyncExitStack) -> Wor
             raise ConfigError(f"{config.source}: server.share_group: several workers need a shared store, "
                               f'resolver.type = "postgresql", not "{config.resolver.type}"')
         return None
+    from facewatchd.resolver.postgres.database import PostgresUnavailable
     from facewatchd.resolver.postgres.stores import PostgresResolverStores
 
-    return await stack.enter_async_context(PostgresResolverStores(config.resolver,
-                                                                  CropEmbedder(config.detector, config.embedder)))
+    backoff = Backoff(1.0, 30.0)
+    while True:  # a database that is not up yet (or is restarting) is waited for, never a crash loop
+        try:
+            return await stack.enter_async_context(PostgresResolverStores(
+                config.resolver, CropEmbedder(config.detector, config.embedder)))
+        except PostgresUnavailable as e:
+            delay = backoff.next()
+            log.error("postgres_unavailable", error=str(e), retry_in_s=round(delay, 1))
+            await asyncio.sleep(delay)
 
 
 async def run_shadow(config: Config) -> None:

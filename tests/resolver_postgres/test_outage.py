@@ -1,9 +1,11 @@
 """A PostgreSQL that goes away under a running worker: each face that arrives meanwhile fails with an error
 that names the database, the worker keeps running, and the device's outbox sends the face again until the
-database is back and it is answered: nothing is lost, nothing is recorded twice."""
+database is back and it is answered: nothing is lost, nothing is recorded twice. A worker started before its
+database waits for it."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import time
 from pathlib import Path
@@ -51,3 +53,17 @@ async def test_a_face_sent_while_postgresql_is_down_is_answered_once_it_is_back(
         assert worker.stop()["resolved"] == 1
     with psycopg.connect(own_postgres.dsn) as conn:
         assert conn.execute("SELECT count(*) FROM faces WHERE face_id = %s", (face.face_id,)).fetchone()[0] == 1
+
+
+async def test_a_worker_started_before_its_database_waits_for_it(broker: Mosquitto, own_postgres: LocalPostgres,
+                                                                 tmp_path: Path) -> None:
+    own_postgres.stop()
+    worker = Worker(tmp_path / "w", "resolver-w", broker, own_postgres.dsn)
+    worker.start(wait=False)
+    try:
+        await worker.logged("postgres_unavailable", 2)  # said, and tried again
+        assert f"PostgreSQL at 127.0.0.1:{own_postgres.port}/postgres" in worker.events("postgres_unavailable")[0]["error"]
+        own_postgres.start()
+        await asyncio.to_thread(worker.wait_connected)
+    finally:
+        worker.kill()

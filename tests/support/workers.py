@@ -54,11 +54,17 @@ class Worker:
         self.proc: subprocess.Popen[str] | None = None
         self.logs: Lines | None = None
 
-    def start(self, timeout: float = 60) -> None:
+    def start(self, timeout: float = 60, wait: bool = True) -> None:
+        """Start it, and (unless `wait` is false) wait until it has subscribed and its shadow service too."""
         self.proc = subprocess.Popen([sys.executable, "-m", "facewatchd", "resolver", "--config", str(self.config)],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                                      env=dict(os.environ, PYTHONPATH=str(ROOT)))
         self.logs = Lines(self.proc.stderr)
+        if wait:
+            self.wait_connected(timeout)
+
+    def wait_connected(self, timeout: float = 60) -> None:
+        assert self.logs is not None
         self.logs.until(lambda seen: "resolver_service_connected" in seen and "shadow service connected" in seen,
                         timeout)
 
