@@ -1,7 +1,7 @@
 """Several resolver workers (`facewatchd resolver`, one process each) on one real PostgreSQL and one real
 mosquitto, taking device requests through an MQTT 5 shared subscription: the broker gives each request to one
 worker, a face id is recorded once whichever workers see it, and two workers that meet the same new person at
-the same moment make one person of it.
+the same moment make one person of it; an operator's correction through either worker reaches every device.
 
 The moment is made the same on purpose: the test holds a lock on the collection table (as a slow database
 would) until both workers wait on it with their first face, so both decide at once."""
@@ -9,6 +9,7 @@ would) until both workers wait on it with their first face, so both decide at on
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import AsyncIterator
@@ -19,6 +20,7 @@ import pytest
 
 from facewatchd.messages import FaceQuery, new_face_id
 from tests.support.broker import Mosquitto
+from tests.support.daemon import cli
 from tests.support.devices import SimulatedDevice, all_answered
 from tests.support.faces import stranger_crop
 from tests.support.workers import Device, Worker
@@ -106,3 +108,27 @@ async def test_a_worker_killed_mid_stream_loses_no_request_and_splits_no_person(
         assert conn.execute("SELECT count(*) FROM faces").fetchone()[0] == 2 * len(sitters)
     print(f"killed after {len(a.events('face_resolved'))} resolved; the other worker: {survivor}; "
           f"requests resent by the devices: {resent}")
+
+
+async def test_a_correction_through_either_worker_reaches_every_device(
+        broker: Mosquitto, postgres_dsn: str, device: Device, tmp_path: Path) -> None:
+    at_door1, at_door2 = request(0, "door-1"), request(0, "door-2")  # one person at two doors
+    with Worker(tmp_path / "a", "resolver-a", broker, postgres_dsn), \
+            Worker(tmp_path / "b", "resolver-b", broker, postgres_dsn) as b:
+        await device.send(at_door1)
+        await device.send(at_door2)
+        labels = await device.answers({at_door1.face_id, at_door2.face_id})
+        person = labels[at_door1.face_id]["person_id"]
+        assert labels[at_door2.face_id]["person_id"] == person
+        # the operator's command goes to worker b (its control socket), whoever resolved the faces
+        await asyncio.to_thread(cli, "faces", "label", person, "Marie Curie", "--config", str(b.config))
+        named: set[str] = set()
+        async with asyncio.timeout(30):
+            async for message in device.client.messages:
+                persons = json.loads(message.payload)["state"].get("persons", {})
+                if persons.get(person, {}).get("name") == "Marie Curie":
+                    named.add(str(message.topic).split("/")[2])
+                if named == {"door-1", "door-2"}:
+                    break
+    with psycopg.connect(postgres_dsn) as conn:
+        assert conn.execute("SELECT name FROM persons WHERE person_id = %s", (person,)).fetchone() == ("Marie Curie",)
