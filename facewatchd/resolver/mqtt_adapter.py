@@ -201,7 +201,8 @@ class ResolverService:
         else:
             port = MqttShadowPort(lambda: self._client)
         self.resolver = Resolver(self.stores.crops, self.stores.collection, self.stores.names, port,
-                                 identity or IdentityConfig(), templates_per_person or config.templates_per_person)
+                                 identity or IdentityConfig(), templates_per_person or config.templates_per_person,
+                                 deciding=self.stores.deciding)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -259,8 +260,7 @@ class ResolverService:
             except ImageError as e:
                 raise Skipped("bad_image", f"crop: {e}") from None
             await self.stores.prepare(dataclasses.replace(query, embedding=None))  # never the device's numbers
-            async with self.stores.deciding():
-                resolution = await self.resolver.resolve(query)
+            resolution = await self.resolver.resolve(query)
         except (Skipped, NoFaceError) as e:
             reason, detail = (e.reason, e.detail) if isinstance(e, Skipped) else ("no_face", str(e))
             self.stats.skipped[reason] += 1

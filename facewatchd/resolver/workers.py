@@ -11,11 +11,11 @@ deciding safe when several workers decide at once.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Any, AsyncContextManager, AsyncIterator, Protocol
+from typing import Any, AsyncContextManager, Protocol
 
 from facewatchd.messages import FaceQuery
+from facewatchd.resolver.core import alone
 from facewatchd.resolver.local import LocalResolverStores
 from facewatchd.resolver.ports import CropStore, FaceCollection, NameDirectory
 from facewatchd.shadow.store import ShadowStore
@@ -43,15 +43,10 @@ class WorkerStores(Protocol):
         """The costly part before deciding (embedding the crop), outside `deciding`; raises NoFaceError."""
 
     def deciding(self) -> AsyncContextManager[None]:
-        """Held while one face is decided and recorded: no other worker decides meanwhile."""
+        """Held while one face is decided and recorded (the core takes it): no other worker decides meanwhile."""
 
     def open_shadow_store(self, data_dir: Path) -> ShadowDocuments:
         """Where this worker's shadow service keeps the device shadows."""
-
-
-@contextlib.asynccontextmanager
-async def _alone() -> AsyncIterator[None]:
-    yield
 
 
 class LocalWorkerStores(LocalResolverStores):
@@ -60,8 +55,7 @@ class LocalWorkerStores(LocalResolverStores):
     async def prepare(self, query: FaceQuery) -> None:
         return None  # one process decides one message at a time: embedding inside the decision costs nothing
 
-    def deciding(self) -> AsyncContextManager[None]:
-        return _alone()
+    deciding = staticmethod(alone)  # the core's own no-lock: it then skips the re-check a shared store needs
 
     def open_shadow_store(self, data_dir: Path) -> ShadowDocuments:
         return ShadowStore(data_dir / "shadows.db")
