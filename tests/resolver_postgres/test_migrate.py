@@ -53,7 +53,8 @@ async def test_a_sqlite_resolver_moves_to_postgresql_with_its_counts_checked(tmp
         assert (found.person_id, round(found.similarity, 4)) == (expected.person_id, round(expected.similarity, 4))
         face = await pg.names.face(answers[1].face_id)
         assert await pg.crops.read(face.crop_key) == stranger_crop(1)
-        assert pg.open_shadow_store().get("door-1").desired["faces"]
+        with pg.open_shadow_store() as shadows:
+            assert shadows.get("door-1").desired["faces"]
 
     again = cli("resolver", "migrate", "--from", "sqlite", str(data), "--to", "postgresql", postgres_dsn)
     assert again.stdout == done.stdout  # a second run changes nothing

@@ -3,15 +3,17 @@ a free loopback port, restartable with its data; and the documented trial comman
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import psycopg
 
-from facewatchd.resolver.postgres.server import LocalPostgres, free_port
+from facewatchd.resolver.postgres.server import LocalPostgres, binaries, free_port
 from tests.support.postgres import scratch_folder
 
 
@@ -50,4 +52,24 @@ def test_the_trial_command_prints_the_config_to_use_and_stops_on_ctrl_c() -> Non
     finally:
         if proc.poll() is None:
             proc.kill()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_binaries_in_a_folder_the_servers_user_cannot_enter_are_copied_where_it_can(tmp_path: Path) -> None:
+    """Under root the server runs as nobody; a virtualenv in a private folder (pytest's tmp_path is one) is
+    out of its reach, so the binaries are copied into the server's own folder first."""
+    private = tmp_path / "site-packages"  # in a 0700 folder, as pytest makes them
+    package = binaries().parent.parent  # …/site-packages/pgserver
+    shutil.copytree(package / "pginstall", private / "pgserver" / "pginstall", symlinks=True,
+                    ignore=shutil.ignore_patterns("include"))
+    shutil.copytree(package.parent / "pgserver.libs", private / "pgserver.libs", symlinks=True)
+    folder = scratch_folder()
+    try:
+        server = LocalPostgres(folder, durable=False, binaries=private / "pgserver" / "pginstall" / "bin")
+        with server:
+            with psycopg.connect(server.dsn) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+        copied = (folder / "pginstall" / "pgserver" / "pginstall" / "bin" / "postgres").exists()
+        assert copied == (os.geteuid() == 0)  # only the server's own user (nobody, under root) needs the copy
+    finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -61,6 +61,7 @@ async def test_two_workers_share_the_requests_and_make_each_new_person_once(
             await device.send(repeated)
             await waiting_on_locks(postgres_dsn, 2)  # both workers hold the same new face, decided at once
         labels = await device.answers({q.face_id for pair in pairs for q in pair} | {repeated.face_id})
+        await device.answers({repeated.face_id}, times=2)  # the resent copy answered again, not stopped mid-way
         stats = {"a": a.stop(), "b": b.stop()}
     assert stats["a"]["received"] >= SITTERS and stats["b"]["received"] >= SITTERS  # both took their share
     assert stats["a"]["received"] + stats["b"]["received"] == 2 * SITTERS + 2 and not stats["a"]["failed"]

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+from collections import Counter
 import subprocess
 import sys
 from pathlib import Path
@@ -106,15 +107,18 @@ class Device:
     def __init__(self, client: aiomqtt.Client) -> None:
         self.client = client
         self.labels: dict[str, dict[str, Any]] = {}  # face id → its label
+        self.times: Counter[str] = Counter()  # face id → deltas that carried its label
 
     async def send(self, query: FaceQuery) -> None:
         await self.client.publish(uplink_topic(query.thing), query.to_json(), qos=1)
 
-    async def answers(self, face_ids: set[str], timeout: float = 60) -> dict[str, dict[str, Any]]:
+    async def answers(self, face_ids: set[str], timeout: float = 60, times: int = 1) -> dict[str, dict[str, Any]]:
+        """Wait until each face id's label has come `times` times (a resent face is answered again)."""
         async with asyncio.timeout(timeout):
             async for message in self.client.messages:
                 for face_id, label in json.loads(message.payload)["state"].get("faces", {}).items():
                     self.labels[face_id] = label
-                if face_ids <= set(self.labels):
+                    self.times[face_id] += 1
+                if all(self.times[f] >= times for f in face_ids):
                     break
         return {f: self.labels[f] for f in face_ids}
