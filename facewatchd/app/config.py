@@ -114,6 +114,13 @@ class Config(Strict):
         return link
 
     @model_validator(mode="after")
+    def _workers_share_a_store(self) -> "Config":
+        if self.server is not None and self.server.share_group and self.resolver.type != "postgresql":
+            raise ValueError(f'server.share_group: several workers need a shared store, resolver.type = "postgresql", '
+                             f'not "{self.resolver.type}"')
+        return self
+
+    @model_validator(mode="after")
     def _unique_camera_ids(self) -> "Config":
         ids = [c.id for c in self.cameras]
         dupes = sorted({i for i in ids if ids.count(i) > 1})

@@ -13,7 +13,6 @@ import structlog
 
 from facewatchd.app.config import Config
 from facewatchd.app.wiring import serve_resolver, serve_until_signal
-from facewatchd.config import ConfigError
 from facewatchd.link.mqtt_client import Backoff
 from facewatchd.resolver.mqtt_adapter import (CropEmbedder, ResolverService, ResolverServiceConfig, ServiceStats,
                                               shadow_service)
@@ -47,11 +46,7 @@ async def run_resolver(config: Config) -> ServiceStats:
 async def shared_stores(config: Config, stack: contextlib.AsyncExitStack) -> WorkerStores | None:
     """The PostgreSQL stores every worker shares (`[resolver] type = "postgresql"`), open until `stack` closes;
     None for the single worker's SQLite and files."""
-    server = config.server or ResolverServiceConfig()
-    if config.resolver.type != "postgresql":
-        if server.share_group:
-            raise ConfigError(f"{config.source}: server.share_group: several workers need a shared store, "
-                              f'resolver.type = "postgresql", not "{config.resolver.type}"')
+    if config.resolver.type != "postgresql":  # the config refuses a share_group without it
         return None
     from facewatchd.resolver.postgres.database import PostgresUnavailable
     from facewatchd.resolver.postgres.stores import PostgresResolverStores

@@ -76,3 +76,9 @@ def test_the_resolver_type_chooses_postgresql_with_a_dsn() -> None:
         parse_config({"resolver": {"type": "postgresql"}})
     with pytest.raises(ConfigError, match="pool"):
         parse_config({"resolver": {"type": "postgresql", "dsn": "postgresql:///x", "pool": 3}})
+    with pytest.raises(ConfigError, match='share_group: several workers need a shared store, resolver.type = '
+                                          '"postgresql", not "local"'):
+        parse_config({"server": {"share_group": "resolvers"}})  # two workers on SQLite files would split persons
+    workers = parse_config({"resolver": {"type": "postgresql", "dsn": "postgresql:///x"},
+                            "server": {"share_group": "resolvers", "client_id": "facewatchd-resolver-1"}})
+    assert workers.server.share_group == "resolvers"
