@@ -41,14 +41,14 @@ async def test_a_face_sent_while_postgresql_is_down_is_answered_once_it_is_back(
         broker: Mosquitto, own_postgres: LocalPostgres, tmp_path: Path) -> None:
     with Worker(tmp_path / "w", "resolver-w", broker, own_postgres.dsn) as worker:
         async with SimulatedDevice("door-1", broker.host, broker.port, tmp_path / "door", answer_timeout_s=1) as door:
-            own_postgres.stop()
+            await asyncio.to_thread(own_postgres.stop)
             face = FaceQuery(new_face_id(), "door-1", "door", "t1", stranger_crop(3), None, time.time())
             door.send(face)
             await worker.logged("resolve_failed", 2)  # sent, failed, sent again: still running, still failing
             failure = worker.events("resolve_failed")[0]
             assert f"PostgreSQL at 127.0.0.1:{own_postgres.port}/postgres" in failure["error"]
             assert not door.answers
-            own_postgres.start()
+            await asyncio.to_thread(own_postgres.start)
             assert await all_answered([door], timeout=60)
         assert worker.stop()["resolved"] == 1
     with psycopg.connect(own_postgres.dsn) as conn:
@@ -57,13 +57,13 @@ async def test_a_face_sent_while_postgresql_is_down_is_answered_once_it_is_back(
 
 async def test_a_worker_started_before_its_database_waits_for_it(broker: Mosquitto, own_postgres: LocalPostgres,
                                                                  tmp_path: Path) -> None:
-    own_postgres.stop()
+    await asyncio.to_thread(own_postgres.stop)
     worker = Worker(tmp_path / "w", "resolver-w", broker, own_postgres.dsn)
     worker.start(wait=False)
     try:
         await worker.logged("postgres_unavailable", 2)  # said, and tried again
         assert f"PostgreSQL at 127.0.0.1:{own_postgres.port}/postgres" in worker.events("postgres_unavailable")[0]["error"]
-        own_postgres.start()
+        await asyncio.to_thread(own_postgres.start)
         await asyncio.to_thread(worker.wait_connected)
     finally:
         worker.kill()
