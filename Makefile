@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= etc/facewatchd.toml
-EXTRAS := mqtt,awsiot,aws,systemd,dev,torch,analytics
+EXTRAS := mqtt,awsiot,aws,systemd,dev,torch,analytics,postgres
 
 .PHONY: run review test venv servers ha-venv bench clean
 
@@ -74,12 +74,16 @@ bench: bench-extras
 	$(BIN)/python bench/cache_match.py
 	$(BIN)/python bench/web_pages.py --persons 10000
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/cache_match.py
+	$(BIN)/python bench/onprem_scale.py --workers 1,2 --faces 60 --images $(LFW)/images
+	$(BIN)/python bench/onprem_scale.py --workers 3 --kill-one --faces 60 --images $(LFW)/images
+	$(BIN)/python bench/onprem_scale.py --workers 0 --search-sizes 1000,10000,100000 --images $(LFW)/images
 
 bench-smoke: bench-extras
 	$(BIN)/python bench/accuracy.py --pairs $(LFW)/pairs-dev.txt --images $(LFW)/images --limit 40
 	$(BIN)/python bench/visits.py --faces $(KNN) --people 3 --visits 5
 	$(BIN)/python bench/throughput.py samples/short_hamilton_clip.mp4 --frames 30
 	$(BIN)/python bench/cache_match.py --entries 1000 --calls 100
+	$(BIN)/python bench/onprem_scale.py --workers 2 --faces 4 --persons 100 --images $(LFW)/images
 
 clean:
 	rm -rf $(VENV) $(HA_VENV) .state build *.egg-info

@@ -89,6 +89,27 @@ def cmd_resolver(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_resolver_migrate(args: argparse.Namespace) -> int:
+    """`facewatchd resolver migrate --from sqlite DIR --to postgresql DSN`, with a count check at the end."""
+    from facewatchd.logs import configure_logging
+    from facewatchd.resolver.postgres.migrate import migrate_sqlite
+
+    configure_logging("auto", "warning")  # stderr; stdout is the count check
+    (source_kind, source), (target_kind, dsn) = args.source, args.target
+    if (source_kind, target_kind) != ("sqlite", "postgresql"):
+        print(f"error: can migrate --from sqlite DIR --to postgresql DSN, not from {source_kind} to {target_kind}",
+              file=sys.stderr)
+        return 2
+    try:
+        moved = asyncio.run(migrate_sqlite(Path(source), dsn))
+    except (FileNotFoundError, ConnectionError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for m in moved:
+        print(f"{m.kind:<10} {m.source:>8} in the source, {m.present:>8} in PostgreSQL  {'ok' if m.ok else 'MISSING'}")
+    return 0 if all(m.ok for m in moved) else 1
+
+
 def cmd_shadow(args: argparse.Namespace) -> int:
     from facewatchd.logs import configure_logging
     from facewatchd.app.resolver_service import run_shadow
@@ -194,9 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
                      "review page is served (its password asked for once, kept hashed in <state_dir>/web-password)")
     run.set_defaults(func=cmd_run)
     with_config(sub.add_parser("check-config", help="validate a config file")).set_defaults(func=cmd_check_config)
-    with_config(sub.add_parser("resolver", help="run the on-prem resolver service over MQTT ([server] table; "
-                               "with the shadow service unless run_shadow_service = false)")
-                ).set_defaults(func=cmd_resolver)
+    resolver = with_config(sub.add_parser("resolver", help="run the on-prem resolver service over MQTT ([server] "
+                                          "table; with the shadow service unless run_shadow_service = false)"))
+    resolver.set_defaults(func=cmd_resolver)
+    migrate = resolver.add_subparsers(dest="resolver_cmd").add_parser(
+        "migrate", help="move a SQLite resolver's collection, names, crops and shadows into PostgreSQL")
+    migrate.add_argument("--from", dest="source", nargs=2, metavar=("sqlite", "DIR"), required=True)
+    migrate.add_argument("--to", dest="target", nargs=2, metavar=("postgresql", "DSN"), required=True)
+    migrate.set_defaults(func=cmd_resolver_migrate)
     with_config(sub.add_parser("shadow", help="run only the shadow service over MQTT ([server] table)")
                 ).set_defaults(func=cmd_shadow)
     with_config(sub.add_parser("ui", help="serve the review page for the AWS resolver ([web] table)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, Discriminator, Field, Tag, ValidationInfo, field_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from facewatchd.config import DEFAULT_CONFIG, DeviceConfig, LoggingConfig, Strict, read_config_data, validate_config
@@ -23,6 +23,7 @@ from facewatchd.pipeline.tracker import TrackerConfig
 from facewatchd.pipeline.uplink import UplinkConfig
 from facewatchd.resolver.aws import AwsResolverConfig  # imports without the aws extra installed
 from facewatchd.resolver.local import LocalResolverConfig
+from facewatchd.resolver.postgres.config import PostgresResolverConfig  # imports without the postgres extra
 from facewatchd.vision.detector import DetectorConfig
 from facewatchd.vision.embedding import EmbedderConfig
 from facewatchd.vision.liveness import LivenessConfig
@@ -60,7 +61,8 @@ def _resolver_kind(value: Any) -> str:
 
 
 ResolverConfig = Annotated[
-    Union[Annotated[LocalResolverConfig, Tag("local")], Annotated[AwsResolverConfig, Tag("aws")]],
+    Union[Annotated[LocalResolverConfig, Tag("local")], Annotated[AwsResolverConfig, Tag("aws")],
+          Annotated[PostgresResolverConfig, Tag("postgresql")]],
     Discriminator(_resolver_kind),
 ]
 
@@ -114,6 +116,13 @@ class Config(Strict):
                 'type "local" runs the resolver in the daemon, which needs resolver.type = "local", not "{kind}"; '
                 'cameras of the AWS resolver reach it with link type "awsiot"', {"kind": resolver.type})
         return link
+
+    @model_validator(mode="after")
+    def _workers_share_a_store(self) -> "Config":
+        if self.server is not None and self.server.share_group and self.resolver.type != "postgresql":
+            raise ValueError(f'server.share_group: several workers need a shared store, resolver.type = "postgresql", '
+                             f'not "{self.resolver.type}"')
+        return self
 
     @field_validator("cameras")
     @classmethod

@@ -12,11 +12,12 @@ move a face, reject a face) change the collection, the records and every device'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import AsyncContextManager, AsyncIterator, Callable, Iterable
 
 import structlog
 
@@ -57,6 +58,12 @@ def holder_of(persons: Iterable[Person], name: str) -> Person | None:
     return next((p for p in persons if p.name is not None and p.name.strip().casefold() == key), None)
 
 
+@contextlib.asynccontextmanager
+async def alone() -> AsyncIterator[None]:
+    """Deciding with no lock: one process that resolves one face at a time."""
+    yield
+
+
 @dataclass
 class ResolverStats:
     requests: int = 0
@@ -70,7 +77,8 @@ class ResolverStats:
 class Resolver:
     def __init__(self, crops: CropStore, collection: FaceCollection, names: NameDirectory, shadow: ShadowPort,
                  identity: IdentityConfig, templates_per_person: int = 5,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 deciding: Callable[[], AsyncContextManager[None]] = alone) -> None:
         self.crops = crops
         self.collection = collection
         self.names = names
@@ -82,6 +90,10 @@ class Resolver:
         # A name given while retention forgets that person must win: both take this lock (one process;
         # Lambdas are separate processes, and there the window stays, see deploy/lambda/README.md)
         self._naming = asyncio.Lock()
+        # Held from the re-check of the face id to its record, so that resolvers sharing a collection (workers
+        # on PostgreSQL: an advisory lock) never both miss a new person and enrol them twice. The crop is
+        # stored before it and the answer sent after it: the lock is held only for the decision.
+        self._deciding = deciding
 
     async def identify(self, query: FaceQuery) -> Decision:
         """Who the face is, by the same rule the product acts on; changes nothing."""
@@ -100,12 +112,28 @@ class Resolver:
         query = dataclasses.replace(query, embedding=None)
         self.stats.requests += 1
         done = await self.names.handled(query.face_id)
+        if done is None:
+            crop_key = await self.crops.put(query)  # idempotent, keyed by the face id: safe before the lock
+            async with self._deciding():
+                if self._deciding is not alone:  # another resolver may have recorded it meanwhile
+                    done = await self.names.handled(query.face_id)
+                if done is None:
+                    resolution, decision, face_ref = await self._decide(query, crop_key)
         if done is not None:
             # Redelivery: answer again (the device may have missed it), change nothing.
             self.stats.duplicates += 1
             await self.shadow.update_desired(query.thing, face_label_patch(done))
             return done
-        crop_key = await self.crops.put(query)
+        await self.shadow.update_desired(query.thing, face_label_patch(resolution))
+        log.info("face_resolved", face_id=query.face_id, thing=query.thing, camera=query.camera,
+                 track_id=query.track, person_id=resolution.person_id, name=resolution.name,
+                 similarity=round(resolution.similarity, 3), new_person=resolution.new_person,
+                 decision=decision.kind, nearest=decision.person_id, nearest_similarity=round(decision.similarity, 3),
+                 template=face_ref is not None and decision.named)
+        return resolution
+
+    async def _decide(self, query: FaceQuery, crop_key: str) -> tuple[Resolution, Decision, str | None]:
+        """Search, decide, index if new or learnt, record: the resolution kept, the decision, the template."""
         decision = await self.identify(query)
         face_ref: str | None = None
         if decision.named:
@@ -125,14 +153,7 @@ class Resolver:
             resolution = Resolution(query.face_id, person_id, None, 1.0, new_person=True, possibly=possibly)
         await self.names.record(resolution, query.thing, crop_key, face_ref, query.camera, query.track)
         # A concurrent duplicate may have recorded first (the write is conditional): answer what was kept.
-        resolution = await self.names.handled(query.face_id) or resolution
-        await self.shadow.update_desired(query.thing, face_label_patch(resolution))
-        log.info("face_resolved", face_id=query.face_id, thing=query.thing, camera=query.camera,
-                 track_id=query.track, person_id=resolution.person_id, name=resolution.name,
-                 similarity=round(resolution.similarity, 3), new_person=resolution.new_person,
-                 decision=decision.kind, nearest=decision.person_id, nearest_similarity=round(decision.similarity, 3),
-                 template=face_ref is not None and decision.named)
-        return resolution
+        return await self.names.handled(query.face_id) or resolution, decision, face_ref
 
     async def refuse(self, thing: str, face_id: str, reason: str) -> None:
         """Answer a face that can never be resolved (no face, an unreadable image), so the device stops

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import threading
 from collections import Counter
@@ -29,6 +30,8 @@ from typing import Any, Callable
 
 import aiomqtt
 import numpy as np
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 import structlog
 
 from facewatchd.aio import cancel_and_wait
@@ -39,8 +42,8 @@ from facewatchd.link.base import MAX_PAYLOAD_BYTES
 from facewatchd.link.mqtt_client import Backoff, BrokerConfig, PahoLog, connect_client, describe_failure, tls_params
 from facewatchd.messages import FaceQuery, MessageError, Resolution, face_id_of, thing_from_uplink_topic
 from facewatchd.resolver.core import Resolver
-from facewatchd.resolver.local import LocalResolverStores
 from facewatchd.resolver.ports import NoFaceError
+from facewatchd.resolver.workers import LocalWorkerStores, ShadowDocuments, WorkerStores
 from facewatchd.shadow.service import ShadowService, shadow_prefix
 from facewatchd.shadow.store import ShadowStore
 from facewatchd.vision.analyzer import FaceAnalyzer, ImageError, decode_image
@@ -50,6 +53,11 @@ from facewatchd.vision.embedding import EmbedderConfig
 log = structlog.get_logger("facewatchd.resolver.service")
 
 UPLINK_SUBSCRIPTION = "facewatchd/+/faces/unknown"
+
+
+def shared(topic: str, group: str | None) -> str:
+    """The MQTT 5 shared subscription of `topic` for a worker group (the topic itself without one)."""
+    return f"$share/{group}/{topic}" if group else topic
 _ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 
 
@@ -67,6 +75,10 @@ class ResolverServiceConfig(BrokerConfig):
                                           "(deploy/mosquitto: CN facewatchd-shadow)")
     shadow_key_file: Path | None = None
     run_shadow_service: bool = Field(True, description="serve the device shadows in the same process")
+    share_group: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$", description="several workers: each "
+                                    "subscribes through the MQTT 5 shared subscription $share/<group>/…, so the "
+                                    "broker gives each device request to one of them (needs [resolver] type = "
+                                    "\"postgresql\"; each worker its own client_id)")
 
     @model_validator(mode="after")
     def _shadow_tls(self) -> "ResolverServiceConfig":
@@ -165,7 +177,10 @@ class ResolverService:
     """`async with ResolverService(config, data_dir) as svc: await svc.ready()`."""
 
     def __init__(self, config: ResolverServiceConfig, data_dir: Path, detector: DetectorConfig | None = None,
-                 embedder: EmbedderConfig | None = None, identity: IdentityConfig | None = None) -> None:
+                 embedder: EmbedderConfig | None = None, identity: IdentityConfig | None = None,
+                 stores: WorkerStores | None = None, templates_per_person: int | None = None) -> None:
+        """`stores`: opened by the caller and left open (PostgreSQL); by default SQLite and files in
+        `data_dir`, opened and closed here."""
         self.config = config
         self.data_dir = data_dir
         self.stats = ServiceStats()
@@ -174,18 +189,20 @@ class ResolverService:
         self._client: aiomqtt.Client | None = None
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.stores = LocalResolverStores(data_dir, CropEmbedder(detector, embedder))
-        self._shadow_store: ShadowStore | None = None
+        self._owned = None if stores else LocalWorkerStores(data_dir, CropEmbedder(detector, embedder))
+        self.stores: WorkerStores = stores or self._owned  # type: ignore[assignment]
+        self._shadow_store: ShadowDocuments | None = None
         self.shadow: ShadowService | None = None
         port: InProcessShadowPort | MqttShadowPort
         if config.run_shadow_service:
-            self._shadow_store = ShadowStore(data_dir / "shadows.db")
+            self._shadow_store = self.stores.open_shadow_store(data_dir)
             self.shadow = shadow_service(config, self._shadow_store)
             port = InProcessShadowPort(self.shadow)
         else:
             port = MqttShadowPort(lambda: self._client)
         self.resolver = Resolver(self.stores.crops, self.stores.collection, self.stores.names, port,
-                                 identity or IdentityConfig(), config.templates_per_person)
+                                 identity or IdentityConfig(), templates_per_person or config.templates_per_person,
+                                 deciding=self.stores.deciding)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -202,7 +219,8 @@ class ResolverService:
             await cancel_and_wait(self._task)
         if self.shadow is not None:
             await self.shadow.__aexit__(None, None, None)
-        self.stores.close()
+        if self._owned is not None:
+            self._owned.close()
         if self._shadow_store is not None:
             self._shadow_store.close()
         self._log.info("resolver_service_stopped", received=self.stats.received, resolved=self.stats.resolved,
@@ -241,6 +259,7 @@ class ResolverService:
                 await asyncio.to_thread(decode_image, query.crop_jpeg)
             except ImageError as e:
                 raise Skipped("bad_image", f"crop: {e}") from None
+            await self.stores.prepare(dataclasses.replace(query, embedding=None))  # never the device's numbers
             resolution = await self.resolver.resolve(query)
         except (Skipped, NoFaceError) as e:
             reason, detail = (e.reason, e.detail) if isinstance(e, Skipped) else ("no_face", str(e))
@@ -278,14 +297,14 @@ class ResolverService:
                     client = aiomqtt.Client(
                         c.host, c.port, identifier=c.client_id, username=c.username,
                         password=c.password.get_secret_value() if c.password else None, keepalive=c.keepalive,
-                        clean_session=False, logger=paho.logger,
+                        logger=paho.logger, **session(c),
                         tls_params=tls_params(c.ca_file, c.cert_file, c.key_file) if c.use_tls else None)
                     await connect_client(client, stack, paho)
-                    await client.subscribe(UPLINK_SUBSCRIPTION, qos=1)
+                    await client.subscribe(shared(UPLINK_SUBSCRIPTION, c.share_group), qos=1)
                     self._client, self.last_error = client, None
                     self._ready.set()
                     backoff.reset()
-                    self._log.info("resolver_service_connected", subscription=UPLINK_SUBSCRIPTION)
+                    self._log.info("resolver_service_connected", subscription=shared(UPLINK_SUBSCRIPTION, c.share_group))
                     async for message in client.messages:
                         await self.handle(str(message.topic), message.payload)
                     raise aiomqtt.MqttError("message stream ended")
@@ -303,11 +322,25 @@ class ResolverService:
             await asyncio.sleep(backoff.next())
 
 
-def shadow_service(config: ResolverServiceConfig, store: ShadowStore) -> ShadowService:
+def session(config: ResolverServiceConfig) -> dict[str, Any]:
+    """One service keeps a persistent session (clean_session = false), so what arrives while it restarts
+    waits in the broker. A worker of a group keeps none (MQTT 5, session expiry 0): mosquitto 2.0 goes on
+    handing a dead member's persistent session its share of the requests (5 of 10 after a SIGKILL, checked),
+    where without one the live workers get them all; what the dead worker had taken but not answered, the
+    device's outbox sends again."""
+    if not config.share_group:
+        return {"clean_session": False}
+    properties = Properties(PacketTypes.CONNECT)
+    properties.SessionExpiryInterval = 0
+    return {"protocol": aiomqtt.ProtocolVersion.V5, "clean_start": True, "properties": properties}
+
+
+def shadow_service(config: ResolverServiceConfig, store: ShadowStore | ShadowDocuments) -> ShadowService:
     """The shadow service on the broker of `config`, as client <client_id>-shadow."""
     return ShadowService(store, config.host, config.port, ca_file=config.ca_file,
                          cert_file=config.shadow_cert_file or config.cert_file,
                          key_file=config.shadow_key_file or config.key_file, username=config.username,
                          password=config.password.get_secret_value() if config.password else None,
                          client_id=f"{config.client_id}-shadow", keepalive=config.keepalive,
-                         reconnect_min_s=config.reconnect_min_s, reconnect_max_s=config.reconnect_max_s)
+                         reconnect_min_s=config.reconnect_min_s, reconnect_max_s=config.reconnect_max_s,
+                         share_group=f"{config.share_group}-shadow" if config.share_group else None)

@@ -96,7 +96,9 @@ class ShadowService:
                  key_file: str | Path | None = None, username: str | None = None, password: str | None = None,
                  client_id: str = "facewatchd-shadow", keepalive: int = 30,
                  reconnect_min_s: float = 0.5, reconnect_max_s: float = 30.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, share_group: str | None = None) -> None:
+        """`share_group`: one of several services over one shared store (PostgreSQL), each request taken by
+        one of them through the shared subscription $share/<group>/…"""
         self._store = store
         self._host, self._port = host, port
         self._tls = (tls_params(Path(ca_file) if ca_file else None, Path(cert_file) if cert_file else None,
@@ -106,6 +108,7 @@ class ShadowService:
         self._client_id, self._keepalive = client_id, keepalive
         self._reconnect = (reconnect_min_s, reconnect_max_s)
         self._clock = clock
+        self._topics = [f"$share/{share_group}/{t}" if share_group else t for t in REQUEST_TOPICS]
         self._log = structlog.get_logger(__name__).bind(broker=f"{host}:{port}")
         self._client: aiomqtt.Client | None = None
         self._ready = asyncio.Event()
@@ -165,7 +168,7 @@ class ShadowService:
                                             username=self._username, password=self._password,
                                             keepalive=self._keepalive, tls_params=self._tls, logger=paho.logger)
                     await connect_client(client, stack, paho)
-                    await client.subscribe([(topic, 1) for topic in REQUEST_TOPICS])
+                    await client.subscribe([(topic, 1) for topic in self._topics])
                     self._client, self.last_error = client, None
                     self._ready.set()
                     backoff.reset()

@@ -166,3 +166,12 @@ def test_liveness_bench_runs(tmp_path):
     assert set(result["frame"]) == {"print", "screen photo", "close-up", "cut-out", "screen video", "bona fide"}
     assert result["frame"]["bona fide"]["frames"] > 500 and 0 <= result["frame"]["bona fide"]["bpcer"] <= 1
     assert result["pictures"]["image_T1.jpg"] > 0.9 and result["pictures"]["image_F2.jpg"] < 0.1
+
+
+def test_onprem_scale(faces_dir):
+    r = run_script("onprem_scale.py", "--workers", "2", "--faces", "2", "--persons", "50", "--images", faces_dir,
+                   "--search-sizes", "100", "--probes", "2")
+    assert (r["workers"], r["killed"], r["requests"], r["lost"], r["duplicate_persons"]) == (2, False, 4, 0, 0)
+    assert r["throughput_rps"] > 0 and r["p95_ms"] > 0
+    assert r["persons_in_collection"] == 50 + 2  # the synthetic ones and the two people, each once
+    assert [s["size"] for s in r["search"]] == [100] and r["search"][0]["postgres"]["p95_ms"] > 0

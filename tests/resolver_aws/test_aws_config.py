@@ -35,7 +35,7 @@ def test_resolver_type_selects_its_schema(tmp_path):
 
 
 @pytest.mark.parametrize("table, error", [
-    ('type = "s3"\n', "resolver.type: must be one of 'local', 'aws', got 's3'"),
+    ('type = "s3"\n', "resolver.type: must be one of 'local', 'aws', 'postgresql', got 's3'"),
     ('type = "aws"\nbucket = "b1"\ntable = "tbl"\n', "resolver.collection_id: required key is missing"),
     (AWS + "face_match_threshold = 101\n", "resolver.face_match_threshold: must be <= 100, got 101"),
     (AWS + 'quality_filter = "BEST"\n', "resolver.quality_filter: "),

@@ -1,0 +1,111 @@
+"""The connection pool the PostgreSQL adapters share (psycopg 3, async, with pgvector's type), and the one
+error they raise when the database cannot be reached.
+
+A connection that broke is dropped by the pool when its call fails, so a PostgreSQL that restarted is
+reconnected to on the next call (not checked before each use: that would be one more round trip a call). A call
+that cannot get a connection within `connect_timeout_s`, or whose connection breaks, raises
+PostgresUnavailable naming the server: the resolver service logs it and leaves the face unanswered, and the
+device's outbox sends it again (the core is idempotent by face id), so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, AsyncIterator
+
+import psycopg
+import structlog
+from pgvector.psycopg import register_vector_async
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from facewatchd.resolver.postgres.config import PostgresResolverConfig
+from facewatchd.resolver.postgres.schema import migrate
+
+log = structlog.get_logger("facewatchd.resolver.postgres")
+
+DECISION_LOCK = 0x64656369  # "deci": the advisory lock that serialises deciding who a face is
+
+
+class PostgresUnavailable(ConnectionError):
+    """PostgreSQL cannot be reached or the connection broke: retried by the device's resend."""
+
+
+def server_of(dsn: str) -> str:
+    """host:port/db of a DSN, for messages (never its password)."""
+    try:
+        parts = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "an unreadable DSN"
+    return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
+
+
+class Database:
+    """`async with Database(config) as db:` migrates, then opens the pool."""
+
+    def __init__(self, config: PostgresResolverConfig) -> None:
+        self.config = config
+        self.server = server_of(config.dsn.get_secret_value())
+        self._pool: AsyncConnectionPool | None = None
+
+    async def __aenter__(self) -> "Database":
+        dsn = self.config.dsn.get_secret_value()
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                    dsn, autocommit=True, connect_timeout=max(1, int(self.config.connect_timeout_s))) as conn:
+                version = await migrate(conn)
+        except psycopg.OperationalError as e:
+            raise PostgresUnavailable(f"PostgreSQL at {self.server} unavailable: {_first_line(e)}") from None
+        self._pool = AsyncConnectionPool(dsn, min_size=1, max_size=self.config.pool_size, open=False,
+                                         kwargs={"autocommit": True}, configure=self._configure,
+                                         timeout=self.config.connect_timeout_s, name="facewatchd-resolver")
+        await self._pool.open(wait=False)
+        log.info("postgres_opened", server=self.server, schema_version=version, pool=self.config.pool_size)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        await register_vector_async(conn)
+        await conn.execute(f"SET hnsw.ef_search = {int(self.config.hnsw_ef_search)}")
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled autocommit connection; PostgresUnavailable when there is none or it breaks."""
+        assert self._pool is not None, "Database used outside `async with`"
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except PoolTimeout as e:
+            raise PostgresUnavailable(f"PostgreSQL at {self.server} unavailable: no connection within "
+                                      f"{self.config.connect_timeout_s:g} s ({_first_line(e)})") from None
+        except psycopg.OperationalError as e:
+            raise PostgresUnavailable(f"PostgreSQL at {self.server}: connection lost ({_first_line(e)})") from None
+
+    async def fetchone(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
+        async with self.connection() as conn:
+            return await (await conn.execute(sql, params)).fetchone()
+
+    async def fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        async with self.connection() as conn:
+            return await (await conn.execute(sql, params)).fetchall()
+
+    async def execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        """Runs one statement; returns the rows it touched."""
+        async with self.connection() as conn:
+            return (await conn.execute(sql, params)).rowcount
+
+    @contextlib.asynccontextmanager
+    async def deciding(self) -> AsyncIterator[None]:
+        """Held while one face is decided and recorded (search → index → record): every worker takes the
+        same transaction-level advisory lock, so two workers never both miss a new person and enrol them
+        twice. A worker that dies holding it loses its connection, and PostgreSQL releases the lock."""
+        async with self.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (DECISION_LOCK,))
+            yield
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]

@@ -1,0 +1,52 @@
+"""The PostgreSQL adapters opened together over one database."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import AsyncContextManager, Callable
+
+import numpy as np
+
+from facewatchd.messages import FaceQuery
+from facewatchd.resolver.postgres.collection import PostgresFaceCollection
+from facewatchd.resolver.postgres.config import PostgresResolverConfig
+from facewatchd.resolver.postgres.crops import PostgresCropStore
+from facewatchd.resolver.postgres.database import Database
+from facewatchd.resolver.postgres.names import PostgresNameDirectory
+from facewatchd.resolver.postgres.shadows import PostgresShadowStore
+
+
+class PostgresResolverStores:
+    """The adapters over one database: `async with PostgresResolverStores(config, embed_crop) as stores:`
+    migrates the schema and opens the pool."""
+
+    def __init__(self, config: PostgresResolverConfig, embed_crop: Callable[[bytes], np.ndarray | None],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.db = Database(config)
+        self.crops = PostgresCropStore(self.db)
+        self.collection = PostgresFaceCollection(self.db, embed_crop)
+        self.names = PostgresNameDirectory(self.db, clock)
+
+    async def prepare(self, query: FaceQuery) -> None:
+        """Embed the crop before deciding (kept for the search and index that follow): workers embed at
+        once, and only the short decision waits for the lock."""
+        await self.collection.embedding(query)
+
+    def deciding(self) -> AsyncContextManager[None]:
+        return self.db.deciding()
+
+    def open_shadow_store(self, data_dir: Path | None = None) -> PostgresShadowStore:
+        """The device shadows in the same database, for every worker (open after this is entered: the
+        schema is there); `data_dir` is not used."""
+        return PostgresShadowStore(self.config.dsn.get_secret_value(), timeout_s=self.config.connect_timeout_s)
+
+    async def __aenter__(self) -> "PostgresResolverStores":
+        await self.db.__aenter__()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.db.__aexit__(exc_type, exc, tb)
