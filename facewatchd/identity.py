@@ -83,7 +83,7 @@ class IdentityConfig(BaseModel):
                                         "appearance (vision/appearance.py) falls below this against its last "
                                         "embedded view has changed: it is embedded again, at most every "
                                         "reverify_change_frames frames; 1: at every frame; 0: never")
-    reverify_change_frames: int = Field(5, ge=1, le=1000, description="how often (frames) a face that keeps "
+    reverify_change_frames: int = Field(10, ge=1, le=1000, description="how often (frames) a face that keeps "
                                         "changing (a head turning, gestures) is embedded again")
     reverify_unlike: float = Field(0.4, ge=0, le=1, description="a face this unlike its last embedded view is "
                                    "likely another face: it is embedded again at once")

@@ -179,8 +179,8 @@ class Recognizer(Answers):
         if track.appearance is None:
             return True
         # The cheap check, on the loop: a 24x24 warp and correlation (about 0.1 ms) cost less than a thread hop.
-        # Another face (far below) is checked at once; a face that keeps changing (a speaker's gestures), once
-        # in a few frames, which still splits any swap within reverify_change_frames.
+        # Another face (far below) is checked at once; a face that keeps changing (a speaker's gestures) no more
+        # often than the old beat, so a swap to a look-alike is still split within reverify_change_frames.
         alike = resemblance(track.appearance, signature(frame.image, track.face))
         since = frame.index - track.embedded_frame
         if alike < self.identity.reverify_unlike or (alike < self.identity.reverify_resemblance
