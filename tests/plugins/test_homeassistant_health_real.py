@@ -11,7 +11,7 @@ import pytest
 
 from facewatchd.plugins import PluginHost
 from tests.plugins.support import frames_dir, run_in_loop
-from tests.plugins.test_homeassistant_real import Ha, client, ha, node, until  # noqa: F401  (fixtures by name)
+from tests.plugins.ha_support import Ha, node, until
 from tests.support.broker import HOST
 from tests.support.daemon import FIXTURES, make_config
 from tests.support.homeassistant import HaClient
