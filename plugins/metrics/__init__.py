@@ -57,6 +57,7 @@ class Plugin:
         self.health: dict[str, CameraHealth] = {}  # camera → its latest health figures
         self.stage_ms: dict[tuple[str, str], float] = {}  # (camera, stage) → its latest measured mean
         self._named: set[tuple[str, str]] = set()
+        self._unknown_tracks: set[tuple[str, str]] = set()
         self._server: asyncio.Server | None = None
         self.port = 0
 
@@ -92,13 +93,17 @@ class Plugin:
 
     @hookimpl
     async def unknown_face(self, event: FaceEvent) -> None:
-        self.unknown[event.camera] += 1
+        key = (event.camera, event.track_id)
+        if key not in self._unknown_tracks:  # once per track, as recognitions: not at each re-verification
+            self._unknown_tracks.add(key)
+            self.unknown[event.camera] += 1
 
     @hookimpl
     async def track_ended(self, event: TrackEnded) -> None:
         self.tracks[event.face.camera] += 1
         self.dwell_s[event.face.camera] += event.dwell_s
         self._named.discard((event.face.camera, event.face.track_id))
+        self._unknown_tracks.discard((event.face.camera, event.face.track_id))
 
     @hookimpl
     async def person_labelled(self, person_id: str, name: str | None, previous: str | None) -> None:

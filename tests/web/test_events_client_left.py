@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Iterator
 
 import aiohttp
+import pytest
 import structlog
 
 from facewatchd.resolver.embedded import EmbeddedResolver
@@ -17,7 +19,17 @@ from facewatchd.web.auth import hash_password
 from tests.web.test_security import PASSWORD, login
 
 
-async def test_a_client_that_leaves_the_now_page_is_a_debug_line(tmp_path: Path, caplog) -> None:
+@pytest.fixture
+def debug_logs() -> Iterator[None]:
+    """structlog at debug level for this test (an earlier test may have configured it at warning, which drops
+    debug lines before capture_logs sees them), as it was afterwards."""
+    before = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    yield
+    structlog.configure(**before)
+
+
+async def test_a_client_that_leaves_the_now_page_is_a_debug_line(tmp_path: Path, caplog, debug_logs) -> None:
     caplog.set_level(logging.DEBUG)
     backend = EmbeddedResolver(tmp_path, LocalResolverConfig())
     live = Live()
