@@ -19,10 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from facewatchd.messages import FaceQuery, Resolution
 from facewatchd.state import open_sqlite, private_dir
-from facewatchd.resolver.ports import FaceRecord, Match, NoFaceError, Person, sightings_of
+from facewatchd.resolver.crop_embeddings import CropEmbeddings
+from facewatchd.resolver.ports import FaceRecord, Match, Person, sightings_of
 from facewatchd.vision.embedding import EMBEDDING_DIM
 
-EMBEDDED_KEPT = 8  # crop embeddings kept between a request's search and its index
 
 
 class LocalResolverConfig(BaseModel):
@@ -130,26 +130,15 @@ class SqliteFaceCollection:
 
     def __init__(self, db: _Db, embed_crop: Callable[[bytes], np.ndarray | None]) -> None:
         self._db = db
-        self._embed_crop = embed_crop
+        self._crops = CropEmbeddings(embed_crop)
         self._matrix: np.ndarray | None = None  # all embeddings, rebuilt lazily after a change
         self._persons: list[str] = []
         self._refs: list[str] = []
-        self._embedded: dict[bytes, np.ndarray] = {}  # crop → its embedding, the latest few
         self.searches = 0
         self.indexed = 0
 
     async def _embedding(self, query: FaceQuery) -> np.ndarray:
-        if query.embedding is not None:
-            return query.embedding
-        emb = self._embedded.get(query.crop_jpeg)  # by the crop itself: an id is only what a device says
-        if emb is None:
-            emb = await asyncio.to_thread(self._embed_crop, query.crop_jpeg)
-            if emb is None:
-                raise NoFaceError(f"no face found in the crop of {query.face_id}")
-            self._embedded[query.crop_jpeg] = emb  # search, then index: one embedding
-            while len(self._embedded) > EMBEDDED_KEPT:
-                self._embedded.pop(next(iter(self._embedded)))
-        return emb
+        return await self._crops.of(query)
 
     def _load(self, conn: sqlite3.Connection) -> None:
         rows = conn.execute("SELECT face_ref, person_id, embedding FROM collection").fetchall()

@@ -5,7 +5,6 @@ state arrives, and aiomqtt never warns of a pile of pending publish calls (which
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest

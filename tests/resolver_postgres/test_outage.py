@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import aiomqtt
 import psycopg
 import pytest
 

@@ -4,17 +4,16 @@ the same cosine the SQLite matrix computes). The identity rule itself stays in t
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Callable
 
 import numpy as np
 
 from facewatchd.messages import FaceQuery
-from facewatchd.resolver.ports import Match, NoFaceError
+from facewatchd.resolver.crop_embeddings import CropEmbeddings
+from facewatchd.resolver.ports import Match
 from facewatchd.resolver.postgres.database import Database
 
-EMBEDDED_KEPT = 8  # crop embeddings kept between a request's search and its index
 NEAREST = 10  # nearest templates read per search, before the persons it cannot be are left out
 
 
@@ -24,25 +23,14 @@ class PostgresFaceCollection:
 
     def __init__(self, db: Database, embed_crop: Callable[[bytes], np.ndarray | None]) -> None:
         self._db = db
-        self._embed_crop = embed_crop
-        self._embedded: dict[bytes, np.ndarray] = {}  # crop → its embedding, the latest few
+        self._crops = CropEmbeddings(embed_crop)
         self.searches = 0
         self.indexed = 0
 
     async def embedding(self, query: FaceQuery) -> np.ndarray:
         """The query's embedding (computed from its crop once, then kept a while): a worker calls it before it
         takes the decision lock, so the costly part runs in parallel across workers."""
-        if query.embedding is not None:
-            return query.embedding
-        emb = self._embedded.get(query.crop_jpeg)  # by the crop itself: an id is only what a device says
-        if emb is None:
-            emb = await asyncio.to_thread(self._embed_crop, query.crop_jpeg)
-            if emb is None:
-                raise NoFaceError(f"no face found in the crop of {query.face_id}")
-            self._embedded[query.crop_jpeg] = emb
-            while len(self._embedded) > EMBEDDED_KEPT:
-                self._embedded.pop(next(iter(self._embedded)))
-        return emb
+        return await self._crops.of(query)
 
     async def search(self, query: FaceQuery, threshold: float, exclude: frozenset[str] = frozenset()) -> Match | None:
         emb = np.asarray(await self.embedding(query), np.float32)
