@@ -111,3 +111,43 @@ async def test_two_workers_under_the_shipped_acl_share_the_requests(workers_brok
                 await asyncio.sleep(0.05)
         received = [s.stats.received for s in services]
     assert sum(received) == 5 and all(received), received  # both workers took their share
+
+
+async def test_a_device_that_joins_the_workers_group_gets_no_other_devices_faces(
+        workers_broker: Mosquitto, pki: TestPki, postgres_dsn: str, tmp_path: Path) -> None:
+    """An attacker with door-2's certificate subscribes to the workers' shared group and to every device's
+    requests: the broker checks each message against its ACL, so it never receives door-1's faces. (It does
+    take a member's turn: the requests the broker hands it are dropped, and door-1's outbox has to resend
+    them; see the issue 25 note.)"""
+    async with contextlib.AsyncExitStack() as stack:
+        stores = await stack.enter_async_context(
+            PostgresResolverStores(PostgresResolverConfig(dsn=postgres_dsn), CropEmbedder()))
+        service = await stack.enter_async_context(
+            ResolverService(worker_config(workers_broker, pki, 1), tmp_path / "w1", stores=stores))
+        await service.ready(timeout=15)
+        thief = await stack.enter_async_context(aiomqtt.Client(HOST, workers_broker.port, identifier="door-2",
+                                                               tls_params=tls(pki, pki.client("door-2"))))
+        await thief.subscribe("$share/resolvers/facewatchd/+/faces/unknown", qos=1)
+        await thief.subscribe("facewatchd/+/faces/unknown", qos=1)
+        await thief.subscribe("$aws/things/+/shadow/#", qos=1)
+        stolen: list[str] = []
+
+        async def listen() -> None:
+            async for message in thief.messages:
+                stolen.append(str(message.topic))
+
+        listener = asyncio.create_task(listen())
+        door1 = await stack.enter_async_context(aiomqtt.Client(HOST, workers_broker.port, identifier="door-1",
+                                                               tls_params=tls(pki, pki.client("door-1"))))
+        await door1.subscribe("$aws/things/door-1/shadow/update/delta", qos=1)
+        queries = [face_query("door-1") for _ in range(6)]
+        for q in queries:
+            await door1.publish("facewatchd/door-1/faces/unknown", q.to_json(), qos=1)
+        answered: set[str] = set()
+        async with asyncio.timeout(60):  # what reached the worker is answered to door-1, and to nobody else
+            async for message in door1.messages:
+                answered |= set(json.loads(message.payload)["state"].get("faces", {}))
+                if service.stats.received and len(answered) >= service.stats.received:
+                    break
+        listener.cancel()
+    assert answered and not stolen, stolen
