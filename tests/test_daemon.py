@@ -41,6 +41,9 @@ class TrackLog:
     def person(self, ended):
         return ended.face.person_id or self.persons.get(ended.face.track_id)
 
+    def frames_of(self, person):
+        return sum(t.frames for t in self.tracks if self.person(t) == person)
+
     def longest_and_opening(self):
         """The persons of the longest track (the main speaker's close-up) and of the first one (him, far away)."""
         longest = max(self.tracks, key=lambda t: t.frames)
@@ -68,9 +71,10 @@ def test_sample_clip_first_run(first_run):
     # The main speaker: far away on stage at the start (a 20-40 px face), then in the longest close-up.
     # Their best similarity is 0.36, below the naming threshold: two persons, never merged on a guess
     # (the operator merges them, in the next test).
-    longest = max(log.tracks, key=lambda t: t.frames)
+    # (A close-up may split where his pose turns far from the views seen so far, as the answer's timing
+    # decides; its parts are named him again from the cache: one person all the same.)
     main, opening = log.longest_and_opening()
-    assert longest.frames > 100 and main and opening
+    assert main and opening and log.frames_of(main) > 100
     assert opening != main
     assert len(s.persons) >= 5  # the audience are other persons
     # embedding per track and per re-verification (every 10 frames of a named or pending track, and when

@@ -227,6 +227,10 @@ class Daemon:
 
     async def _camera(self, camera: Camera, detector: YuNetDetector, executor: ThreadPoolExecutor) -> None:
         tracker = Tracker(camera.config.id, self.config.tracker)
+        # Where the faces are for the detection stage: the same tracker fed the same detections, so it holds
+        # the tracks as of the last detected frame whatever the recognizer's pace (its Track objects are the
+        # recognizer's and must match the frame it is on). The same frames then give the same detections.
+        located = Tracker(camera.config.id, self.config.tracker)
         cuts = SceneCutDetector(self.config.tracker.scene_cut_threshold)
         gate = MotionGate(self.config.motion)
         planner = self._planners[camera.config.id] = RegionPlanner(self.config.regions)
@@ -252,7 +256,7 @@ class Daemon:
                     try:
                         # A live track is detected in every frame, still or not: only an empty scene is gated.
                         faces, cut = await loop.run_in_executor(executor, analyse, frame.image,
-                                                                [t.face.box for t in tracker.tracks])
+                                                                [t.face.box for t in located.tracks])
                     except (cv2.error, ValueError) as e:
                         camera.stats.unreadable += 1
                         log.warning("frame_skipped", camera=camera.config.id, frame=frame.index, error=str(e))
@@ -260,6 +264,7 @@ class Daemon:
                     if faces is None:
                         camera.stats.gated += 1
                         continue
+                    located.update(faces, frame.index, frame.ts, scene_cut=cut)
                     await queue.put((frame, faces, cut))
             finally:
                 await queue.put(None)
