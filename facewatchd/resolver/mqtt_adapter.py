@@ -43,7 +43,7 @@ from facewatchd.link.mqtt_client import Backoff, BrokerConfig, PahoLog, connect_
 from facewatchd.messages import FaceQuery, MessageError, Resolution, face_id_of, thing_from_uplink_topic
 from facewatchd.resolver.core import Resolver
 from facewatchd.resolver.ports import NoFaceError
-from facewatchd.resolver.workers import LocalWorkerStores, ShadowDocuments, WorkerStores
+from facewatchd.resolver.workers import LocalWorkerStores, ShadowDocuments, WorkerStores, share_group_name
 from facewatchd.shadow.service import ShadowService, shadow_prefix
 from facewatchd.shadow.store import ShadowStore
 from facewatchd.vision.analyzer import FaceAnalyzer, ImageError, decode_image
@@ -189,6 +189,7 @@ class ResolverService:
         self._client: aiomqtt.Client | None = None
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._group: str | None = None  # the shared subscription's group, with the share key (at start)
         self._owned = None if stores else LocalWorkerStores(data_dir, CropEmbedder(detector, embedder))
         self.stores: WorkerStores = stores or self._owned  # type: ignore[assignment]
         self._shadow_store: ShadowDocuments | None = None
@@ -207,6 +208,10 @@ class ResolverService:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def __aenter__(self) -> "ResolverService":
+        if self.config.share_group:  # the group's name as the broker sees it: not one a device can name
+            self._group = share_group_name(self.config.share_group, await self.stores.share_key())
+            if self.shadow is not None:
+                self.shadow.follow(self.stores.lead_shadows)
         if self.shadow is not None:
             await self.shadow.__aenter__()
         self._task = asyncio.create_task(self._run(), name="resolver-service")
@@ -300,10 +305,11 @@ class ResolverService:
                         logger=paho.logger, **session(c),
                         tls_params=tls_params(c.ca_file, c.cert_file, c.key_file) if c.use_tls else None)
                     await connect_client(client, stack, paho)
-                    await client.subscribe(shared(UPLINK_SUBSCRIPTION, c.share_group), qos=1)
+                    await client.subscribe(shared(UPLINK_SUBSCRIPTION, self._group), qos=1)
                     self._client, self.last_error = client, None
                     self._ready.set()
                     backoff.reset()
+                    # the configured group, never the share key
                     self._log.info("resolver_service_connected", subscription=shared(UPLINK_SUBSCRIPTION, c.share_group))
                     async for message in client.messages:
                         await self.handle(str(message.topic), message.payload)
@@ -342,5 +348,4 @@ def shadow_service(config: ResolverServiceConfig, store: ShadowStore | ShadowDoc
                          key_file=config.shadow_key_file or config.key_file, username=config.username,
                          password=config.password.get_secret_value() if config.password else None,
                          client_id=f"{config.client_id}-shadow", keepalive=config.keepalive,
-                         reconnect_min_s=config.reconnect_min_s, reconnect_max_s=config.reconnect_max_s,
-                         share_group=f"{config.share_group}-shadow" if config.share_group else None)
+                         reconnect_min_s=config.reconnect_min_s, reconnect_max_s=config.reconnect_max_s)

@@ -11,8 +11,9 @@ deciding safe when several workers decide at once.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
-from typing import Any, AsyncContextManager, Protocol
+from typing import Any, AsyncContextManager, Awaitable, Callable, Protocol
 
 from facewatchd.messages import FaceQuery
 from facewatchd.resolver.core import alone
@@ -48,6 +49,14 @@ class WorkerStores(Protocol):
     def open_shadow_store(self, data_dir: Path) -> ShadowDocuments:
         """Where this worker's shadow service keeps the device shadows."""
 
+    async def lead_shadows(self, on_lead: Callable[[], Awaitable[None]]) -> None:
+        """Several workers: wait until this one's shadow service is the one to take device requests, await
+        `on_lead`, and return or raise when it no longer is (shadow/service.py `ShadowService.follow`)."""
+
+    async def share_key(self) -> str | None:
+        """A secret every worker of the group reads alike and no device sees (None: one worker alone); see
+        `share_group_name`."""
+
 
 class LocalWorkerStores(LocalResolverStores):
     """The single worker's stores: SQLite and files in its data directory."""
@@ -59,3 +68,24 @@ class LocalWorkerStores(LocalResolverStores):
 
     def open_shadow_store(self, data_dir: Path) -> ShadowDocuments:
         return ShadowStore(data_dir / "shadows.db")
+
+    async def share_key(self) -> str | None:
+        return None
+
+    async def lead_shadows(self, on_lead: Callable[[], Awaitable[None]]) -> None:
+        await on_lead()  # alone: it always leads
+        await asyncio.Event().wait()
+
+
+def share_group_name(group: str, key: str | None) -> str:
+    """The shared subscription's group: the configured name and the workers' share key.
+
+    Mosquitto 2.0 grants any client any subscription and applies its ACL to each message as it delivers it. A
+    device (or a stolen device certificate) that subscribes to $share/<group>/facewatchd/+/faces/unknown
+    becomes a member: the broker hands it its turn of every device's requests, finds it may not read them,
+    and drops them, so other devices wait on resends. With a key that only the workers can read (from
+    their database), the group a device can name is never the workers' group: it is a share of its own."""
+    if not key:
+        raise ValueError("several workers need a share key from their shared store ([resolver] type = "
+                         "\"postgresql\")")
+    return f"{group}-{key}"

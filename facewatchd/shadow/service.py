@@ -19,7 +19,7 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import aiomqtt
 import structlog
@@ -31,6 +31,9 @@ from facewatchd.link.mqtt_client import Backoff, PahoLog, connect_client, descri
 from facewatchd.messages import strict_json
 from facewatchd.shadow.document import ShadowError, client_token_of, validate_client_token
 from facewatchd.shadow.store import ShadowStore, shadow_label
+
+# Wait until this service leads, await the callback (it subscribes), and return or raise once it no longer leads.
+Lead = Callable[[Callable[[], Awaitable[None]]], Awaitable[None]]
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")  # AWS thing/shadow names, plus "." as our thing names allow
 _OPERATIONS = ("update", "get", "delete")
@@ -96,9 +99,7 @@ class ShadowService:
                  key_file: str | Path | None = None, username: str | None = None, password: str | None = None,
                  client_id: str = "facewatchd-shadow", keepalive: int = 30,
                  reconnect_min_s: float = 0.5, reconnect_max_s: float = 30.0,
-                 clock: Callable[[], float] = time.time, share_group: str | None = None) -> None:
-        """`share_group`: one of several services over one shared store (PostgreSQL), each request taken by
-        one of them through the shared subscription $share/<group>/…"""
+                 clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._host, self._port = host, port
         self._tls = (tls_params(Path(ca_file) if ca_file else None, Path(cert_file) if cert_file else None,
@@ -108,13 +109,20 @@ class ShadowService:
         self._client_id, self._keepalive = client_id, keepalive
         self._reconnect = (reconnect_min_s, reconnect_max_s)
         self._clock = clock
-        self._topics = [f"$share/{share_group}/{t}" if share_group else t for t in REQUEST_TOPICS]
+        self._lead: Lead | None = None
         self._log = structlog.get_logger(__name__).bind(broker=f"{host}:{port}")
         self._client: aiomqtt.Client | None = None
         self._ready = asyncio.Event()
         self._lock = asyncio.Lock()  # one request at a time: versions and publishes stay in order
         self._task: asyncio.Task[None] | None = None
         self.last_error: str | None = None
+
+    def follow(self, lead: Lead) -> None:
+        """Before it starts: one of several services over one shared store (PostgreSQL). Each publishes what
+        its own process updates, but only the one holding the lead subscribes to the devices' requests.
+        (Not a shared subscription: mosquitto 2.0.11 delivers nothing to $share/<group>/$aws/…, checked; and
+        every service answering every request would answer each one several times.)"""
+        self._lead = lead
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -168,7 +176,11 @@ class ShadowService:
                                             username=self._username, password=self._password,
                                             keepalive=self._keepalive, tls_params=self._tls, logger=paho.logger)
                     await connect_client(client, stack, paho)
-                    await client.subscribe([(topic, 1) for topic in self._topics])
+                    if self._lead is None:
+                        await self._subscribe(client)
+                    else:
+                        leading = asyncio.create_task(self._follow(client, self._lead), name="shadow-lead")
+                        stack.push_async_callback(cancel_and_wait, leading)
                     self._client, self.last_error = client, None
                     self._ready.set()
                     backoff.reset()
@@ -188,6 +200,27 @@ class ShadowService:
                 self._client = None
                 self._ready.clear()
             await asyncio.sleep(backoff.next())
+
+    @staticmethod
+    async def _subscribe(client: aiomqtt.Client) -> None:
+        await client.subscribe([(topic, 1) for topic in REQUEST_TOPICS])
+
+    async def _follow(self, client: aiomqtt.Client, lead: Lead) -> None:
+        """Take the requests whenever this service holds the lead; let them go when it loses it."""
+        async def subscribe() -> None:
+            await self._subscribe(client)
+            self._log.info("shadow_service_leading")
+
+        while True:
+            try:
+                await lead(subscribe)
+                reason = "lead ended"
+            except Exception as e:  # the store went away (another service may lead now), or the broker did
+                reason = f"{type(e).__name__}: {e}"
+            self._log.warning("shadow_service_lead_lost", error=reason)
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.unsubscribe(list(REQUEST_TOPICS))
+            await asyncio.sleep(1.0)
 
     async def _handle(self, topic: str, payload: Any) -> None:
         route = parse_request_topic(topic)

@@ -113,12 +113,13 @@ async def test_two_workers_under_the_shipped_acl_share_the_requests(workers_brok
     assert sum(received) == 5 and all(received), received  # both workers took their share
 
 
-async def test_a_device_that_joins_the_workers_group_gets_no_other_devices_faces(
+async def test_a_device_that_joins_the_workers_group_gets_nothing_and_takes_no_turn(
         workers_broker: Mosquitto, pki: TestPki, postgres_dsn: str, tmp_path: Path) -> None:
-    """An attacker with door-2's certificate subscribes to the workers' shared group and to every device's
-    requests: the broker checks each message against its ACL, so it never receives door-1's faces. (It does
-    take a member's turn: the requests the broker hands it are dropped, and door-1's outbox has to resend
-    them; see the issue 25 note.)"""
+    """An attacker with door-2's certificate subscribes to the workers' shared groups by their configured
+    names (requests and shadows) and to every device's requests and shadows. The broker checks each message
+    against its ACL, so it receives none of door-1's; and since the workers' real group names carry their
+    share key, it is not a member of their shares: every one of door-1's requests reaches the worker at the
+    first send (without the key the broker handed the attacker half of them, and dropped them)."""
     async with contextlib.AsyncExitStack() as stack:
         stores = await stack.enter_async_context(
             PostgresResolverStores(PostgresResolverConfig(dsn=postgres_dsn), CropEmbedder()))
@@ -127,9 +128,9 @@ async def test_a_device_that_joins_the_workers_group_gets_no_other_devices_faces
         await service.ready(timeout=15)
         thief = await stack.enter_async_context(aiomqtt.Client(HOST, workers_broker.port, identifier="door-2",
                                                                tls_params=tls(pki, pki.client("door-2"))))
-        await thief.subscribe("$share/resolvers/facewatchd/+/faces/unknown", qos=1)
-        await thief.subscribe("facewatchd/+/faces/unknown", qos=1)
-        await thief.subscribe("$aws/things/+/shadow/#", qos=1)
+        for topic in ("$share/resolvers/facewatchd/+/faces/unknown", "facewatchd/+/faces/unknown",
+                      "$share/resolvers-shadow/$aws/things/+/shadow/get", "$aws/things/+/shadow/#"):
+            await thief.subscribe(topic, qos=1)
         stolen: list[str] = []
 
         async def listen() -> None:
@@ -140,14 +141,19 @@ async def test_a_device_that_joins_the_workers_group_gets_no_other_devices_faces
         door1 = await stack.enter_async_context(aiomqtt.Client(HOST, workers_broker.port, identifier="door-1",
                                                                tls_params=tls(pki, pki.client("door-1"))))
         await door1.subscribe("$aws/things/door-1/shadow/update/delta", qos=1)
+        await door1.subscribe("$aws/things/door-1/shadow/get/+", qos=1)  # its shadow's answer: the other share
         queries = [face_query("door-1") for _ in range(6)]
-        for q in queries:
+        for q in queries:  # each sent once: a raw client, no outbox to resend what a broker dropped
             await door1.publish("facewatchd/door-1/faces/unknown", q.to_json(), qos=1)
         answered: set[str] = set()
-        async with asyncio.timeout(60):  # what reached the worker is answered to door-1, and to nobody else
+        got_shadow = False
+        async with asyncio.timeout(60):
             async for message in door1.messages:
-                answered |= set(json.loads(message.payload)["state"].get("faces", {}))
-                if service.stats.received and len(answered) >= service.stats.received:
-                    break
+                got_shadow = got_shadow or str(message.topic).endswith("/get/accepted")
+                answered |= set(json.loads(message.payload).get("state", {}).get("faces", {}))
+                if answered >= {q.face_id for q in queries}:
+                    if got_shadow:
+                        break
+                    await door1.publish("$aws/things/door-1/shadow/get", b"{}", qos=1)
         listener.cancel()
-    assert answered and not stolen, stolen
+    assert service.stats.received == 6 and not stolen, (service.stats, stolen)

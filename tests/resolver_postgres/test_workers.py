@@ -9,7 +9,9 @@ would) until both workers wait on it with their first face, so both decide at on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections import Counter
 import time
 from pathlib import Path
 from typing import AsyncIterator
@@ -133,3 +135,46 @@ async def test_a_correction_through_either_worker_reaches_every_device(
                     break
     with psycopg.connect(postgres_dsn) as conn:
         assert conn.execute("SELECT name FROM persons WHERE person_id = %s", (person,)).fetchone() == ("Marie Curie",)
+
+
+async def shadow_gets(client: aiomqtt.Client, tokens: list[str], answers: Counter[str], timeout: float = 30) -> None:
+    """Ask door-1's shadow with each client token (once each) until every token has its /get answer."""
+    for token in tokens:
+        await client.publish("$aws/things/door-1/shadow/get", json.dumps({"clientToken": token}), qos=1)
+    async with asyncio.timeout(timeout):
+        async for message in client.messages:
+            answers[json.loads(message.payload).get("clientToken")] += 1
+            if all(answers[t] for t in tokens):
+                return
+
+
+async def test_one_worker_answers_each_shadow_request_and_another_takes_over_when_it_dies(
+        broker: Mosquitto, postgres_dsn: str, tmp_path: Path) -> None:
+    """Devices read and write their shadows over MQTT: with two workers, each request is answered once (by
+    the worker that holds the lead), and when that worker is killed the other answers from then on."""
+    with Worker(tmp_path / "a", "resolver-a", broker, postgres_dsn) as a, \
+            Worker(tmp_path / "b", "resolver-b", broker, postgres_dsn) as b:
+        async with aiomqtt.Client(broker.host, broker.port, identifier="door-1") as door1:
+            await door1.subscribe("$aws/things/door-1/shadow/get/+", qos=1)
+            await door1.subscribe("$aws/things/door-1/shadow/update/accepted", qos=1)
+            await door1.publish("$aws/things/door-1/shadow/update",
+                                json.dumps({"state": {"reported": {"online": True}}, "clientToken": "u"}), qos=1)
+            answers: Counter[str] = Counter()
+            await shadow_gets(door1, ["g1", "g2", "g3"], answers)
+            await shadow_gets(door1, ["last"], answers)  # whatever a second answerer sent has come by now
+            assert answers == {"u": 1, "g1": 1, "g2": 1, "g3": 1, "last": 1}, answers
+            async with asyncio.timeout(10):  # its log line may come after its answers
+                while not (a.events("shadow_service_leading") or b.events("shadow_service_leading")):
+                    await asyncio.sleep(0.05)
+            leader, follower = (a, b) if a.events("shadow_service_leading") else (b, a)
+            assert leader.events("shadow_service_leading") and not follower.events("shadow_service_leading")
+            leader.kill()
+            await follower.logged("shadow_service_leading", timeout=30)
+            answers.clear()
+            async with asyncio.timeout(30):  # what went to the dead worker is lost: the device asks again
+                n = 0
+                while not answers:
+                    n += 1
+                    with contextlib.suppress(TimeoutError):
+                        await shadow_gets(door1, [f"after-{n}"], answers, timeout=2)
+            assert all(token.startswith("after-") and n == 1 for token, n in answers.items()), answers

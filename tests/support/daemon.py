@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import queue
 import subprocess
@@ -63,6 +64,13 @@ class Lines:
         for line in stream:
             self._queue.put(line)
         self._queue.put(None)
+
+    def read_queued(self) -> str:
+        """Take in what has been read so far, without waiting."""
+        with contextlib.suppress(queue.Empty):
+            while (line := self._queue.get_nowait()) is not None:
+                self.seen += line
+        return self.seen
 
     def until(self, done: Callable[[str], bool], timeout: float = 60) -> str:
         """Read until done(everything seen so far) holds; AssertionError on timeout or end of output."""

@@ -70,9 +70,9 @@ class Worker:
                         timeout)
 
     def events(self, event: str) -> list[dict[str, Any]]:
-        """The log lines of `event` read so far."""
+        """The log lines of `event` it has written so far."""
         assert self.logs is not None
-        return [json.loads(line) for line in self.logs.seen.splitlines() if f'"{event}"' in line]
+        return [json.loads(line) for line in self.logs.read_queued().splitlines() if f'"{event}"' in line]
 
     async def logged(self, event: str, times: int = 1, timeout: float = 60) -> None:
         """Wait (reading its logs on a thread) until it has logged `event` `times` times."""

@@ -10,8 +10,9 @@ device's outbox sends it again (the core is idempotent by face id), so nothing i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import psycopg
 import structlog
@@ -25,6 +26,8 @@ from facewatchd.resolver.postgres.schema import migrate
 log = structlog.get_logger("facewatchd.resolver.postgres")
 
 DECISION_LOCK = 0x64656369  # "deci": the advisory lock that serialises deciding who a face is
+SHADOW_LEAD_LOCK = 0x73686164  # "shad": held by the one worker whose shadow service takes device requests
+LEAD_POLL_S = 0.5  # how often a follower tries for the lead, and the leader checks it still holds it
 
 
 class PostgresUnavailable(ConnectionError):
@@ -105,6 +108,25 @@ class Database:
         async with self.connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (DECISION_LOCK,))
             yield
+
+    async def lead(self, on_lead: Callable[[], Awaitable[None]]) -> None:
+        """Wait until this worker holds the shadow lead (a session-level advisory lock on a connection of its
+        own), await `on_lead`, and return only when the lead is lost (raises PostgresUnavailable). A worker
+        that dies loses its connection, PostgreSQL releases the lock, and a follower takes it within
+        LEAD_POLL_S."""
+        dsn = self.config.dsn.get_secret_value()
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                    dsn, autocommit=True, connect_timeout=max(1, int(self.config.connect_timeout_s))) as conn:
+                while not (await (await conn.execute("SELECT pg_try_advisory_lock(%s)",
+                                                     (SHADOW_LEAD_LOCK,))).fetchone())[0]:
+                    await asyncio.sleep(LEAD_POLL_S)
+                await on_lead()
+                while True:  # held while this connection lives: a query that fails means it is gone
+                    await asyncio.sleep(LEAD_POLL_S)
+                    await conn.execute("SELECT 1")
+        except psycopg.OperationalError as e:
+            raise PostgresUnavailable(f"PostgreSQL at {self.server}: shadow lead lost ({_first_line(e)})") from None
 
 
 def _first_line(e: BaseException) -> str:

@@ -54,6 +54,14 @@ MIGRATIONS: list[str] = [
         deleted_at bigint,
         PRIMARY KEY (thing, name));
     """,
+    # 2: the workers' share key: part of their MQTT shared subscription's group name (resolver/workers.py
+    # `share_group_name`), made here so every worker reads the same one and no device ever sees it
+    """
+    CREATE TABLE cluster_secrets (
+        name       text PRIMARY KEY,
+        value      text NOT NULL);
+    INSERT INTO cluster_secrets VALUES ('share_key', replace(gen_random_uuid()::text, '-', ''));
+    """,
 ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import AsyncContextManager, Callable
+from typing import AsyncContextManager, Awaitable, Callable
 
 import numpy as np
 
@@ -37,6 +37,15 @@ class PostgresResolverStores:
 
     def deciding(self) -> AsyncContextManager[None]:
         return self.db.deciding()
+
+    async def lead_shadows(self, on_lead: Callable[[], Awaitable[None]]) -> None:
+        await self.db.lead(on_lead)
+
+    async def share_key(self) -> str:
+        """Made by the schema's second migration, once for every worker of this database."""
+        row = await self.db.fetchone("SELECT value FROM cluster_secrets WHERE name = 'share_key'")
+        assert row is not None, "schema migration 2 makes the share key"
+        return str(row[0])
 
     def open_shadow_store(self, data_dir: Path | None = None) -> PostgresShadowStore:
         """The device shadows in the same database, for every worker (open after this is entered: the
