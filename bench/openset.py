@@ -21,12 +21,17 @@ persons) for naming, and at the door plugin's unlock threshold. A table, then on
 and `fnir` are the default configuration's at --gallery.
 
     .venv/bin/python bench/openset.py --images ../shared/data/lfw-dev/images --gallery 1000
+
+--collection postgresql runs the same core over the PostgreSQL adapters (pgvector's HNSW `<=>` search, on a
+throwaway server from the pgserver wheel, one database a gallery) instead of the SQLite matrix: the identity
+rule is the same in every adapter, so the figures must be too (but for what an approximate index misses).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import tempfile
@@ -34,7 +39,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 import cv2
 import numpy as np
@@ -43,6 +48,7 @@ from facewatchd.identity import IdentityConfig
 from facewatchd.logs import configure_logging
 from facewatchd.messages import FaceQuery
 from facewatchd.pipeline.uplink import UplinkConfig, face_crop_jpeg
+from facewatchd.resolver.core import Resolver
 from facewatchd.resolver.embedded import EmbeddedResolver
 from facewatchd.resolver.local import LocalResolverConfig
 from facewatchd.vision.detector import DetectorConfig, Face, YuNetDetector
@@ -113,27 +119,69 @@ def rules(door_threshold: float) -> list[Rule]:
               for t in sorted({door_threshold, 0.50, 0.52, 0.54}))]
 
 
-async def _enrolled(backend: EmbeddedResolver, name: str, query: FaceQuery) -> str | None:
+async def _enrolled(backend: Any, name: str, query: FaceQuery) -> str | None:
     """The gallery person's id; None when the photo is already named as another gallery person (the resolver
     refuses such an enrolment: one face, one identity), so that person is never found."""
     enrollment = await backend.resolver.enroll(name, [query])
     return enrollment.person.person_id if enrollment.person else None
 
 
+class NoDevices:
+    """The shadow port of a bench that has no devices: enrolments name nobody's cache."""
+
+    async def update_desired(self, thing: str, desired: dict[str, Any]) -> None:
+        return None
+
+
+class PostgresBackend:
+    """The resolver core over the PostgreSQL adapters, in a new database of `server`."""
+
+    def __init__(self, server: Any) -> None:
+        self._server, self._stack = server, contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> "PostgresBackend":
+        from facewatchd.resolver.postgres.config import PostgresResolverConfig
+        from facewatchd.resolver.postgres.stores import PostgresResolverStores
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' database helper, as a script
+        from tests.support.postgres import fresh_database
+
+        stores = await self._stack.enter_async_context(PostgresResolverStores(
+            PostgresResolverConfig(dsn=fresh_database(self._server)), lambda _: None))  # probes carry their own
+        self.resolver = Resolver(stores.crops, stores.collection, stores.names, NoDevices(), IdentityConfig(),
+                                 LocalResolverConfig().templates_per_person, deciding=stores.deciding)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+
+@contextlib.asynccontextmanager
+async def backend(postgres: Any, folder: Path) -> AsyncIterator[Any]:
+    """The SQLite and files resolver of the embedded default, or (with a server) the PostgreSQL one."""
+    if postgres is not None:
+        async with PostgresBackend(postgres) as pg:
+            yield pg
+        return
+    embedded = EmbeddedResolver(folder, LocalResolverConfig())
+    try:
+        yield embedded
+    finally:
+        embedded.close()
+
+
 async def measure(people: dict[str, list[Photo]], order: list[str], size: int, all_rules: list[Rule],
-                  work: Path) -> dict[str, dict[str, Any]]:
+                  work: Path, postgres: Any = None) -> dict[str, dict[str, Any]]:
     gallery, strangers = order[:size], order[size:]
     mated = [p for p in gallery if len(people[p]) >= 2]
     out: dict[str, dict[str, Any]] = {}
     for flip in sorted({r.flip for r in all_rules}):
-        backend = EmbeddedResolver(work / f"g{size}-{int(flip)}", LocalResolverConfig())
-        try:
-            ids = {p: await _enrolled(backend, p, people[p][0].query(flip)) for p in gallery}
+        async with backend(postgres, work / f"g{size}-{int(flip)}") as resolver:
+            ids = {p: await _enrolled(resolver, p, people[p][0].query(flip)) for p in gallery}
             for rule in (r for r in all_rules if r.flip == flip):
-                backend.resolver.identity = rule.identity
+                resolver.resolver.identity = rule.identity
 
                 async def named(photo: Photo) -> str | None:
-                    d = await backend.resolver.identify(photo.query(flip))
+                    d = await resolver.resolver.identify(photo.query(flip))
                     return d.person_id if d.named and d.similarity >= rule.at_least else None
 
                 false_ids = [await named(people[p][0]) for p in strangers]
@@ -144,8 +192,6 @@ async def measure(people: dict[str, list[Photo]], order: list[str], size: int, a
                 out[rule.name] = {"fpir": round(fpir, 4), "fnir": round(fnir, 4), "misnamed": round(misnamed, 4),
                                   "threshold": round(max(rule.identity.naming_threshold(size), rule.at_least), 3),
                                   "strangers": len(strangers), "mated": len(mated)}
-        finally:
-            backend.close()
     return out
 
 
@@ -162,6 +208,8 @@ def main() -> None:
     parser.add_argument("--images", type=Path, required=True, help="one subfolder of photos per person")
     parser.add_argument("--gallery", type=int, default=1000, help="the gallery size of the final JSON line")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--collection", choices=("sqlite", "postgresql"), default="sqlite",
+                        help="the collection the gallery is searched in (default: the embedded default's)")
     args = parser.parse_args()
     if not args.images.is_dir():
         parser.error(f"not a folder: {args.images}")
@@ -179,8 +227,14 @@ def main() -> None:
     if args.gallery not in sizes:
         raise SystemExit(f"--gallery {args.gallery}: only {len(order)} people with a face, need more than that")
     all_rules = rules(door_unlock_threshold())
-    with tempfile.TemporaryDirectory(prefix="openset-") as tmp:
-        results = {size: asyncio.run(measure(people, order, size, all_rules, Path(tmp))) for size in sizes}
+    with tempfile.TemporaryDirectory(prefix="openset-") as tmp, contextlib.ExitStack() as stack:
+        postgres = None
+        if args.collection == "postgresql":
+            from facewatchd.resolver.postgres.server import LocalPostgres
+
+            Path(tmp).chmod(0o755)  # as root the server runs as nobody, who must reach its folder
+            postgres = stack.enter_context(LocalPostgres(Path(tmp) / "postgres", durable=False))
+        results = {size: asyncio.run(measure(people, order, size, all_rules, Path(tmp), postgres)) for size in sizes}
     print(f"{len(people)} people ({len(multi)} with 2+ photos), {missed} photos without a face; "
           f"FPIR / FNIR in % (misnamed: mated probes named as someone else), naming threshold in brackets")
     print(f"{'rule':<32}" + "".join(f"{'G=' + str(s):>24}" for s in sizes))
@@ -193,6 +247,7 @@ def main() -> None:
     door = results[args.gallery][f"default + door {door_unlock_threshold():g}"]
     print(f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
     print(json.dumps({"fpir": final["fpir"], "fnir": final["fnir"], "gallery": args.gallery,
+                      "collection": args.collection,
                       "door": {"fpir": door["fpir"], "fnir": door["fnir"], "threshold": door["threshold"]},
                       "table": {str(s): results[s] for s in sizes}}))
 

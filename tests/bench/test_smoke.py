@@ -112,6 +112,15 @@ def test_openset(faces_dir):
     assert row["strangers"] == 1 and row["mated"] == 1 and row["threshold"] >= 0.42
 
 
+def test_openset_on_postgresql_gives_the_sqlite_figures(faces_dir):
+    """The same gallery and probes over the PostgreSQL adapters (HNSW `<=>`) and the SQLite matrix."""
+    shutil.rmtree(faces_dir / "nobody")
+    sqlite = run_script("openset.py", "--images", faces_dir, "--gallery", 1)
+    postgres = run_script("openset.py", "--images", faces_dir, "--gallery", 1, "--collection", "postgresql")
+    assert (sqlite["collection"], postgres["collection"]) == ("sqlite", "postgresql")
+    assert postgres["table"] == sqlite["table"] and postgres["table"]["1"]["default"]["mated"] == 1
+
+
 def test_throughput():
     r = run_script("throughput.py", SAMPLE_CLIP, "--frames", 30, "--quick")
     runs, ratios = r["runs"], r["ratios"]
