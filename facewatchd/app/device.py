@@ -133,8 +133,11 @@ class Daemon:
         recognizer_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sface")
         stack.callback(recognizer_executor.shutdown, wait=True, cancel_futures=True)
         loop = asyncio.get_running_loop()
+        # One network: the recognizer runs it on its one thread, and the embedded resolver shares it (it waits
+        # for the network at most one pass) rather than load a second copy of it
         embedder, detectors = await loop.run_in_executor(
-            executor, lambda: (create_embedder(cfg.embedder), [YuNetDetector(cfg.detector) for _ in self.cameras]))
+            executor, lambda: (create_embedder(cfg.embedder, networks=1),
+                               [YuNetDetector(cfg.detector) for _ in self.cameras]))
         cache = FaceCache(cfg.device.state_dir / "cache.db", cfg.cache, cfg.identity)
         stack.callback(cache.close)
         outbox = Outbox(cfg.device.state_dir / "outbox.db", cfg.uplink.outbox_max_rows)
@@ -144,6 +147,8 @@ class Daemon:
             cache.drop_face(face_id)
         outbox.make_all_due()  # a restart is a fresh start: resend what is pending now, not after old backoffs
         self.link = link = self._build_link()
+        if self._embedded is not None:
+            self._embedded.share_embedder(embedder)
         self.uplink = uplink = Uplink(link, outbox, cfg.uplink)
         self.recognizer = recognizer = Recognizer(cfg.device.thing, embedder, cache, uplink, cfg.uplink,
                                                   recognizer_executor, self.plugins.fire, cfg.identity, cfg.quality,

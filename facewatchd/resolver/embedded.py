@@ -18,7 +18,7 @@ from facewatchd.resolver.ports import NoFaceError
 from facewatchd.shadow.store import ShadowStore
 from facewatchd.vision.analyzer import FaceAnalyzer
 from facewatchd.vision.detector import DetectorConfig
-from facewatchd.vision.embedder import EmbedderConfig
+from facewatchd.vision.embedder import EmbedderConfig, SFaceEmbedder
 
 
 class EmbeddedResolver:
@@ -28,6 +28,7 @@ class EmbeddedResolver:
         self._detector_config = detector
         self._embedder_config = embedder
         self._analyzer: FaceAnalyzer | None = None  # loaded on the first request or enrolment
+        self._embedder: SFaceEmbedder | None = None  # the device's own network, where it shares it
         self.stores = LocalResolverStores(config.data_dir or state_dir / "resolver", self.embed_crop, clock)
         self.shadow_store = ShadowStore(shadow_path or state_dir / "shadow.db")
         self.hub = ShadowHub(self.shadow_store)
@@ -37,8 +38,15 @@ class EmbeddedResolver:
     @property
     def analyzer(self) -> FaceAnalyzer:
         if self._analyzer is None:
-            self._analyzer = FaceAnalyzer(self._detector_config, self._embedder_config)
+            self._analyzer = FaceAnalyzer(self._detector_config, self._embedder_config, self._embedder)
         return self._analyzer
+
+    def share_embedder(self, embedder: object) -> None:
+        """Embed crops with the device's own SFace network (in the same process, with the same [embedder]
+        config) rather than load a second copy of it, about 80 MB. Another backend's is not shared: the
+        resolver's embeddings stay OpenCV's."""
+        if type(embedder) is SFaceEmbedder and self._analyzer is None:
+            self._embedder = embedder
 
     def embed_crop(self, jpeg: bytes) -> np.ndarray | None:
         return self.analyzer.embed_crop(jpeg)

@@ -10,6 +10,7 @@ weights instead of two (about 30 MB less resident memory).
 from __future__ import annotations
 
 import queue
+import threading
 from typing import Protocol
 
 import cv2
@@ -45,13 +46,16 @@ class Embedder(Protocol):
 class SFaceEmbedder:
     """Thread-safe: an OpenCV network keeps per-run buffers and cannot run two passes at once, so each
     concurrent call takes a network of its own from a free list (one more is loaded only when every
-    loaded one is busy: as many as calls ever ran at once, each about 40 MB)."""
+    loaded one is busy: as many as calls ever ran at once, each about 80 MB of memory). With `networks`,
+    no more than that are loaded, and a call that finds them all busy waits for one."""
 
-    def __init__(self, config: EmbedderConfig | None = None) -> None:
+    def __init__(self, config: EmbedderConfig | None = None, networks: int | None = None) -> None:
         self.config = config or EmbedderConfig()
         self._path = str(verified_path(SFACE, self.config.model_path))
         self._free: queue.SimpleQueue[cv2.dnn.Net] = queue.SimpleQueue()
         self._free.put(self._load())  # the first at once: a model that does not load fails here, not on a face
+        self._spare = None if networks is None else max(0, networks - 1)  # more that may still be loaded
+        self._loading = threading.Lock()
 
     def _load(self) -> cv2.dnn.Net:
         return cv2.dnn.readNetFromONNX(self._path)
@@ -89,7 +93,7 @@ class SFaceEmbedder:
         try:
             net = self._free.get_nowait()
         except queue.Empty:  # every loaded network is running a pass on another thread
-            net = self._load()
+            net = self._another()
         try:
             # what FaceRecognizerSF.feature feeds the network: RGB, unscaled, no mean
             net.setInput(cv2.dnn.blobFromImages(images, 1.0, (ALIGNED_SIZE, ALIGNED_SIZE), (0, 0, 0), True, False))
@@ -98,11 +102,20 @@ class SFaceEmbedder:
             self._free.put(net)
 
 
-def create_embedder(config: EmbedderConfig | None = None) -> Embedder:
-    """The backend named by `[embedder] type`: OpenCV (default) or PyTorch (the `torch` extra)."""
+    def _another(self) -> cv2.dnn.Net:
+        with self._loading:
+            may_load = self._spare is None or self._spare > 0
+            if may_load and self._spare is not None:
+                self._spare -= 1
+        return self._load() if may_load else self._free.get()
+
+
+def create_embedder(config: EmbedderConfig | None = None, networks: int | None = None) -> Embedder:
+    """The backend named by `[embedder] type`: OpenCV (default, at most `networks` copies of the network) or
+    PyTorch (the `torch` extra)."""
     config = config or EmbedderConfig()
     if config.type != "torch":
-        return SFaceEmbedder(config)
+        return SFaceEmbedder(config, networks)
     try:
         from facewatchd.vision.embedder_torch import TorchSFaceEmbedder
     except ImportError as e:

@@ -101,3 +101,24 @@ def test_embedder_runs_passes_from_several_threads_at_once(detector):
         for got, want in zip(results[worker], expected):
             assert float(got[0] @ want[0]) > 0.9999
     assert embedder._free.qsize() >= 2  # the networks loaded for the passes that overlapped were kept for reuse
+
+
+def test_a_bounded_embedder_waits_for_its_network_rather_than_load_another(detector):
+    """networks=1 (the daemon's, shared with its embedded resolver): a pass that finds the one network busy
+    waits for it and gets the same embedding; no second copy (about 80 MB) is loaded."""
+    import threading
+
+    embedder = SFaceEmbedder(networks=1)
+    image = cv2.imread(str(FIXTURES / "obama.jpg"))
+    aligned = embedder.align(image, detector.detect(image)[0])
+    expected = embedder.embed_aligned(aligned)
+    busy = embedder._free.get()  # another thread is mid-pass on the one network
+    got: list[np.ndarray] = []
+    waiting = threading.Thread(target=lambda: got.append(embedder.embed_aligned(aligned)))
+    waiting.start()
+    waiting.join(1.0)
+    assert waiting.is_alive() and not got  # it waits, where an unbounded embedder loads another network
+    embedder._free.put(busy)
+    waiting.join(30)
+    assert not waiting.is_alive() and float(got[0] @ expected) > 0.9999
+    assert embedder._free.qsize() == 1
