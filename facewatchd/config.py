@@ -30,7 +30,11 @@ class DeviceConfig(Strict):
     thing: str = Field("facewatchd-demo", pattern=r"^[A-Za-z0-9_.:-]{1,128}$",
                        description="the device's thing name (AWS IoT thing / shadow name)")
     state_dir: Path = Field(Path(".state"), description="cache, outbox and local resolver data")
-    workers: int = Field(2, ge=1, le=64, description="threads for face detection (SFace embeds on a thread of its own)")
+    workers: int = Field(2, ge=1, le=64, description="threads for face detection (SFace embeds on threads of its own)")
+    embed_threads: int | None = Field(None, ge=1, le=8, description="threads for SFace, each with a network of its "
+                                      "own (about 80 MB): default 1 for one camera, 2 for more where there are two "
+                                      "cores (bench/cameras.py: 4 cameras held instead of 1); 1 with the torch "
+                                      "embedder")
     drain_timeout_s: float = Field(10.0, ge=0, description="how long a finished run waits for pending answers")
 
 

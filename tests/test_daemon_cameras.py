@@ -3,6 +3,8 @@ detection of the others (bench/cameras.py measures how many cameras one process 
 
 from __future__ import annotations
 
+import asyncio
+import os
 import threading
 import time
 from typing import Any
@@ -10,9 +12,10 @@ from typing import Any
 import numpy as np
 
 import facewatchd.app.device as daemon_module
-from facewatchd.vision.detector import Face, YuNetDetector
+from facewatchd.app.device import Daemon
+from facewatchd.plugins import PluginHost
 from facewatchd.vision.embedder import create_embedder
-from tests.support.daemon import SAMPLE_CLIP, make_config, run_daemon
+from tests.support.daemon import SAMPLE_CLIP, make_config
 
 CAMERAS = 3
 
@@ -34,19 +37,6 @@ class HeldEmbedder:
         return self._inner.embed_batch_with_norms(aligned, mirror)
 
 
-class CountingDetector(YuNetDetector):
-    made: list[CountingDetector] = []
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.calls = 0
-        CountingDetector.made.append(self)
-
-    def detect(self, frame: np.ndarray) -> list[Face]:
-        self.calls += 1
-        return super().detect(frame)
-
-
 def until(condition: Any, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -57,30 +47,34 @@ def until(condition: Any, timeout: float) -> bool:
 
 
 def test_detection_goes_on_while_the_embedder_is_busy(tmp_path, monkeypatch):
-    """While the one SFace network is busy, every camera's frames are still detected (up to the frames
-    the tracking stage queues): on a shared pool, queued embeddings took every worker and all detection
+    """While every SFace thread is busy, every camera's frames are still detected (up to the frames the
+    tracking stage queues): on a shared pool, queued embeddings took every worker and all detection
     stopped, so several cameras dropped frames with a core idle."""
     held: list[HeldEmbedder] = []
 
-    def embedder(config: Any) -> HeldEmbedder:
-        held.append(HeldEmbedder(create_embedder(config)))
+    def embedder(config: Any, networks: int | None = None) -> HeldEmbedder:
+        held.append(HeldEmbedder(create_embedder(config, networks)))
         return held[-1]
 
     monkeypatch.setattr(daemon_module, "create_embedder", embedder)
-    monkeypatch.setattr(daemon_module, "YuNetDetector", CountingDetector)
-    CountingDetector.made = []
     config = make_config(tmp_path / "state", *[SAMPLE_CLIP] * CAMERAS, device={"workers": 2})
     config = config.model_copy(update={"cameras": [c.model_copy(update={"fps": 5.0}) for c in config.cameras]})
+    host = PluginHost(config)
+    host.load()
+    daemon = Daemon(config, host)
     result: dict[str, Any] = {}
-    runner = threading.Thread(target=lambda: result.update(summary=run_daemon(config)), daemon=True)
+    runner = threading.Thread(target=lambda: result.update(summary=asyncio.run(daemon.run())), daemon=True)
     runner.start()
+
+    def detected() -> list[int]:  # frames each camera's detection stage has run on
+        return [daemon.detect_clock.totals(camera.id).calls for camera in config.cameras]
+
     try:
         assert until(lambda: bool(held) and held[0].entered.is_set(), 60), "no face was embedded"
-        at_hold = [d.calls for d in CountingDetector.made]
-        assert len(at_hold) == CAMERAS
+        at_hold = detected()
         # each camera detects on until its tracking stage's queue is full (STAGE_QUEUE_SIZE frames)
-        progressed = until(lambda: all(d.calls >= n + 2 for d, n in zip(CountingDetector.made, at_hold)), 20)
-        calls = [d.calls for d in CountingDetector.made]
+        progressed = until(lambda: all(n >= was + 2 for n, was in zip(detected(), at_hold)), 20)
+        calls = detected()
     finally:
         if held:
             held[0].release.set()
@@ -89,3 +83,13 @@ def test_detection_goes_on_while_the_embedder_is_busy(tmp_path, monkeypatch):
     summary = result["summary"]
     assert summary.frames == CAMERAS * summary.frames // CAMERAS and summary.frames_dropped == 0
     assert summary.tracks >= CAMERAS and summary.embeds > 0
+
+
+def test_one_camera_embeds_on_one_network_and_several_on_two(tmp_path):
+    """One network (80 MB) for one camera; two SFace threads for several on two cores, where new faces come
+    in bursts (bench/cameras.py: 4 cameras held, where one thread held 1); [device] embed_threads wins."""
+    one = make_config(tmp_path, SAMPLE_CLIP)
+    four = make_config(tmp_path, *[SAMPLE_CLIP] * 4)
+    assert daemon_module.embedding_threads(one, 1) == 1
+    assert daemon_module.embedding_threads(four, 4) == min(2, os.cpu_count() or 1)
+    assert daemon_module.embedding_threads(make_config(tmp_path, SAMPLE_CLIP, device={"embed_threads": 3}), 1) == 3

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -46,6 +47,16 @@ log = structlog.get_logger("facewatchd.daemon")
 STAGE_QUEUE_SIZE = 4  # detected frames waiting for the tracker, per camera
 EVICT_EVERY_S = 60.0
 
+
+
+def embedding_threads(config: Config, cameras: int) -> int:
+    """[device] embed_threads, or 1 for one camera (the memory of one network) and 2 for more on two cores:
+    several cameras' new faces come in bursts that one SFace thread queues until frames drop."""
+    if config.embedder.type == "torch":
+        return 1  # one model, used one face at a time
+    if config.device.embed_threads:
+        return config.device.embed_threads
+    return 1 if cameras <= 1 else max(1, min(2, os.cpu_count() or 1))
 
 class Daemon:
     def __init__(self, config: Config, plugins: PluginHost | None = None, link: Link | None = None) -> None:
@@ -127,17 +138,16 @@ class Daemon:
         cfg = self.config
         executor = ThreadPoolExecutor(max_workers=cfg.device.workers, thread_name_prefix="cv")
         stack.callback(executor.shutdown, wait=True, cancel_futures=True)
-        # The one SFace network runs one embedding at a time (the recognizer's lock): on the detectors' pool a
-        # queued embedding holds a worker idle on that lock while every camera's detection waits behind it.
-        # One thread of its own serialises the network as the lock does and leaves the pool to detection.
-        recognizer_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sface")
+        # SFace on threads of its own, each with its own network (the embedder keeps as many as ran at once, at
+        # most this many): on the detectors' pool a queued embedding would hold detection up. The embedded
+        # resolver shares those networks (it waits for one at most a pass) rather than load more copies.
+        embed_threads = embedding_threads(cfg, len(self.cameras))
+        recognizer_executor = ThreadPoolExecutor(max_workers=embed_threads, thread_name_prefix="sface")
         stack.callback(recognizer_executor.shutdown, wait=True, cancel_futures=True)
         loop = asyncio.get_running_loop()
-        # One network: the recognizer runs it on its one thread, and the embedded resolver shares it (it waits
-        # for the network at most one pass) rather than load a second copy of it
-        embedder, detectors = await loop.run_in_executor(
-            executor, lambda: (create_embedder(cfg.embedder, networks=1),
-                               [YuNetDetector(cfg.detector) for _ in self.cameras]))
+        # One detector for every camera: it keeps as many networks as detection threads ran at once
+        embedder, detector = await loop.run_in_executor(
+            executor, lambda: (create_embedder(cfg.embedder, networks=embed_threads), YuNetDetector(cfg.detector)))
         cache = FaceCache(cfg.device.state_dir / "cache.db", cfg.cache, cfg.identity)
         stack.callback(cache.close)
         outbox = Outbox(cfg.device.state_dir / "outbox.db", cfg.uplink.outbox_max_rows)
@@ -176,8 +186,8 @@ class Daemon:
                               loop.create_task(report_health(cfg.health, self._health_counters, self._link_state,
                                                              self.plugins.fire), name="health"),
                               loop.create_task(notify_systemd(self.status, self.problem), name="systemd")]  # READY, watchdog, STOPPING
-                camera_tasks = [loop.create_task(self._camera(cam, det, executor), name=f"camera-{cam.config.id}")
-                                for cam, det in zip(self.cameras, detectors)]
+                camera_tasks = [loop.create_task(self._camera(cam, detector, executor), name=f"camera-{cam.config.id}")
+                                for cam in self.cameras]
                 self._background = background
                 for task in background + camera_tasks:
                     task.add_done_callback(_log_failure)

@@ -21,7 +21,6 @@ is access control, so a track's name is never taken on trust from the track alon
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections import Counter, OrderedDict
 from concurrent.futures import Executor
 from typing import Sequence
@@ -68,7 +67,6 @@ class Recognizer(Answers):
         self.fire = fire
         self.evidence_demands = list(evidence_demands)
         self.stats = RecognizerStats()
-        self._embed_lock = threading.Lock()  # one network, not thread-safe
         self.embed_clock = StageClock()  # the network's time per camera, for the health line
         self._live: dict[str, Track] = {}
         self._pending_tracks: Counter[str] = Counter()  # face id → ended tracks still waiting for its answer
@@ -81,14 +79,14 @@ class Recognizer(Answers):
         return View(rank(face, aligned), aligned, crop, face, ts, signature(image, face))
 
     def _embed_sync(self, view: View, mirror: bool, camera: str) -> tuple[np.ndarray, float]:
-        with self._embed_lock, self.embed_clock.timing(camera):
+        with self.embed_clock.timing(camera):
             embeddings, norms = self.embedder.embed_batch_with_norms([view.aligned], None if mirror else False)
         return embeddings[0], float(norms[0])
 
     def _first_views_sync(self, image: np.ndarray, faces: list[Face], ts: float, camera: str) -> list[View]:
         """Views of faces that appeared in one frame, embedded in one batched forward pass."""
         views = [self._view_sync(image, face, ts) for face in faces]
-        with self._embed_lock, self.embed_clock.timing(camera):
+        with self.embed_clock.timing(camera):
             embeddings, norms = self.embedder.embed_batch_with_norms([v.aligned for v in views])
         for view, embedding, norm in zip(views, embeddings, norms):
             view.embedded(embedding, float(norm))

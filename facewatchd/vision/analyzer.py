@@ -80,10 +80,11 @@ class FaceAnalyzer:
                  embedder_instance: SFaceEmbedder | None = None) -> None:
         # Crops are small and tight: a lower score threshold and min size than the video detector.
         cfg = (detector or DetectorConfig()).model_copy(update={"min_face_px": 12})
-        self._detector = YuNetDetector(cfg)
+        self._detector = YuNetDetector(cfg, sized=False)  # crops and photos come in every size
         # A device's crop was cut round a face its detector found in the whole frame; cut out, a small or dark
         # face scores lower (the sample clip's audience: four of sixteen crops under 0.7, none under 0.3)
-        self._crop_detector = YuNetDetector(cfg.model_copy(update={"score_threshold": CROP_SCORE_THRESHOLD}))
+        self._crop_detector = YuNetDetector(cfg.model_copy(update={"score_threshold": CROP_SCORE_THRESHOLD}),
+                                            sized=False)
         self._embedder = embedder_instance or SFaceEmbedder(embedder)
         self._lock = threading.Lock()
 

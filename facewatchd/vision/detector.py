@@ -1,11 +1,14 @@
 """YuNet face detector (`vision/yunet.py`: FaceDetectorYN's processing on cv2.dnn).
 
 Frames are downscaled so the long side is at most `max_side` px (YuNet's sweet spot), and boxes and
-landmarks are mapped back to full-frame coordinates. One instance per camera: the net is not thread-safe.
+landmarks are mapped back to full-frame coordinates. One instance serves every camera from any thread: a
+net runs one input at a time, so each call takes one from a free list for its input size (as many as calls
+ever ran at once at that size, the detection threads, not one per camera: a 640x360 net is about 20 MB).
 """
 
 from __future__ import annotations
 
+import queue
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,11 +50,16 @@ class Face:
 
 
 class YuNetDetector:
-    def __init__(self, config: DetectorConfig | None = None) -> None:
+    def __init__(self, config: DetectorConfig | None = None, *, sized: bool = True) -> None:
+        """`sized`: keep networks by input size (a camera's frames and the region canvases: a few sizes, each
+        run often); False for inputs of every size (crops): networks are then reshaped to each input."""
         self.config = config or DetectorConfig()
+        self._sized = sized
         self._path = str(verified_path(YUNET, self.config.model_path))
-        self._net = YuNet(self._path, self.config.score_threshold, self.config.nms_threshold)
-        self._squares: dict[int, YuNet] = {}  # one network per region canvas size: no reshaping between calls
+        # input size (h, w) → its idle networks: a net kept at one size is never reshaped between calls
+        self._free: dict[tuple[int, int], queue.SimpleQueue[YuNet]] = {}
+        self._unsized: queue.SimpleQueue[YuNet] = queue.SimpleQueue()
+        self._unsized.put(self._load())  # the first at once: a model that does not load fails here, not on a frame
 
     def detect(self, frame: np.ndarray) -> list[Face]:
         _check(frame)
@@ -59,7 +67,7 @@ class YuNetDetector:
         scale = min(1.0, self.config.max_side / max(h, w))
         small = frame if scale == 1.0 else cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))),
                                                       interpolation=cv2.INTER_AREA)
-        return self._faces(self._net.detect(small), scale, 0, 0)
+        return self._faces(self._run(small), scale, 0, 0)
 
     def detect_in(self, frame: np.ndarray, regions: list[tuple[int, int, int, int]]) -> list[Face]:
         """Faces in the given regions (x0, y0, x1, y1) of the frame, each cut at native resolution (scaled down
@@ -80,7 +88,7 @@ class YuNetDetector:
             side = next((s for s in CANVAS_SIDES if s >= max(crop.shape[:2])), max(crop.shape[:2]))
             canvas = np.zeros((side, side, 3), np.uint8)
             canvas[:crop.shape[0], :crop.shape[1]] = crop
-            for face in self._faces(self._square(side).detect(canvas), scale, x0, y0):
+            for face in self._faces(self._run(canvas), scale, x0, y0):
                 x, y, w, h = face.box
                 cut = (x0 > 0 and x <= x0 + 1) or (y0 > 0 and y <= y0 + 1) or (x1 < fw and x + w >= x1 - 1) \
                     or (y1 < fh and y + h >= y1 - 1)
@@ -100,11 +108,22 @@ class YuNetDetector:
         native = self.detect_in(frame, merge([around(f.box, REFINE_MARGIN, REFINE_MIN_SIDE, w, h) for f in faces]))
         return native + [f for f in faces if all(iou(f.box, n.box) < REFINE_IOU for n in native)]
 
-    def _square(self, side: int) -> YuNet:
-        net = self._squares.get(side)
-        if net is None:
-            net = self._squares[side] = YuNet(self._path, self.config.score_threshold, self.config.nms_threshold)
-        return net
+    def _load(self) -> YuNet:
+        return YuNet(self._path, self.config.score_threshold, self.config.nms_threshold)
+
+    def _run(self, image: np.ndarray) -> np.ndarray:
+        free = self._free.setdefault(image.shape[:2], queue.SimpleQueue()) if self._sized else self._unsized
+        try:
+            net = free.get_nowait()
+        except queue.Empty:  # every net of this size is busy on another thread, or none is loaded yet
+            try:
+                net = self._unsized.get_nowait()
+            except queue.Empty:
+                net = self._load()
+        try:
+            return net.detect(image)
+        finally:
+            free.put(net)
 
     def _faces(self, rows: np.ndarray, scale: float, dx: int, dy: int) -> list[Face]:
         faces: list[Face] = []

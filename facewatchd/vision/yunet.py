@@ -16,7 +16,7 @@ OUTPUTS = [f"{kind}_{stride}" for kind in ("cls", "obj", "bbox", "kps") for stri
 
 class YuNet:
     """`detect(image)` → rows of 15 floats, as FaceDetectorYN gives: x, y, w, h, five landmarks (x, y), score.
-    Not thread-safe (one net, one input at a time): one per camera."""
+    Not thread-safe (one net, one input at a time): vision/detector.py keeps a free list of them."""
 
     def __init__(self, path: str, score_threshold: float, nms_threshold: float, top_k: int = 5000) -> None:
         self._net = cv2.dnn.readNetFromONNX(path)

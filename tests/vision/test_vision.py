@@ -122,3 +122,30 @@ def test_a_bounded_embedder_waits_for_its_network_rather_than_load_another(detec
     waiting.join(30)
     assert not waiting.is_alive() and float(got[0] @ expected) > 0.9999
     assert embedder._free.qsize() == 1
+
+
+def test_one_detector_serves_several_threads_with_a_network_each_at_a_time():
+    """The daemon's one detector for every camera: passes from two threads at once each get a network of
+    their own at that input size (never one network running two inputs), the same faces as one at a time;
+    only as many networks are kept as ran at once, not one per camera."""
+    import threading
+
+    detector = YuNetDetector()
+    image = cv2.imread(str(FIXTURES / "solvay_conference_1927.jpg"))
+    expected = [f.box for f in detector.detect(image)]
+    start, errors, results = threading.Barrier(2), [], []
+
+    def detect() -> None:
+        start.wait()
+        try:
+            results.extend([f.box for f in detector.detect(image)] for _ in range(5))
+        except BaseException as e:  # noqa: BLE001 - an OpenCV assertion on a shared network
+            errors.append(e)
+
+    threads = [threading.Thread(target=detect) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 10 and all(r == expected for r in results)
+    assert sum(q.qsize() for q in detector._free.values()) <= 2
