@@ -67,6 +67,21 @@ def lfw_faces(images: Path, count: int) -> list[tuple[bytes, np.ndarray]]:
     return out
 
 
+def lfw_mates(images: Path, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The SFace embeddings of the first two photos of `count` LFW people who have two or more."""
+    analyzer, out = FaceAnalyzer(), []
+    for person in sorted(p for p in images.iterdir() if p.is_dir()):
+        photos = sorted(person.glob("*.jpg"))[:2]
+        if len(photos) < 2:
+            continue
+        faces = [analyzer.largest(image) if (image := cv2.imread(str(p))) is not None else None for p in photos]
+        if all(faces):
+            out.append((faces[0].embedding, faces[1].embedding))  # type: ignore[union-attr]
+        if len(out) == count:
+            break
+    return out
+
+
 def random_units(n: int, seed: int) -> np.ndarray:
     v = np.random.default_rng(seed).normal(size=(n, EMBEDDING_DIM)).astype(np.float32)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
@@ -107,33 +122,52 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def search_times(server: LocalPostgres, faces: list[tuple[bytes, np.ndarray]], sizes: list[int],
-                       probes: int) -> list[dict[str, Any]]:
-    """The collection's search alone, PostgreSQL (HNSW) against SQLite (one matrix product), at each size."""
+                       probes: int, mates: list[tuple[np.ndarray, np.ndarray]],
+                       ef_search: int | None = None) -> list[dict[str, Any]]:
+    """The collection's search alone, PostgreSQL (HNSW) against SQLite (one matrix product), at each size, and
+    how often the approximate index finds what the exact matrix finds: for strangers (their nearest synthetic
+    person), and for mated probes (a second photo of someone whose first photo is in the collection)."""
     rows = []
     queries = [FaceQuery(new_face_id(), "door", "cam", "t", crop, emb, 0.0) for crop, emb in faces[:probes]]
+    mated = [FaceQuery(new_face_id(), "door", "cam", "t", b"", second, 0.0) for _, second in mates]
     for size in sizes:
-        vectors = random_units(size, seed=size)
+        # the mates' first photos go in last: synthetic-<size + j> is mated probe j's own face
+        vectors = np.vstack([random_units(size, seed=size), *(first[None, :] for first, _ in mates)])
         dsn = fresh_database(server)
         await migrate(dsn)
         started = time.perf_counter()
         preload_postgres(dsn, vectors)
         load_s = time.perf_counter() - started
         row: dict[str, Any] = {"size": size, "postgres_load_s": round(load_s, 1)}
-        async with PostgresResolverStores(PostgresResolverConfig(dsn=dsn), lambda _: None) as pg:
+        config = PostgresResolverConfig(dsn=dsn, **({"hnsw_ef_search": ef_search} if ef_search else {}))
+        async with PostgresResolverStores(config, lambda _: None) as pg:
             row["postgres"] = await timed(pg.collection, queries)
+            approximate = [await pg.collection.search(q, -1.0) for q in queries + mated]
         folder = Path(tempfile.mkdtemp(prefix="onprem-scale-sqlite-"))
         try:
             local = LocalResolverStores(folder, lambda _: None)
             preload_sqlite(local, vectors)
             await local.collection.search(queries[0], 0.5)  # the matrix is loaded once, then kept
             row["sqlite"] = await timed(local.collection, queries)
+            exact = [await local.collection.search(q, -1.0) for q in queries + mated]
+            # HNSW is approximate: the share of strangers whose nearest face it finds (the matrix is exact) ...
+            row["postgres"]["recall_at_1"] = round(sum(a is not None and e is not None and a.face_ref == e.face_ref
+                                                       for a, e in zip(approximate[:len(queries)], exact))
+                                               / len(queries), 3)
+            # ... and of mated probes that find their own person's face, in each
+            own = [f"synthetic-{size + j}" for j in range(len(mated))]
+            for key, found in (("postgres", approximate), ("sqlite", exact)):
+                row[key]["mated_found"] = round(sum(m is not None and m.face_ref == ref for m, ref in
+                                                    zip(found[len(queries):], own)) / max(1, len(mated)), 3)
             local.close()
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         rows.append(row)
         print(f"search at {size:>7} persons: PostgreSQL p50 {row['postgres']['p50_ms']:6.2f} ms "
               f"p95 {row['postgres']['p95_ms']:6.2f} ms · SQLite matrix p50 {row['sqlite']['p50_ms']:6.2f} ms "
-              f"p95 {row['sqlite']['p95_ms']:6.2f} ms · loaded in {load_s:.1f} s", flush=True)
+              f"p95 {row['sqlite']['p95_ms']:6.2f} ms · loaded in {load_s:.1f} s · a stranger's nearest found "
+              f"{row['postgres']['recall_at_1']:.3f} · mated probes' own face found: HNSW "
+              f"{row['postgres']['mated_found']:.3f}, matrix {row['sqlite']['mated_found']:.3f}", flush=True)
     return rows
 
 
@@ -225,6 +259,8 @@ async def main() -> None:
     parser.add_argument("--faces", type=int, default=40, help="LFW people, each sent by two doors at once")
     parser.add_argument("--search-sizes", default="", help="collection sizes to time the search alone at")
     parser.add_argument("--probes", type=int, default=100)
+    parser.add_argument("--ef-search", type=int, default=None, help="[resolver] hnsw_ef_search for --search-sizes "
+                        "(default: the config's)")
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--images", type=Path, default=ROOT.parent / "shared" / "data" / "lfw-dev" / "images")
     args = parser.parse_args()
@@ -246,7 +282,7 @@ async def main() -> None:
                 result["speedup"] = round(runs[-1]["throughput_rps"] / runs[0]["throughput_rps"], 2)
             if args.search_sizes:
                 result["search"] = await search_times(server, faces, [int(s) for s in args.search_sizes.split(",")],
-                                                      args.probes)
+                                                      args.probes, lfw_mates(args.images, args.probes), args.ef_search)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print(json.dumps(result, separators=(",", ":")))

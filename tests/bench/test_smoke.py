@@ -187,3 +187,6 @@ def test_onprem_scale(faces_dir):
     assert r["throughput_rps"] > 0 and r["p95_ms"] > 0
     assert r["persons_in_collection"] == 50 + 2  # the synthetic ones and the two people, each once
     assert [s["size"] for s in r["search"]] == [100] and r["search"][0]["postgres"]["p95_ms"] > 0
+    # obama's second photo finds his first among 100 synthetic persons, in the index and in the matrix
+    assert r["search"][0]["postgres"]["mated_found"] == r["search"][0]["sqlite"]["mated_found"] == 1.0
+    assert 0 <= r["search"][0]["postgres"]["recall_at_1"] <= 1
