@@ -76,7 +76,8 @@ class ResolverServiceConfig(BrokerConfig):
     shadow_key_file: Path | None = None
     run_shadow_service: bool = Field(True, description="serve the device shadows in the same process")
     share_group: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$", description="several workers: each "
-                                    "subscribes through the MQTT 5 shared subscription $share/<group>/…, so the "
+                                    "subscribes through the MQTT 5 shared subscription $share/<group>-<the "
+                                    "database's share key>/…, so the "
                                     "broker gives each device request to one of them (needs [resolver] type = "
                                     "\"postgresql\"; each worker its own client_id)")
 

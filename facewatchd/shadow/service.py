@@ -207,8 +207,11 @@ class ShadowService:
 
     async def _follow(self, client: aiomqtt.Client, lead: Lead) -> None:
         """Take the requests whenever this service holds the lead; let them go when it loses it."""
+        backoff = Backoff(1.0, 30.0)
+
         async def subscribe() -> None:
             await self._subscribe(client)
+            backoff.reset()
             self._log.info("shadow_service_leading")
 
         while True:
@@ -220,7 +223,7 @@ class ShadowService:
             self._log.warning("shadow_service_lead_lost", error=reason)
             with contextlib.suppress(aiomqtt.MqttError):
                 await client.unsubscribe(list(REQUEST_TOPICS))
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(backoff.next())  # a store that is down is not asked every second
 
     async def _handle(self, topic: str, payload: Any) -> None:
         route = parse_request_topic(topic)

@@ -28,6 +28,12 @@ log = structlog.get_logger("facewatchd.resolver.postgres")
 DECISION_LOCK = 0x64656369  # "deci": the advisory lock that serialises deciding who a face is
 SHADOW_LEAD_LOCK = 0x73686164  # "shad": held by the one worker whose shadow service takes device requests
 LEAD_POLL_S = 0.5  # how often a follower tries for the lead, and the leader checks it still holds it
+LEAD_CHECK_TIMEOUT_S = 5.0  # a leader whose check takes longer gives the lead up (a cut link, a frozen server)
+# ... long before the server drops the silent session and frees its lock (10 + 5 x 3 s of keepalives)
+LEAD_SERVER_KEEPALIVE = "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3"
+# this backend (the one that took the lock) still holds it; a bigint key below 2^32: classid 0, objid the key
+LEAD_HELD = ("SELECT pg_backend_pid() = %s AND EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
+             "AND pid = pg_backend_pid() AND classid = 0 AND objid = %s::bigint::oid AND objsubid = 1 AND granted)")
 
 
 class PostgresUnavailable(ConnectionError):
@@ -113,20 +119,37 @@ class Database:
         """Wait until this worker holds the shadow lead (a session-level advisory lock on a connection of its
         own), await `on_lead`, and return only when the lead is lost (raises PostgresUnavailable). A worker
         that dies loses its connection, PostgreSQL releases the lock, and a follower takes it within
-        LEAD_POLL_S."""
+        LEAD_POLL_S.
+
+        The leader must give the lead up before the server could give its lock to another worker, or two
+        would answer every shadow request: each check has LEAD_CHECK_TIMEOUT_S, while the server drops a
+        silent client only after its keepalives (LEAD_SERVER_KEEPALIVE) have gone unanswered, well after. The
+        check asks pg_locks whether this very backend still holds the lock, not only whether the connection
+        answers: a pooler in transaction mode (PgBouncer), or a stray pg_advisory_unlock_all, would otherwise
+        leave two leaders. Connect the workers directly or through session pooling."""
         dsn = self.config.dsn.get_secret_value()
         try:
             async with await psycopg.AsyncConnection.connect(
-                    dsn, autocommit=True, connect_timeout=max(1, int(self.config.connect_timeout_s))) as conn:
-                while not (await (await conn.execute("SELECT pg_try_advisory_lock(%s)",
-                                                     (SHADOW_LEAD_LOCK,))).fetchone())[0]:
+                    dsn, autocommit=True, connect_timeout=max(1, int(self.config.connect_timeout_s)),
+                    keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3) as conn:
+                await conn.execute(LEAD_SERVER_KEEPALIVE)
+                while not await self._checked(conn, "SELECT pg_try_advisory_lock(%s)", (SHADOW_LEAD_LOCK,)):
                     await asyncio.sleep(LEAD_POLL_S)
+                backend = await self._checked(conn, "SELECT pg_backend_pid()", ())
                 await on_lead()
-                while True:  # held while this connection lives: a query that fails means it is gone
+                while True:
                     await asyncio.sleep(LEAD_POLL_S)
-                    await conn.execute("SELECT 1")
-        except psycopg.OperationalError as e:
+                    if not await self._checked(conn, LEAD_HELD, (backend, SHADOW_LEAD_LOCK)):
+                        raise PostgresUnavailable(f"PostgreSQL at {self.server}: shadow lead lock no longer held "
+                                                  "by this session (a pooler, or an unlock elsewhere)")
+        except (psycopg.OperationalError, TimeoutError) as e:
             raise PostgresUnavailable(f"PostgreSQL at {self.server}: shadow lead lost ({_first_line(e)})") from None
+
+    @staticmethod
+    async def _checked(conn: psycopg.AsyncConnection[Any], sql: str, params: tuple[Any, ...]) -> Any:
+        async with asyncio.timeout(LEAD_CHECK_TIMEOUT_S):
+            row = await (await conn.execute(sql, params)).fetchone()
+        return row[0] if row else None
 
 
 def _first_line(e: BaseException) -> str:

@@ -44,7 +44,9 @@ class PostgresResolverStores:
     async def share_key(self) -> str:
         """Made by the schema's second migration, once for every worker of this database."""
         row = await self.db.fetchone("SELECT value FROM cluster_secrets WHERE name = 'share_key'")
-        assert row is not None, "schema migration 2 makes the share key"
+        if row is None:
+            raise RuntimeError("cluster_secrets has no share_key: schema migration 2 makes it; was the row deleted? "
+                               "(restore it with one value for every worker)")
         return str(row[0])
 
     def open_shadow_store(self, data_dir: Path | None = None) -> PostgresShadowStore:
