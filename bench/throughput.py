@@ -50,7 +50,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the tests' scenes (tests/support/faces.py), when run as a script
 
-TARGETS = {"marginal_vs_detector": 1.15, "idle_vs_detector": 0.10, "startup_s": 1.5, "vs_seed_full": 8.0,
+# issue 23's (ratios: at most, but vs_seed_full: at least); startup is issue 12's
+TARGETS = {"marginal_vs_detector": 1.00, "idle_vs_detector": 0.05, "startup_s": 1.5, "vs_seed_full": 10.0,
            "peak_rss_mb": 200.0}
 REPEATS = 4
 DOOR_FPS, DOOR_FACE_SHARE = 10.0, 0.05
