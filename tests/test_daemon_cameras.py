@@ -93,3 +93,30 @@ def test_one_camera_embeds_on_one_network_and_several_on_two(tmp_path):
     assert daemon_module.embedding_threads(one, 1) == 1
     assert daemon_module.embedding_threads(four, 4) == min(2, os.cpu_count() or 1)
     assert daemon_module.embedding_threads(make_config(tmp_path, SAMPLE_CLIP, device={"embed_threads": 3}), 1) == 3
+
+
+class SlowEmbedder(HeldEmbedder):
+    """The real embedder, 50 ms slower a pass: a recognizer that falls behind the detection stage."""
+
+    def embed_batch_with_norms(self, aligned: list[np.ndarray], mirror: bool | None = None) -> Any:
+        time.sleep(0.05)
+        return self._inner.embed_batch_with_norms(aligned, mirror)
+
+
+def test_the_same_frames_give_the_same_detections_whatever_the_recognizers_pace(tmp_path, monkeypatch):
+    """Where to detect (regions, the motion gate) follows the tracks as of the last detected frame, not as
+    far as the recognizer has got: a slow embedder changes nothing that was detected (CI once saw 190 faces
+    where the detector alone found 192, from the detection stage reading the recognizer's tracker)."""
+    def run(slow: bool) -> Any:
+        if slow:
+            monkeypatch.setattr(daemon_module, "create_embedder",
+                                lambda config, networks=None: SlowEmbedder(create_embedder(config, networks)))
+        config = make_config(tmp_path / f"state-{slow}", SAMPLE_CLIP)
+        host = PluginHost(config)
+        host.load()
+        return asyncio.run(Daemon(config, host).run())
+
+    fast, slow = run(False), run(True)
+    assert slow.frames_in_regions > 0  # regions did the work between full frames
+    assert (slow.faces, slow.frames_gated, slow.frames_in_regions, slow.tracks) == \
+        (fast.faces, fast.frames_gated, fast.frames_in_regions, fast.tracks)
