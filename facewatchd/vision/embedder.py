@@ -54,7 +54,7 @@ class SFaceEmbedder:
         self._path = str(verified_path(SFACE, self.config.model_path))
         self._free: queue.SimpleQueue[cv2.dnn.Net] = queue.SimpleQueue()
         self._free.put(self._load())  # the first at once: a model that does not load fails here, not on a face
-        self._spare = None if networks is None else max(0, networks - 1)  # more that may still be loaded
+        self._limit, self._loaded = networks, 1
         self._loading = threading.Lock()
 
     def _load(self) -> cv2.dnn.Net:
@@ -104,10 +104,9 @@ class SFaceEmbedder:
 
     def _another(self) -> cv2.dnn.Net:
         with self._loading:
-            may_load = self._spare is None or self._spare > 0
-            if may_load and self._spare is not None:
-                self._spare -= 1
-        return self._load() if may_load else self._free.get()
+            may_load = self._limit is None or self._loaded < self._limit
+            self._loaded += may_load
+        return self._load() if may_load else self._free.get()  # at the limit: wait for one to be free
 
 
 def create_embedder(config: EmbedderConfig | None = None, networks: int | None = None) -> Embedder:
