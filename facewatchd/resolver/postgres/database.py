@@ -58,15 +58,13 @@ class Database:
         self._pool: AsyncConnectionPool | None = None
 
     async def __aenter__(self) -> "Database":
-        dsn = self.config.dsn.get_secret_value()
         try:
-            async with await psycopg.AsyncConnection.connect(
-                    dsn, autocommit=True, connect_timeout=max(1, int(self.config.connect_timeout_s))) as conn:
+            async with await self._direct() as conn:
                 version = await migrate(conn)
         except psycopg.OperationalError as e:
             raise PostgresUnavailable(f"PostgreSQL at {self.server} unavailable: {_first_line(e)}") from None
-        self._pool = AsyncConnectionPool(dsn, min_size=1, max_size=self.config.pool_size, open=False,
-                                         kwargs={"autocommit": True}, configure=self._configure,
+        self._pool = AsyncConnectionPool(self.config.dsn.get_secret_value(), min_size=1,
+                                         max_size=self.config.pool_size, open=False, kwargs={"autocommit": True}, configure=self._configure,
                                          timeout=self.config.connect_timeout_s, name="facewatchd-resolver")
         await self._pool.open(wait=False)
         log.info("postgres_opened", server=self.server, schema_version=version, pool=self.config.pool_size)
@@ -127,11 +125,9 @@ class Database:
         check asks pg_locks whether this very backend still holds the lock, not only whether the connection
         answers: a pooler in transaction mode (PgBouncer), or a stray pg_advisory_unlock_all, would otherwise
         leave two leaders. Connect the workers directly or through session pooling."""
-        dsn = self.config.dsn.get_secret_value()
         try:
-            async with await psycopg.AsyncConnection.connect(
-                    dsn, autocommit=True, connect_timeout=max(1, int(self.config.connect_timeout_s)),
-                    keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3) as conn:
+            async with await self._direct(keepalives=1, keepalives_idle=5, keepalives_interval=2,
+                                          keepalives_count=3) as conn:
                 await conn.execute(LEAD_SERVER_KEEPALIVE)
                 while not await self._checked(conn, "SELECT pg_try_advisory_lock(%s)", (SHADOW_LEAD_LOCK,)):
                     await asyncio.sleep(LEAD_POLL_S)
@@ -144,6 +140,12 @@ class Database:
                                                   "by this session (a pooler, or an unlock elsewhere)")
         except (psycopg.OperationalError, TimeoutError) as e:
             raise PostgresUnavailable(f"PostgreSQL at {self.server}: shadow lead lost ({_first_line(e)})") from None
+
+    async def _direct(self, **options: Any) -> psycopg.AsyncConnection[Any]:
+        """An autocommit connection of its own, outside the pool (a migration, the shadow lead's lock)."""
+        return await psycopg.AsyncConnection.connect(self.config.dsn.get_secret_value(), autocommit=True,
+                                                     connect_timeout=max(1, int(self.config.connect_timeout_s)),
+                                                     **options)
 
     @staticmethod
     async def _checked(conn: psycopg.AsyncConnection[Any], sql: str, params: tuple[Any, ...]) -> Any:
